@@ -1,0 +1,263 @@
+//! Identifiers. Every one has a single canonical text form, used in the log, in JSON and on
+//! the command line, so that what a human types is what the log stores.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ParseError;
+
+/// Serializes through `Display` and deserializes through `FromStr`, in every format: ids are
+/// short, and one text form everywhere keeps the binary log and the JSON output in step.
+macro_rules! serde_via_str {
+    ($name:ident, $expecting:literal) => {
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+/// An asset code as crypy names it: upper case, e.g. `XBT`, `EUR`, `ETH2.S`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Asset(String);
+
+impl Asset {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Asset {
+    type Err = ParseError;
+    /// Lower case is accepted and upper-cased (`eur` is `EUR`).
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let ok = (1..=16).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+        if ok {
+            Ok(Self(s.to_ascii_uppercase()))
+        } else {
+            Err(ParseError::Asset(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Asset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Asset({})", self.0)
+    }
+}
+
+serde_via_str!(Asset, "an asset code such as \"EUR\"");
+
+/// A tradable pair, written `BASE/QUOTE` (`XBT/EUR`): prices are in the quote asset,
+/// quantities in the base asset. Venue symbols (`XXBTZEUR`, `XBTUSD`) are a venue adapter's
+/// business and never appear here.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pair {
+    pub base: Asset,
+    pub quote: Asset,
+}
+
+impl Pair {
+    pub fn new(base: Asset, quote: Asset) -> Self {
+        Self { base, quote }
+    }
+}
+
+impl FromStr for Pair {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::Pair(s.to_owned());
+        let (base, quote) = s.split_once('/').ok_or_else(bad)?;
+        let pair = Self {
+            base: base.parse().map_err(|_| bad())?,
+            quote: quote.parse().map_err(|_| bad())?,
+        };
+        if pair.base == pair.quote {
+            return Err(bad());
+        }
+        Ok(pair)
+    }
+}
+
+impl fmt::Display for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.base, self.quote)
+    }
+}
+
+impl fmt::Debug for Pair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pair({self})")
+    }
+}
+
+serde_via_str!(Pair, "a pair such as \"XBT/EUR\"");
+
+/// Who emitted an event.
+///
+/// | agent  | text form                  | example        |
+/// |--------|----------------------------|----------------|
+/// | desk   | `<exchange>:<account>`     | `sim:main`     |
+/// | holder | `<ASSET>`                  | `EUR`          |
+/// | trader | `<BASE/QUOTE>#<generation>`| `XBT/EUR#3`    |
+/// | system | `@<name>`                  | `@import`      |
+///
+/// System ids name the parts of crypy that are not agents (the importer, a benchmark).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AgentId {
+    Desk { exchange: String, account: String },
+    Holder(Asset),
+    Trader { pair: Pair, generation: u32 },
+    System(String),
+}
+
+impl AgentId {
+    pub fn desk(exchange: &str, account: &str) -> Result<Self, ParseError> {
+        format!("{exchange}:{account}").parse()
+    }
+
+    pub fn system(name: &str) -> Result<Self, ParseError> {
+        format!("@{name}").parse()
+    }
+
+    /// The pair a trader works on; other agents have none.
+    pub fn pair(&self) -> Option<&Pair> {
+        match self {
+            AgentId::Trader { pair, .. } => Some(pair),
+            _ => None,
+        }
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl FromStr for AgentId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let bad = || ParseError::AgentId(s.to_owned());
+        if let Some(name) = s.strip_prefix('@') {
+            return if is_name(name) { Ok(Self::System(name.to_owned())) } else { Err(bad()) };
+        }
+        if let Some((exchange, account)) = s.split_once(':') {
+            return if is_name(exchange) && is_name(account) {
+                Ok(Self::Desk { exchange: exchange.to_ascii_lowercase(), account: account.to_owned() })
+            } else {
+                Err(bad())
+            };
+        }
+        if let Some((pair, generation)) = s.split_once('#') {
+            let pair = pair.parse().map_err(|_| bad())?;
+            let generation = generation.parse().map_err(|_| bad())?;
+            return Ok(Self::Trader { pair, generation });
+        }
+        s.parse().map(Self::Holder).map_err(|_| bad())
+    }
+}
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentId::Desk { exchange, account } => write!(f, "{exchange}:{account}"),
+            AgentId::Holder(asset) => write!(f, "{asset}"),
+            AgentId::Trader { pair, generation } => write!(f, "{pair}#{generation}"),
+            AgentId::System(name) => write!(f, "@{name}"),
+        }
+    }
+}
+
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentId({self})")
+    }
+}
+
+serde_via_str!(AgentId, "an agent id such as \"sim:main\", \"EUR\" or \"XBT/EUR#1\"");
+
+/// The idempotency key of an order: unique forever in a data dir, across restarts, and sent
+/// to the venue (Kraken `cl_ord_id`, BitMEX `clOrdID`) so a retried request cannot double.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientOrderId(String);
+
+impl ClientOrderId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ClientOrderId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError::ClientOrderId(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for ClientOrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientOrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientOrderId({})", self.0)
+    }
+}
+
+serde_via_str!(ClientOrderId, "a client order id");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_round_trip_through_text() {
+        for text in ["sim:main", "kraken:alice", "EUR", "XBT/EUR#3", "@import"] {
+            let id: AgentId = text.parse().unwrap();
+            assert_eq!(id.to_string(), text);
+        }
+        assert!(matches!("EUR".parse::<AgentId>().unwrap(), AgentId::Holder(_)));
+        assert!(matches!("XBT/EUR#0".parse::<AgentId>().unwrap(), AgentId::Trader { generation: 0, .. }));
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        for text in ["", "sim:", ":acct", "XBT/EUR#x", "XBT/XBT", "@", "a b", "XBT/EUR#"] {
+            assert!(text.parse::<AgentId>().is_err(), "{text:?} accepted");
+        }
+        assert!("XBTEUR".parse::<Pair>().is_err());
+        assert!("xbt/eur".parse::<Pair>().unwrap().to_string() == "XBT/EUR");
+        assert!("has space".parse::<ClientOrderId>().is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! The on-disk record: one sled value per appended chunk of events.
+//!
+//! ```text
+//! offset  size  field
+//!      0     2  magic 0xC7 0x59
+//!      2     2  format version (u16 LE)
+//!      4     4  CRC-32 (IEEE) of every byte from offset 8 to the end
+//!      8     8  seq of the first event (u64 LE); equals the record's key
+//!     16     4  event count n (u32 LE), at least 1
+//!     20     …  n times: length (u32 LE) then the event (bincode 2, standard config)
+//! ```
+//!
+//! The events of a chunk have contiguous seqs (`first`, `first + 1`, …), so a seq is never
+//! stored twice and a chunk cannot hold a gap. The checksum covers the seq and the count,
+//! so a record moved under another key is caught too.
+
+use crypy_core::{Envelope, NewEvent};
+
+use crate::{Error, Result};
+
+const MAGIC: [u8; 2] = [0xC7, 0x59];
+/// The version this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+pub(crate) const HEADER_LEN: usize = 20;
+
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Builds one chunk in a reused buffer.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkWriter {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl ChunkWriter {
+    pub(crate) fn start(&mut self, first_seq: u64) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&MAGIC);
+        self.buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&first_seq.to_le_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.count = 0;
+    }
+
+    pub(crate) fn push(&mut self, event: &NewEvent) -> Result<()> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        bincode::serde::encode_into_std_write(event, &mut self.buf, bincode_config()).map_err(|e| Error::Encode(e.to_string()))?;
+        let len = u32::try_from(self.buf.len() - at - 4).map_err(|_| Error::Encode("event larger than 4 GiB".into()))?;
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.count += 1;
+        Ok(())
+    }
+
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Seals the header and returns the record's bytes.
+    pub(crate) fn finish(&mut self) -> &[u8] {
+        self.buf[16..20].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf[8..]);
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        &self.buf
+    }
+}
+
+/// A chunk whose header and checksum have been checked; events are decoded on demand.
+#[derive(Debug)]
+pub(crate) struct Chunk<'a> {
+    pub first_seq: u64,
+    pub count: u32,
+    body: &'a [u8],
+}
+
+/// The key of a record: the first seq, big-endian so that sled's byte order is seq order.
+pub(crate) fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn seq_of_key(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt { seq: 0, reason: format!("record key of {} bytes, expected 8", key.len()) })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Checks a record's header and checksum. `key_seq` is the seq its key says, reported in
+/// errors because the header itself cannot be trusted yet.
+pub(crate) fn open_chunk(key_seq: u64, bytes: &[u8]) -> Result<Chunk<'_>> {
+    let corrupt = |reason: String| Error::Corrupt { seq: key_seq, reason };
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt(format!("record of {} bytes is shorter than its header", bytes.len())));
+    }
+    if bytes[0..2] != MAGIC {
+        return Err(corrupt("bad magic bytes: not a crypy record".into()));
+    }
+    let version = u16::from_le_bytes([bytes[2], bytes[3]]);
+    if version > FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
+    }
+    if version == 0 {
+        return Err(corrupt("format version 0".into()));
+    }
+    let stored_crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
+    let crc = crc32fast::hash(&bytes[8..]);
+    if crc != stored_crc {
+        return Err(corrupt(format!("checksum mismatch (stored {stored_crc:08x}, computed {crc:08x})")));
+    }
+    let first_seq = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+    let count = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+    if first_seq != key_seq {
+        return Err(corrupt(format!("record says it starts at seq {first_seq}, but is stored under {key_seq}")));
+    }
+    if count == 0 {
+        return Err(corrupt("empty record".into()));
+    }
+    Ok(Chunk { first_seq, count, body: &bytes[HEADER_LEN..] })
+}
+
+impl<'a> Chunk<'a> {
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.count) - 1
+    }
+
+    /// Decodes the events with seq >= `from`, calling `f` for each.
+    pub(crate) fn decode_from(&self, from: u64, mut f: impl FnMut(Envelope)) -> Result<()> {
+        let mut rest = self.body;
+        for i in 0..self.count {
+            let seq = self.first_seq + u64::from(i);
+            let corrupt = |reason: String| Error::Corrupt { seq, reason };
+            if rest.len() < 4 {
+                return Err(corrupt("record ends before its last event".into()));
+            }
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            let Some(bytes) = rest.get(4..4 + len) else {
+                return Err(corrupt(format!("event length {len} runs past the record's end")));
+            };
+            rest = &rest[4 + len..];
+            if seq < from {
+                continue;
+            }
+            let (event, used): (NewEvent, usize) =
+                bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|e| corrupt(format!("undecodable event: {e}")))?;
+            if used != len {
+                return Err(corrupt(format!("event decoded from {used} of its {len} bytes")));
+            }
+            f(Envelope::new(seq, event));
+        }
+        if !rest.is_empty() {
+            return Err(Error::Corrupt { seq: self.last_seq(), reason: format!("{} stray bytes after the last event", rest.len()) });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypy_core::arbitrary::new_event;
+    use proptest::prelude::*;
+
+    fn encode(first: u64, events: &[NewEvent]) -> Vec<u8> {
+        let mut w = ChunkWriter::default();
+        w.start(first);
+        for e in events {
+            w.push(e).unwrap();
+        }
+        w.finish().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn chunks_round_trip(first in 1u64..u64::MAX / 2, events in proptest::collection::vec(new_event(), 1..20)) {
+            let bytes = encode(first, &events);
+            let chunk = open_chunk(first, &bytes).unwrap();
+            let mut out = Vec::new();
+            chunk.decode_from(0, |e| out.push(e)).unwrap();
+            prop_assert_eq!(out.len(), events.len());
+            for (i, (got, want)) in out.into_iter().zip(events).enumerate() {
+                prop_assert_eq!(got, Envelope::new(first + i as u64, want));
+            }
+        }
+
+        #[test]
+        fn any_flipped_byte_is_caught(events in proptest::collection::vec(new_event(), 1..5), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = encode(7, &events);
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            let res = open_chunk(7, &bytes).and_then(|c| c.decode_from(0, |_| ()));
+            prop_assert!(res.is_err(), "flip at byte {} bit {} went unnoticed", i, bit);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = open_chunk(1, &bytes).and_then(|c| c.decode_from(0, |_| ()));
+        }
+    }
+
+    #[test]
+    fn newer_format_is_refused_not_misread() {
+        let mut bytes = encode(1, &[]);
+        bytes[2..4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert!(matches!(open_chunk(1, &bytes), Err(Error::UnsupportedFormat { found, .. }) if found == FORMAT_VERSION + 1));
+    }
+}

@@ -1,0 +1,43 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// The log's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong with the log. Every variant is fail-stop for the operation that met it:
+/// nothing is half-appended, and a reader that meets a bad record stops there rather than
+/// skipping it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process (or another handle in this one) has the log open for writing.
+    #[error("log at {} is locked by pid {}", dir.display(), pid.map_or_else(|| "unknown".to_string(), |p| p.to_string()))]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    /// The log, or one record in it, was written by a newer crypy.
+    #[error("log format version {found} is newer than this crypy supports (up to {supported}); upgrade crypy to read it")]
+    UnsupportedFormat { found: u16, supported: u16 },
+    /// A record fails its checks: bad checksum, wrong header, undecodable event, a gap.
+    #[error("corrupt log at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    /// An event could not be encoded (never expected for well-formed events).
+    #[error("cannot encode event: {0}")]
+    Encode(String),
+    /// sled failed (I/O underneath, or its own corruption report).
+    #[error("storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A candle file could not be imported; nothing of it was appended.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    /// Parquet export failed.
+    #[error("parquet export: {0}")]
+    Parquet(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

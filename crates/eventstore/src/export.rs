@@ -1,0 +1,152 @@
+//! Events out to Parquet: one row per event, envelope columns typed, payload as JSON text,
+//! readable by pyarrow, pandas and polars.
+//!
+//! | column   | Arrow type                 | nullable |
+//! |----------|----------------------------|----------|
+//! | `seq`    | UInt64                     | no       |
+//! | `run`    | UInt32                     | no       |
+//! | `time`   | Timestamp(ms, "UTC")       | no       |
+//! | `wall`   | Timestamp(ms, "UTC")       | no       |
+//! | `source` | Utf8                       | no       |
+//! | `kind`   | Utf8                       | no       |
+//! | `cause`  | UInt64                     | yes      |
+//! | `data`   | Utf8 (JSON object)         | no       |
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use crypy_core::Envelope;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::{Error, EventLog, Result};
+
+const ROWS_PER_BATCH: usize = 65_536;
+
+/// The schema of exported events.
+pub fn event_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("run", DataType::UInt32, false),
+        Field::new("time", ts.clone(), false),
+        Field::new("wall", ts, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("cause", DataType::UInt64, true),
+        Field::new("data", DataType::Utf8, false),
+    ]))
+}
+
+/// Accumulates events into Arrow columns.
+#[derive(Debug)]
+pub struct EventBatchBuilder {
+    seq: UInt64Builder,
+    run: UInt32Builder,
+    time: TimestampMillisecondBuilder,
+    wall: TimestampMillisecondBuilder,
+    source: StringBuilder,
+    kind: StringBuilder,
+    cause: UInt64Builder,
+    data: StringBuilder,
+    rows: usize,
+}
+
+impl Default for EventBatchBuilder {
+    fn default() -> Self {
+        Self {
+            seq: UInt64Builder::new(),
+            run: UInt32Builder::new(),
+            time: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            wall: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            source: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            cause: UInt64Builder::new(),
+            data: StringBuilder::new(),
+            rows: 0,
+        }
+    }
+}
+
+impl EventBatchBuilder {
+    pub fn push(&mut self, e: &Envelope) {
+        self.seq.append_value(e.seq);
+        self.run.append_value(e.run);
+        self.time.append_value(e.time);
+        self.wall.append_value(e.wall);
+        self.source.append_value(e.source.to_string());
+        self.kind.append_value(e.kind().name());
+        self.cause.append_option(e.cause);
+        self.data.append_value(e.event.data_json().to_string());
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Takes the rows pushed so far as one record batch.
+    pub fn finish(&mut self) -> RecordBatch {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.seq.finish()),
+            Arc::new(self.run.finish()),
+            Arc::new(self.time.finish()),
+            Arc::new(self.wall.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.cause.finish()),
+            Arc::new(self.data.finish()),
+        ];
+        self.rows = 0;
+        RecordBatch::try_new(event_schema(), columns).expect("columns match the schema")
+    }
+}
+
+/// Writes the events with seq in `from..=to` to a Parquet file (snappy-compressed).
+/// Returns how many rows were written. The file is written to a temporary name and
+/// renamed, so a failed export never leaves a truncated file under `path`.
+pub fn export_parquet(log: &EventLog, path: &Path, from: u64, to: u64, mut keep: impl FnMut(&Envelope) -> bool) -> Result<u64> {
+    let tmp = path.with_extension("parquet.partial");
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let parquet_err = |e: parquet::errors::ParquetError| Error::Parquet(e.to_string());
+    let mut writer = ArrowWriter::try_new(file, event_schema(), Some(props)).map_err(parquet_err)?;
+    let mut builder = EventBatchBuilder::default();
+    let mut rows = 0u64;
+    let result = (|| {
+        for e in log.iter_from(from) {
+            let e = e?;
+            if e.seq > to {
+                break;
+            }
+            if !keep(&e) {
+                continue;
+            }
+            builder.push(&e);
+            rows += 1;
+            if builder.len() == ROWS_PER_BATCH {
+                writer.write(&builder.finish()).map_err(parquet_err)?;
+            }
+        }
+        if !builder.is_empty() {
+            writer.write(&builder.finish()).map_err(parquet_err)?;
+        }
+        writer.close().map_err(parquet_err)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(rows)
+}

@@ -1,0 +1,36 @@
+//! The writer's lock on a data dir: an exclusive `flock` on `LOCK`, which holds the owner's
+//! pid so the refusal can say who has it. The kernel drops the lock when its process dies,
+//! so a crash never leaves a stale lock behind; the pid left in the file is only a hint.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use fs2::FileExt;
+
+use crate::{Error, Result};
+
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join("LOCK");
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| Error::io(&path, e))?;
+        if file.try_lock_exclusive().is_err() {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(Error::Locked { dir: dir.to_path_buf(), pid: text.trim().parse().ok() });
+        }
+        let write_pid = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_data()
+        };
+        write_pid(&mut file).map_err(|e| Error::io(&path, e))?;
+        Ok(Self { _file: file })
+    }
+}

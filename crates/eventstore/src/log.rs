@@ -1,0 +1,465 @@
+//! The event log: single writer, many readers, append-only.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crypy_core::{Envelope, NewEvent};
+use tokio::sync::watch;
+
+use crate::codec::{self, ChunkWriter, FORMAT_VERSION};
+use crate::lock::DirLock;
+use crate::{Error, Result};
+
+/// Records above this size would leave sled's inline pages (its blob threshold is a quarter
+/// of the 512 KiB segment), so larger batches are split into several records, still
+/// applied atomically.
+const CHUNK_BYTES: usize = 96 * 1024;
+
+/// When appended events become durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// [`EventLog::append`] returns only after its batch is on disk (fsync). A crash of the
+    /// process or the machine loses nothing that was acknowledged.
+    EveryBatch,
+    /// The log is flushed in the background every this many milliseconds. A crash may lose
+    /// the events appended in the last interval (plus the flush in flight), never more; what
+    /// survives is always a prefix of what was appended, so seqs stay contiguous.
+    Interval(u64),
+}
+
+/// How to open a log.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub durability: Durability,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { durability: Durability::EveryBatch }
+    }
+}
+
+/// Seqs given to one append: `first..=last`, or empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqRange {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl SeqRange {
+    pub fn is_empty(&self) -> bool {
+        self.last < self.first
+    }
+    pub fn len(&self) -> u64 {
+        if self.is_empty() { 0 } else { self.last - self.first + 1 }
+    }
+}
+
+/// The append-only event log of one data dir.
+///
+/// One process at a time may open it (see [`Error::Locked`]); inside that process the
+/// handle is cheap to clone and any number of threads may read and [`tail`](Self::tail)
+/// while one appends. Appends from several threads are serialized.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    chunks: sled::Tree,
+    meta: sled::Tree,
+    durability: Durability,
+    writer: Mutex<Writer>,
+    /// The last appended seq, for tails to wake on (not sled's `watch_prefix`, whose
+    /// bounded channel would let a slow reader block the writer).
+    appended: watch::Sender<u64>,
+    // Dropped last: sled must be closed before another handle may open the dir.
+    _lock: DirLock,
+}
+
+#[derive(Debug)]
+struct Writer {
+    next_seq: u64,
+    chunk: ChunkWriter,
+}
+
+const META_FORMAT: &[u8] = b"format_version";
+const META_LAST_RUN: &[u8] = b"last_run";
+
+impl EventLog {
+    /// Opens (creating if needed) the log in `dir` for reading and writing.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another handle has it open, [`Error::UnsupportedFormat`] when
+    /// a newer crypy wrote it, [`Error::Corrupt`] when its last record is damaged.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let flush_every = match options.durability {
+            Durability::EveryBatch => None,
+            Durability::Interval(ms) => Some(ms.max(1)),
+        };
+        let db = sled::Config::new().path(dir.join("log")).mode(sled::Mode::HighThroughput).flush_every_ms(flush_every).open()?;
+        let chunks = db.open_tree("chunks")?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(META_FORMAT)? {
+            Some(v) => {
+                let found = u16::from_le_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt { seq: 0, reason: "bad format version in log metadata".into() })?);
+                if found > FORMAT_VERSION {
+                    return Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION });
+                }
+            }
+            None => {
+                meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+                db.flush()?;
+            }
+        }
+        let last_seq = match chunks.last()? {
+            Some((k, v)) => {
+                let key_seq = codec::seq_of_key(&k)?;
+                codec::open_chunk(key_seq, &v)?.last_seq()
+            }
+            None => 0,
+        };
+        let (appended, _) = watch::channel(last_seq);
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                dir,
+                db,
+                chunks,
+                meta,
+                durability: options.durability,
+                writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default() }),
+                appended,
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The last appended seq (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        *self.inner.appended.borrow()
+    }
+
+    /// Appends `events` with contiguous seqs, atomically: after a crash either all of them
+    /// are in the log or none. With [`Durability::EveryBatch`] they are on disk on return.
+    ///
+    /// # Errors
+    /// On any error nothing was appended and the next append reuses the same seqs.
+    pub fn append(&self, events: &[NewEvent]) -> Result<SeqRange> {
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let first = w.next_seq;
+        if events.is_empty() {
+            return Ok(SeqRange { first, last: first - 1 });
+        }
+        let mut batch = sled::Batch::default();
+        let mut chunk_first = first;
+        let Writer { chunk, .. } = &mut *w;
+        chunk.start(chunk_first);
+        for (i, event) in events.iter().enumerate() {
+            chunk.push(event)?;
+            let is_last = i + 1 == events.len();
+            if chunk.len_bytes() >= CHUNK_BYTES || is_last {
+                let n = u64::from(chunk.count());
+                batch.insert(&codec::key(chunk_first), chunk.finish());
+                chunk_first += n;
+                if !is_last {
+                    chunk.start(chunk_first);
+                }
+            }
+        }
+        inner.chunks.apply_batch(batch)?;
+        if inner.durability == Durability::EveryBatch {
+            inner.db.flush()?;
+        }
+        let last = chunk_first - 1;
+        w.next_seq = chunk_first;
+        drop(w);
+        inner.appended.send_replace(last);
+        Ok(SeqRange { first, last })
+    }
+
+    /// Makes everything appended so far durable (a no-op cost under `EveryBatch`).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Starts a new desk lifetime: returns its run number (1, 2, …), durably recorded.
+    pub fn start_run(&self) -> Result<u32> {
+        let inner = &*self.inner;
+        let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let run = self.last_run()? + 1;
+        inner.meta.insert(META_LAST_RUN, &run.to_le_bytes())?;
+        inner.db.flush()?;
+        Ok(run)
+    }
+
+    /// The last run started in this data dir (0 if none).
+    pub fn last_run(&self) -> Result<u32> {
+        Ok(match self.inner.meta.get(META_LAST_RUN)? {
+            Some(v) => u32::from_le_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt { seq: 0, reason: "bad run counter in log metadata".into() })?),
+            None => 0,
+        })
+    }
+
+    /// Events with seq in `from..=to`, in order.
+    pub fn read_range(&self, from: u64, to: u64) -> Result<Vec<Envelope>> {
+        let mut out = Vec::new();
+        for e in self.iter_from(from) {
+            let e = e?;
+            if e.seq > to {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Every event from `from` on, in seq order, as it is when each record is reached. A
+    /// damaged record yields an error and ends the iteration: nothing is skipped silently.
+    pub fn iter_from(&self, from: u64) -> Iter {
+        Iter { chunks: self.inner.chunks.clone(), next: from.max(1), buf: VecDeque::new(), done: false }
+    }
+
+    /// An async stream of every event from `from` on, waiting for new appends at the end.
+    pub fn tail(&self, from: u64) -> Tail {
+        Tail { log: self.clone(), appended: self.inner.appended.subscribe(), next: from.max(1), buf: VecDeque::new() }
+    }
+
+    /// Blocks until the log holds `seq` or `timeout` passes; returns the last seq. For
+    /// threads that cannot await (timely workers).
+    pub fn wait_for(&self, seq: u64, timeout: Duration) -> u64 {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut rx = self.inner.appended.subscribe();
+        loop {
+            let last = *rx.borrow_and_update();
+            if last >= seq {
+                return last;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return last;
+            }
+            // watch has no blocking wait; poll with a short sleep, bounded by the deadline.
+            std::thread::sleep((deadline - now).min(Duration::from_millis(1)));
+        }
+    }
+
+    /// Checks every record: header, checksum, decodability, and that seqs run from 1
+    /// without gap or overlap. Stops at the first problem.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport { records: 0, events: 0, last_seq: 0, problem: None };
+        let mut expected = 1u64;
+        for item in self.inner.chunks.iter() {
+            let (k, v) = item?;
+            let key_seq = match codec::seq_of_key(&k) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.problem = Some(Problem { seq: expected, reason: e.to_string() });
+                    break;
+                }
+            };
+            if key_seq > expected {
+                let reason = if key_seq == expected + 1 { format!("seq {expected} is missing") } else { format!("seqs {expected}..={} are missing", key_seq - 1) };
+                report.problem = Some(Problem { seq: expected, reason });
+                break;
+            }
+            if key_seq < expected {
+                report.problem = Some(Problem { seq: key_seq, reason: format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})") });
+                break;
+            }
+            let checked = codec::open_chunk(key_seq, &v).and_then(|chunk| {
+                let mut n = 0u64;
+                chunk.decode_from(0, |_| n += 1)?;
+                Ok(chunk.count)
+            });
+            match checked {
+                Ok(count) => {
+                    report.records += 1;
+                    report.events += u64::from(count);
+                    expected = key_seq + u64::from(count);
+                    report.last_seq = expected - 1;
+                }
+                Err(Error::Corrupt { seq, reason }) => {
+                    report.problem = Some(Problem { seq, reason });
+                    break;
+                }
+                Err(Error::UnsupportedFormat { found, supported }) => {
+                    report.problem = Some(Problem { seq: key_seq, reason: format!("written by a newer format version {found} (this crypy reads up to {supported})") });
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Bytes the log occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// Writes raw bytes as a record under `key_seq`. Exists so tests can plant damaged or
+    /// foreign records and check that readers refuse them; never use it otherwise.
+    #[doc(hidden)]
+    pub fn put_raw_record_for_tests(&self, key_seq: u64, bytes: &[u8]) -> Result<()> {
+        self.inner.chunks.insert(codec::key(key_seq), bytes)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// The raw bytes of the record starting at `key_seq`, for the same tests.
+    #[doc(hidden)]
+    pub fn raw_record_for_tests(&self, key_seq: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.chunks.get(codec::key(key_seq))?.map(|v| v.to_vec()))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Under Durability::Interval the last interval is still in memory: don't lose it on
+        // an orderly close.
+        let _ = self.db.flush();
+    }
+}
+
+/// What [`EventLog::verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub events: u64,
+    /// The last seq of the intact prefix.
+    pub last_seq: u64,
+    pub problem: Option<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// The first bad seq and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// See [`EventLog::iter_from`].
+#[derive(Debug)]
+pub struct Iter {
+    chunks: sled::Tree,
+    next: u64,
+    buf: VecDeque<Envelope>,
+    done: bool,
+}
+
+impl Iter {
+    /// Loads the record holding `self.next` (or the first after it) into `buf`.
+    fn refill(&mut self) -> Result<bool> {
+        // The record holding `next` starts at or before it; otherwise take the next one.
+        let start = match self.chunks.range(..=codec::key(self.next)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let key_seq = codec::seq_of_key(&k)?;
+                let chunk = codec::open_chunk(key_seq, &v)?;
+                if chunk.last_seq() >= self.next {
+                    let next = self.next;
+                    chunk.decode_from(next, |e| self.buf.push_back(e))?;
+                    self.next = chunk.last_seq() + 1;
+                    return Ok(true);
+                }
+                codec::key(self.next)
+            }
+            None => codec::key(self.next),
+        };
+        match self.chunks.range(start..).next() {
+            Some(item) => {
+                let (k, v) = item?;
+                let key_seq = codec::seq_of_key(&k)?;
+                if key_seq != self.next {
+                    return Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (next record starts at {key_seq})", self.next) });
+                }
+                let chunk = codec::open_chunk(key_seq, &v)?;
+                chunk.decode_from(key_seq, |e| self.buf.push_back(e))?;
+                self.next = chunk.last_seq() + 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<Envelope>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.buf.pop_front() {
+            return Some(Ok(e));
+        }
+        if self.done {
+            return None;
+        }
+        match self.refill() {
+            Ok(true) => self.buf.pop_front().map(Ok),
+            Ok(false) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// See [`EventLog::tail`].
+#[derive(Debug)]
+pub struct Tail {
+    log: EventLog,
+    appended: watch::Receiver<u64>,
+    next: u64,
+    buf: VecDeque<Envelope>,
+}
+
+impl Tail {
+    /// The next event, waiting for it to be appended if needed.
+    ///
+    /// # Errors
+    /// A damaged record, as for [`EventLog::iter_from`].
+    pub async fn next(&mut self) -> Result<Envelope> {
+        loop {
+            if let Some(e) = self.buf.pop_front() {
+                self.next = e.seq + 1;
+                return Ok(e);
+            }
+            let last = *self.appended.borrow_and_update();
+            if last >= self.next {
+                let mut it = self.log.iter_from(self.next);
+                // Take what is there now, bounded so one call never loads a huge backlog.
+                while self.buf.len() < 4096 {
+                    match it.next() {
+                        Some(e) => self.buf.push_back(e?),
+                        None => break,
+                    }
+                }
+                if !self.buf.is_empty() {
+                    continue;
+                }
+            }
+            // The sender lives in the log this tail holds, so it cannot be dropped while we wait.
+            let _ = self.appended.changed().await;
+        }
+    }
+}

@@ -35,13 +35,48 @@ macro_rules! serde_via_str {
     };
 }
 
+/// A short ASCII string stored inline, so ids are `Copy` and decoding them never allocates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct InlineStr<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> InlineStr<N> {
+    /// `None` unless `s` is ASCII and at most `N` bytes.
+    fn new(s: &str) -> Option<Self> {
+        if s.len() > N || !s.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; N];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Self { len: s.len() as u8, bytes })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).expect("InlineStr holds ASCII only")
+    }
+}
+
+impl<const N: usize> PartialOrd for InlineStr<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<const N: usize> Ord for InlineStr<N> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
 /// An asset code as crypy names it: upper case, e.g. `XBT`, `EUR`, `ETH2.S`.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Asset(String);
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Asset(InlineStr<16>);
 
 impl Asset {
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -49,25 +84,26 @@ impl FromStr for Asset {
     type Err = ParseError;
     /// Lower case is accepted and upper-cased (`eur` is `EUR`).
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let ok = (1..=16).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
-        if ok {
-            Ok(Self(s.to_ascii_uppercase()))
-        } else {
-            Err(ParseError::Asset(s.to_owned()))
+        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+        match InlineStr::new(s) {
+            Some(mut inline) if ok => {
+                inline.bytes.make_ascii_uppercase();
+                Ok(Self(inline))
+            }
+            _ => Err(ParseError::Asset(s.to_owned())),
         }
     }
 }
 
 impl fmt::Display for Asset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Asset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Asset({})", self.0)
+        write!(f, "Asset({})", self.as_str())
     }
 }
 
@@ -76,7 +112,7 @@ serde_via_str!(Asset, "an asset code such as \"EUR\"");
 /// A tradable pair, written `BASE/QUOTE` (`XBT/EUR`): prices are in the quote asset,
 /// quantities in the base asset. Venue symbols (`XXBTZEUR`, `XBTUSD`) are a venue adapter's
 /// business and never appear here.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pair {
     pub base: Asset,
     pub quote: Asset,
@@ -128,12 +164,46 @@ serde_via_str!(Pair, "a pair such as \"XBT/EUR\"");
 /// | system | `@<name>`                  | `@import`      |
 ///
 /// System ids name the parts of crypy that are not agents (the importer, a benchmark).
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Names (exchange, account, system) are 1-32 characters among letters, digits, `-_.`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AgentId {
-    Desk { exchange: String, account: String },
+    Desk { exchange: Name, account: Name },
     Holder(Asset),
     Trader { pair: Pair, generation: u32 },
-    System(String),
+    System(Name),
+}
+
+/// A name inside an [`AgentId`]: 1-32 characters among letters, digits, `-`, `_` and `.`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(InlineStr<32>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl FromStr for Name {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        match InlineStr::new(s) {
+            Some(inline) if ok => Ok(Self(inline)),
+            _ => Err(ParseError::AgentId(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Name({})", self.as_str())
+    }
 }
 
 impl AgentId {
@@ -154,24 +224,17 @@ impl AgentId {
     }
 }
 
-fn is_name(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 impl FromStr for AgentId {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let bad = || ParseError::AgentId(s.to_owned());
         if let Some(name) = s.strip_prefix('@') {
-            return if is_name(name) { Ok(Self::System(name.to_owned())) } else { Err(bad()) };
+            return name.parse().map(Self::System).map_err(|_| bad());
         }
         if let Some((exchange, account)) = s.split_once(':') {
-            return if is_name(exchange) && is_name(account) {
-                Ok(Self::Desk { exchange: exchange.to_ascii_lowercase(), account: account.to_owned() })
-            } else {
-                Err(bad())
-            };
+            let mut exchange: Name = exchange.parse().map_err(|_| bad())?;
+            exchange.0.bytes.make_ascii_lowercase();
+            return Ok(Self::Desk { exchange, account: account.parse().map_err(|_| bad())? });
         }
         if let Some((pair, generation)) = s.split_once('#') {
             let pair = pair.parse().map_err(|_| bad())?;

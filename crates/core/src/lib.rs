@@ -47,7 +47,7 @@ pub mod time;
 pub use account::{Balance, Capabilities, Market};
 pub use error::ParseError;
 pub use event::{Envelope, Event, EventKind, NewEvent};
-pub use ids::{AgentId, Asset, ClientOrderId, Pair};
+pub use ids::{AgentId, Asset, ClientOrderId, Name, Pair};
 pub use market::{Candle, Interval, Quote, Trade};
 pub use money::{Money, Price, Qty};
 pub use order::{Fill, OrderKind, OrderRequest, Position, Side};

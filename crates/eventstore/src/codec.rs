@@ -77,7 +77,7 @@ impl ChunkWriter {
 pub(crate) struct Chunk<'a> {
     pub first_seq: u64,
     pub count: u32,
-    body: &'a [u8],
+    pub body: &'a [u8],
 }
 
 /// The key of a record: the first seq, big-endian so that sled's byte order is seq order.
@@ -123,37 +123,81 @@ pub(crate) fn open_chunk(key_seq: u64, bytes: &[u8]) -> Result<Chunk<'_>> {
     Ok(Chunk { first_seq, count, body: &bytes[HEADER_LEN..] })
 }
 
-impl<'a> Chunk<'a> {
+impl Chunk<'_> {
     pub(crate) fn last_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count) - 1
     }
 
     /// Decodes the events with seq >= `from`, calling `f` for each.
     pub(crate) fn decode_from(&self, from: u64, mut f: impl FnMut(Envelope)) -> Result<()> {
-        let mut rest = self.body;
-        for i in 0..self.count {
-            let seq = self.first_seq + u64::from(i);
-            let corrupt = |reason: String| Error::Corrupt { seq, reason };
-            if rest.len() < 4 {
-                return Err(corrupt("record ends before its last event".into()));
-            }
-            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            let Some(bytes) = rest.get(4..4 + len) else {
-                return Err(corrupt(format!("event length {len} runs past the record's end")));
-            };
-            rest = &rest[4 + len..];
+        let mut cursor = Cursor::new(self);
+        while let Some(seq) = cursor.next_seq() {
             if seq < from {
-                continue;
+                cursor.skip(self.body)?;
+            } else {
+                f(cursor.decode(self.body)?);
             }
-            let (event, used): (NewEvent, usize) =
-                bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|e| corrupt(format!("undecodable event: {e}")))?;
-            if used != len {
-                return Err(corrupt(format!("event decoded from {used} of its {len} bytes")));
-            }
-            f(Envelope::new(seq, event));
         }
-        if !rest.is_empty() {
-            return Err(Error::Corrupt { seq: self.last_seq(), reason: format!("{} stray bytes after the last event", rest.len()) });
+        cursor.finish(self.body)
+    }
+}
+
+/// A position inside a checked chunk's body, for decoding one event at a time. It holds no
+/// borrow, so an iterator can keep it beside the record's bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor {
+    pos: usize,
+    seq: u64,
+    last: u64,
+}
+
+impl Cursor {
+    pub(crate) fn new(chunk: &Chunk<'_>) -> Self {
+        Cursor { pos: 0, seq: chunk.first_seq, last: chunk.last_seq() }
+    }
+
+    /// The seq of the event under the cursor, or `None` past the last one.
+    pub(crate) fn next_seq(&self) -> Option<u64> {
+        (self.seq <= self.last).then_some(self.seq)
+    }
+
+    fn frame<'b>(&mut self, body: &'b [u8]) -> Result<&'b [u8]> {
+        let seq = self.seq;
+        let corrupt = |reason: String| Error::Corrupt { seq, reason };
+        let rest = body.get(self.pos..).unwrap_or_default();
+        if rest.len() < 4 {
+            return Err(corrupt("record ends before its last event".into()));
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let Some(bytes) = rest.get(4..4 + len) else {
+            return Err(corrupt(format!("event length {len} runs past the record's end")));
+        };
+        self.pos += 4 + len;
+        self.seq += 1;
+        Ok(bytes)
+    }
+
+    pub(crate) fn skip(&mut self, body: &[u8]) -> Result<()> {
+        self.frame(body).map(|_| ())
+    }
+
+    /// `body` must be the body of the chunk this cursor was made for.
+    pub(crate) fn decode(&mut self, body: &[u8]) -> Result<Envelope> {
+        let seq = self.seq;
+        let bytes = self.frame(body)?;
+        let corrupt = |reason: String| Error::Corrupt { seq, reason };
+        let (event, used): (NewEvent, usize) =
+            bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|e| corrupt(format!("undecodable event: {e}")))?;
+        if used != bytes.len() {
+            return Err(corrupt(format!("event decoded from {used} of its {} bytes", bytes.len())));
+        }
+        Ok(Envelope::new(seq, event))
+    }
+
+    /// Checks that nothing follows the last event.
+    pub(crate) fn finish(&self, body: &[u8]) -> Result<()> {
+        if self.pos != body.len() {
+            return Err(Error::Corrupt { seq: self.last, reason: format!("{} stray bytes after the last event", body.len().saturating_sub(self.pos)) });
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crypy_core::{Envelope, NewEvent};
 use tokio::sync::watch;
 
-use crate::codec::{self, ChunkWriter, FORMAT_VERSION};
+use crate::codec::{self, ChunkWriter, Cursor, FORMAT_VERSION};
 use crate::lock::DirLock;
 use crate::{Error, Result};
 
@@ -230,7 +230,7 @@ impl EventLog {
     /// Every event from `from` on, in seq order, as it is when each record is reached. A
     /// damaged record yields an error and ends the iteration: nothing is skipped silently.
     pub fn iter_from(&self, from: u64) -> Iter {
-        Iter { chunks: self.inner.chunks.clone(), next: from.max(1), buf: VecDeque::new(), done: false }
+        Iter { chunks: self.inner.chunks.clone(), next: from.max(1), current: None, done: false }
     }
 
     /// An async stream of every event from `from` on, waiting for new appends at the end.
@@ -358,47 +358,59 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// See [`EventLog::iter_from`].
+/// See [`EventLog::iter_from`]. Decodes one event per step straight from the record's
+/// bytes: nothing is buffered beyond the current record.
 #[derive(Debug)]
 pub struct Iter {
     chunks: sled::Tree,
     next: u64,
-    buf: VecDeque<Envelope>,
+    current: Option<(sled::IVec, Cursor)>,
     done: bool,
 }
 
 impl Iter {
-    /// Loads the record holding `self.next` (or the first after it) into `buf`.
-    fn refill(&mut self) -> Result<bool> {
-        // The record holding `next` starts at or before it; otherwise take the next one.
-        let start = match self.chunks.range(..=codec::key(self.next)).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                let key_seq = codec::seq_of_key(&k)?;
-                let chunk = codec::open_chunk(key_seq, &v)?;
-                if chunk.last_seq() >= self.next {
-                    let next = self.next;
-                    chunk.decode_from(next, |e| self.buf.push_back(e))?;
-                    self.next = chunk.last_seq() + 1;
-                    return Ok(true);
+    /// Loads the record holding `self.next`; `false` when there is none yet.
+    fn load(&mut self) -> Result<bool> {
+        // The record holding `next` starts at or before it.
+        if let Some(item) = self.chunks.range(..=codec::key(self.next)).next_back() {
+            let (k, v) = item?;
+            let key_seq = codec::seq_of_key(&k)?;
+            let chunk = codec::open_chunk(key_seq, &v)?;
+            if chunk.last_seq() >= self.next {
+                let mut cursor = Cursor::new(&chunk);
+                while cursor.next_seq().is_some_and(|s| s < self.next) {
+                    cursor.skip(chunk.body)?;
                 }
-                codec::key(self.next)
+                self.current = Some((v.clone(), cursor));
+                return Ok(true);
             }
-            None => codec::key(self.next),
-        };
-        match self.chunks.range(start..).next() {
+        }
+        // Otherwise the next record must start exactly at `next`, or there is a gap.
+        match self.chunks.range(codec::key(self.next)..).next() {
             Some(item) => {
-                let (k, v) = item?;
+                let (k, _) = item?;
                 let key_seq = codec::seq_of_key(&k)?;
-                if key_seq != self.next {
-                    return Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (next record starts at {key_seq})", self.next) });
-                }
-                let chunk = codec::open_chunk(key_seq, &v)?;
-                chunk.decode_from(key_seq, |e| self.buf.push_back(e))?;
-                self.next = chunk.last_seq() + 1;
-                Ok(true)
+                Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next) })
             }
             None => Ok(false),
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<Envelope>> {
+        loop {
+            if let Some((bytes, cursor)) = &mut self.current {
+                let body = &bytes[codec::HEADER_LEN..];
+                if cursor.next_seq().is_some() {
+                    let e = cursor.decode(body)?;
+                    self.next = e.seq + 1;
+                    return Ok(Some(e));
+                }
+                cursor.finish(body)?;
+                self.current = None;
+            }
+            if !self.load()? {
+                return Ok(None);
+            }
         }
     }
 }
@@ -407,15 +419,11 @@ impl Iterator for Iter {
     type Item = Result<Envelope>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.buf.pop_front() {
-            return Some(Ok(e));
-        }
         if self.done {
             return None;
         }
-        match self.refill() {
-            Ok(true) => self.buf.pop_front().map(Ok),
-            Ok(false) => None,
+        match self.step() {
+            Ok(e) => e.map(Ok),
             Err(e) => {
                 self.done = true;
                 Some(Err(e))

@@ -1,0 +1,154 @@
+//! Command-line definitions. Help text is part of the product: every option says what it
+//! does and what its default is.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use crypy_core::{AgentId, EventKind, Interval, Pair};
+use crypy_eventstore::import::CandleFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "crypy", version, about = "A crypto trading desk of agents over an append-only event log.", long_about = None)]
+#[command(after_help = "Every input and decision of a run is an event in the data dir's log; `crypy log` inspects it.\nExamples:\n  crypy log import-candles --pair XBT/EUR --interval 15m replays/kraken_XBTEUR_15m_2023Q4.csv\n  crypy log stats\n  crypy log show --kind candle --from 100 --to 110")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and feed a data dir's event log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Measure crypy on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// The data dir holding the event log.
+    #[arg(long, global = true, env = "CRYPY_DATA_DIR", default_value = "./crypy-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Append candle events from real data files, all or nothing.
+    ///
+    /// Formats are recognised from content: CSV with a header naming ts,open,high,low,close,volume
+    /// (ts in s or ms, the candle's open time); Kraken's OHLCVT export
+    /// (time,open,high,low,close,volume,trades, with or without header); BitMEX /trade/bucketed JSON
+    /// (timestamp = end of the bucket; volume from homeNotional). Files may be given in any order.
+    /// A malformed row stops the import with its file and line, and nothing is appended.
+    ImportCandles {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The pair the candles are for, BASE/QUOTE.
+        #[arg(long, value_name = "PAIR")]
+        pair: Pair,
+        /// The candles' interval: 1m, 5m, 15m, 1h, 4h, 1d…
+        #[arg(long, value_name = "INTERVAL")]
+        interval: Interval,
+        /// Force a format instead of recognising it: csv, kraken or bitmex.
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<CandleFormat>,
+        /// Output the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Candle files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Totals: events, seqs, runs, event-time range, count per kind.
+    Stats {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Output one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events as a readable table, or JSON lines.
+    Show {
+        #[command(flatten)]
+        dir: DataDir,
+        #[command(flatten)]
+        filter: Filter,
+        /// Show at most this many events.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+        /// One JSON object per line: seq, run, time, wall, source, kind, cause, data.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last events; with -f, keep printing new ones as they are appended.
+    Tail {
+        #[command(flatten)]
+        dir: DataDir,
+        /// How many of the last events to print first.
+        #[arg(short = 'n', long, default_value_t = 10, value_name = "N")]
+        lines: u64,
+        /// Follow: wait for new events until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record; exit 0 if the log is intact, 1 with the first bad seq otherwise.
+    Verify {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Output one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write events to a file other tools read.
+    Export {
+        #[command(flatten)]
+        dir: DataDir,
+        #[command(flatten)]
+        filter: Filter,
+        /// Write a Parquet file (one row per event; payload as JSON text in column `data`).
+        #[arg(long, value_name = "FILE", required = true)]
+        parquet: PathBuf,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Filter {
+    /// Only events of these kinds (repeat or comma-separate), e.g. candle,order_requested.
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    pub kind: Vec<EventKind>,
+    /// Only events about this pair.
+    #[arg(long, value_name = "PAIR")]
+    pub pair: Option<Pair>,
+    /// Only events emitted by this agent (sim:main, EUR, XBT/EUR#1, @import).
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<AgentId>,
+    /// First seq to consider.
+    #[arg(long, default_value_t = 1, value_name = "SEQ")]
+    pub from: u64,
+    /// Last seq to consider.
+    #[arg(long, default_value_t = u64::MAX, value_name = "SEQ")]
+    pub to: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable appends per second (batches, fsync per batch) and scanned events per second.
+    Log {
+        /// How many small events to append.
+        #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+        events: u64,
+        /// Events per append (each append is fsynced).
+        #[arg(long, default_value_t = 1_000, value_name = "N")]
+        batch: usize,
+        /// Where to create the scratch log (a fresh temporary dir inside it, removed after).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Output one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}

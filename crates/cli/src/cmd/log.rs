@@ -1,0 +1,207 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use crypy_core::time::format_utc;
+use crypy_core::Envelope;
+use crypy_eventstore::{Durability, EventLog, Options};
+use serde_json::json;
+
+use super::render;
+use crate::args::{Filter, LogCommand};
+use crate::out::{self, Out};
+
+fn wall_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Opens an existing log; reading commands never create a data dir by accident.
+fn open_existing(dir: &Path) -> anyhow::Result<EventLog> {
+    if !dir.join("log").is_dir() {
+        bail!("no crypy log in {} (create one with `crypy log import-candles`, or pass --data-dir)", dir.display());
+    }
+    open(dir)
+}
+
+fn open(dir: &Path) -> anyhow::Result<EventLog> {
+    EventLog::open(dir, Options { durability: Durability::EveryBatch }).map_err(|e| match e {
+        crypy_eventstore::Error::Locked { .. } => anyhow::anyhow!("{e}: another crypy process is writing this data dir; stop it or wait for it to finish"),
+        other => anyhow::Error::new(other).context(format!("cannot open the log in {}", dir.display())),
+    })
+}
+
+impl Filter {
+    fn keeps(&self, e: &Envelope) -> bool {
+        (self.kind.is_empty() || self.kind.contains(&e.kind()))
+            && self.pair.as_ref().is_none_or(|p| e.event.pair() == Some(p))
+            && self.agent.as_ref().is_none_or(|a| &e.source == a)
+    }
+}
+
+fn print(out: &mut Out, e: &Envelope, json: bool) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", e.to_json())?;
+    } else {
+        writeln!(out, "{}", render::row(e))?;
+    }
+    Ok(())
+}
+
+pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LogCommand::ImportCandles { dir, pair, interval, format, json, files } => {
+            let log = open(&dir.data_dir)?;
+            let summary = crypy_eventstore::ingest::import_candles(&log, &pair, interval, &files, format, wall_now())?;
+            if json {
+                let files: Vec<_> = summary
+                    .files
+                    .iter()
+                    .map(|f| json!({"file": f.path, "candles": f.candles, "first_open_time": f.first_open_time, "last_open_time": f.last_open_time}))
+                    .collect();
+                println!("{}", json!({"pair": pair.to_string(), "interval": interval.to_string(), "appended": summary.seqs.len(), "first_seq": summary.seqs.first, "last_seq": summary.seqs.last, "files": files}));
+            } else {
+                for f in &summary.files {
+                    println!("{}: {} candles, {} .. {}", f.path.display(), out::count(f.candles as u64), format_utc(f.first_open_time), format_utc(f.last_open_time));
+                }
+                println!("appended {} {pair} {interval} candles as seqs {}..={} in {}", out::count(summary.seqs.len()), summary.seqs.first, summary.seqs.last, dir.data_dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Stats { dir, json } => stats(&open_existing(&dir.data_dir)?, json),
+        LogCommand::Show { dir, filter, limit, json } => {
+            let log = open_existing(&dir.data_dir)?;
+            let mut out = out::stdout();
+            if !json {
+                writeln!(out, "{}", render::header())?;
+            }
+            let mut shown = 0u64;
+            for e in log.iter_from(filter.from) {
+                let e = e?;
+                if e.seq > filter.to || limit.is_some_and(|l| shown >= l) {
+                    break;
+                }
+                if filter.keeps(&e) {
+                    print(&mut out, &e, json)?;
+                    shown += 1;
+                }
+            }
+            out::flush(&mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Tail { dir, lines, follow, json } => {
+            let log = open_existing(&dir.data_dir)?;
+            let last = log.last_seq();
+            let from = last.saturating_sub(lines) + 1;
+            let mut out = out::stdout();
+            if !json {
+                writeln!(out, "{}", render::header())?;
+            }
+            for e in log.iter_from(from) {
+                print(&mut out, &e?, json)?;
+            }
+            out::flush(&mut out)?;
+            if follow {
+                follow_log(&log, last + 1, json)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Verify { dir, json } => {
+            let log = open_existing(&dir.data_dir)?;
+            let r = log.verify()?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"ok": r.is_ok(), "records": r.records, "events": r.events, "last_good_seq": r.last_seq,
+                           "bad_seq": r.problem.as_ref().map(|p| p.seq), "reason": r.problem.as_ref().map(|p| p.reason.clone())})
+                );
+            } else if let Some(p) = &r.problem {
+                println!("log is damaged: first bad seq {}: {} ({} events before it are intact)", p.seq, p.reason, out::count(r.events));
+            } else {
+                println!("ok: {} events in {} records, seqs 1..={}, every checksum valid", out::count(r.events), out::count(r.records), r.last_seq);
+            }
+            Ok(if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        LogCommand::Export { dir, filter, parquet } => {
+            let log = open_existing(&dir.data_dir)?;
+            let rows = crypy_eventstore::export::export_parquet(&log, &parquet, filter.from, filter.to, |e| filter.keeps(e))
+                .with_context(|| format!("cannot export to {}", parquet.display()))?;
+            println!("wrote {} events to {}", out::count(rows), parquet.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn follow_log(log: &EventLog, from: u64, json: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut tail = log.tail(from);
+        let mut out = out::stdout();
+        loop {
+            tokio::select! {
+                e = tail.next() => {
+                    print(&mut out, &e?, json)?;
+                    out::flush(&mut out)?;
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    })
+}
+
+fn stats(log: &EventLog, json: bool) -> anyhow::Result<ExitCode> {
+    let mut total = 0u64;
+    let mut first = None;
+    let mut last = 0u64;
+    let mut runs: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut time_range: Option<(i64, i64)> = None;
+    for e in log.iter_from(1) {
+        let e = e?;
+        total += 1;
+        first.get_or_insert(e.seq);
+        last = e.seq;
+        *runs.entry(e.run).or_default() += 1;
+        *kinds.entry(e.kind().name()).or_default() += 1;
+        time_range = Some(match time_range {
+            None => (e.time, e.time),
+            Some((lo, hi)) => (lo.min(e.time), hi.max(e.time)),
+        });
+    }
+    let size = log.size_on_disk()?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "events": total, "first_seq": first, "last_seq": (total > 0).then_some(last),
+                "runs": runs.iter().map(|(r, n)| json!({"run": r, "events": n})).collect::<Vec<_>>(),
+                "time_from": time_range.map(|t| t.0), "time_to": time_range.map(|t| t.1),
+                "kinds": kinds, "bytes_on_disk": size,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = out::stdout();
+    writeln!(out, "data dir     {}", log.dir().display())?;
+    writeln!(out, "events       {}", out::count(total))?;
+    match first {
+        Some(f) => writeln!(out, "seqs         {f}..={last}")?,
+        None => writeln!(out, "seqs         (empty log)")?,
+    }
+    if let Some((lo, hi)) = time_range {
+        writeln!(out, "event time   {} .. {}", format_utc(lo), format_utc(hi))?;
+    }
+    let runs_text: Vec<String> = runs.iter().map(|(r, n)| if *r == 0 { format!("0 (imported): {}", out::count(*n)) } else { format!("{r}: {}", out::count(*n)) }).collect();
+    writeln!(out, "runs         {}", if runs_text.is_empty() { "-".to_string() } else { runs_text.join(", ") })?;
+    writeln!(out, "on disk      {:.1} MB", size as f64 / 1e6)?;
+    if !kinds.is_empty() {
+        writeln!(out, "\n{:<24} {:>12}", "KIND", "EVENTS")?;
+        for (k, n) in &kinds {
+            writeln!(out, "{k:<24} {:>12}", out::count(*n))?;
+        }
+    }
+    out::flush(&mut out)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -178,7 +178,7 @@ pub fn event() -> impl Strategy<Value = Event> {
                 let mut signature = [0u8; 64];
                 signature[..32].copy_from_slice(&sig_a);
                 signature[32..].copy_from_slice(&sig_b);
-                Event::AllocationGranted(Allocation {
+                Event::AllocationGranted(Box::new(Allocation {
                     id,
                     proposal,
                     holder,
@@ -189,7 +189,7 @@ pub fn event() -> impl Strategy<Value = Event> {
                     expires_at: expires as i64,
                     nonce,
                     signature: Signature(signature),
-                })
+                }))
             }
         ),
         (any::<u64>(), pair(), text()).prop_map(|(allocation, pair, reason)| Event::EntryDecided(EntryDecision { allocation, pair, reason })),
@@ -201,8 +201,8 @@ pub fn event() -> impl Strategy<Value = Event> {
         (client_id(), text()).prop_map(|(client_id, reason)| Event::OrderRefused(OrderRefused { client_id, reason })),
         client_id().prop_map(|client_id| Event::OrderSent(OrderSent { client_id })),
         (client_id(), text()).prop_map(|(client_id, venue_order_id)| Event::OrderAcknowledged(OrderAcknowledged { client_id, venue_order_id })),
-        fill().prop_map(Event::OrderFilled),
-        fill().prop_map(Event::OrderPartiallyFilled),
+        fill().prop_map(|f| Event::OrderFilled(Box::new(f))),
+        fill().prop_map(|f| Event::OrderPartiallyFilled(Box::new(f))),
         (client_id(), text()).prop_map(|(client_id, reason)| Event::OrderCanceled(OrderCanceled { client_id, reason })),
         (client_id(), text(), any::<bool>()).prop_map(|(client_id, error, retryable)| Event::OrderFailed(OrderFailed { client_id, error, retryable })),
         (agent(), text(), text()).prop_map(|(agent, command, session)| Event::CommandIssued(CommandIssued { agent, command, session })),

@@ -6,7 +6,8 @@
 //! and because of what.
 //!
 //! Facts are in the past tense (`OrderFilled`, `ProposalRefused`), requests are nouns
-//! (`OrderRequested` carries an [`OrderRequest`]).
+//! (`OrderRequested` carries an [`OrderRequest`]). Rare, large payloads (allocations, fills)
+//! are boxed so that the common events stay small to move.
 //!
 //! **Binary compatibility.** The log stores the variant's position, so new variants go at
 //! the end of [`Event`] and payload fields never change in place: a change of shape is a new
@@ -106,7 +107,7 @@ events! {
     StrategyProposed(StrategyProposed) = "strategy_proposed" in Decision,
     ProposalAccepted(ProposalAccepted) = "proposal_accepted" in Decision,
     ProposalRefused(ProposalRefused) = "proposal_refused" in Decision,
-    AllocationGranted(Allocation) = "allocation_granted" in Decision,
+    AllocationGranted(Box<Allocation>) = "allocation_granted" in Decision,
     /// A trader with an allocation decided to enter now.
     EntryDecided(EntryDecision) = "entry_decided" in Decision,
     /// A trader with an allocation let the chance go (and retires).
@@ -118,9 +119,9 @@ events! {
     OrderSent(OrderSent) = "order_sent" in Order,
     OrderAcknowledged(OrderAcknowledged) = "order_acknowledged" in Order,
     /// The order is completely filled by this execution.
-    OrderFilled(Fill) = "order_filled" in Order,
+    OrderFilled(Box<Fill>) = "order_filled" in Order,
     /// Part of the order filled; `remaining` says what is still open.
-    OrderPartiallyFilled(Fill) = "order_partially_filled" in Order,
+    OrderPartiallyFilled(Box<Fill>) = "order_partially_filled" in Order,
     OrderCanceled(OrderCanceled) = "order_canceled" in Order,
     OrderFailed(OrderFailed) = "order_failed" in Order,
     // Control.
@@ -163,12 +164,19 @@ macro_rules! into_event {
 }
 
 subject_pair!(Candle, Trade, Quote, StrategyEvaluated, StrategyProposed, Allocation, EntryDecision, EntrySkipped, OrderRequest, Fill);
+
+// Rare, large payloads are boxed so that every event stays small to move.
+impl<T: Subject> Subject for Box<T> {
+    fn pair(&self) -> Option<&Pair> {
+        (**self).pair()
+    }
+}
 subject_none!(Balances, Capabilities, Markets, OrderApproved, OrderRefused, OrderSent, OrderAcknowledged, OrderCanceled, OrderFailed, CommandIssued, KillSwitchEngaged, KillSwitchReleased);
 into_event!(Candle, Trade, Quote, Balances, Capabilities, Markets, AgentSpawned, AgentRetired, StrategyEvaluated, StrategyProposed, ProposalAccepted, ProposalRefused, OrderApproved, OrderRefused, OrderSent, OrderAcknowledged, OrderCanceled, OrderFailed, CommandIssued, KillSwitchEngaged, KillSwitchReleased, TemplateChanged);
 
 impl From<Allocation> for Event {
     fn from(p: Allocation) -> Event {
-        Event::AllocationGranted(p)
+        Event::AllocationGranted(Box::new(p))
     }
 }
 impl From<OrderRequest> for Event {

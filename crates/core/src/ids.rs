@@ -8,13 +8,48 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ParseError;
 
+/// Room for the longest id's text form (a desk: 32 + 1 + 32 bytes).
+struct StackText {
+    len: usize,
+    bytes: [u8; 80],
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText { len: 0, bytes: [0; 80] }
+    }
+}
+
+impl StackText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.bytes.len() {
+            return Err(fmt::Error);
+        }
+        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// Serializes through `Display` and deserializes through `FromStr`, in every format: ids are
 /// short, and one text form everywhere keeps the binary log and the JSON output in step.
 macro_rules! serde_via_str {
     ($name:ident, $expecting:literal) => {
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
+                // Formatted on the stack: `collect_str` would allocate a String per id.
+                let mut buf = StackText::default();
+                match fmt::write(&mut buf, format_args!("{self}")) {
+                    Ok(()) => s.serialize_str(buf.as_str()),
+                    Err(_) => s.collect_str(self),
+                }
             }
         }
         impl<'de> Deserialize<'de> for $name {
@@ -43,14 +78,18 @@ struct InlineStr<const N: usize> {
 }
 
 impl<const N: usize> InlineStr<N> {
-    /// `None` unless `s` is ASCII and at most `N` bytes.
-    fn new(s: &str) -> Option<Self> {
-        if s.len() > N || !s.is_ascii() {
+    /// Checks and maps every byte in one pass (this runs for every id the log decodes).
+    /// `None` if `s` is empty, longer than `N`, or has a byte `map` refuses.
+    fn checked(s: &str, map: impl Fn(u8) -> Option<u8>) -> Option<Self> {
+        let src = s.as_bytes();
+        if src.is_empty() || src.len() > N {
             return None;
         }
         let mut bytes = [0u8; N];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Some(Self { len: s.len() as u8, bytes })
+        for (dst, &b) in bytes.iter_mut().zip(src) {
+            *dst = map(b)?;
+        }
+        Some(Self { len: src.len() as u8, bytes })
     }
 
     fn as_str(&self) -> &str {
@@ -84,14 +123,9 @@ impl FromStr for Asset {
     type Err = ParseError;
     /// Lower case is accepted and upper-cased (`eur` is `EUR`).
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
-        match InlineStr::new(s) {
-            Some(mut inline) if ok => {
-                inline.bytes.make_ascii_uppercase();
-                Ok(Self(inline))
-            }
-            _ => Err(ParseError::Asset(s.to_owned())),
-        }
+        InlineStr::checked(s, |b| (b.is_ascii_alphanumeric() || b == b'.').then(|| b.to_ascii_uppercase()))
+            .map(Self)
+            .ok_or_else(|| ParseError::Asset(s.to_owned()))
     }
 }
 
@@ -186,11 +220,9 @@ impl Name {
 impl FromStr for Name {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        match InlineStr::new(s) {
-            Some(inline) if ok => Ok(Self(inline)),
-            _ => Err(ParseError::AgentId(s.to_owned())),
-        }
+        InlineStr::checked(s, |b| (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')).then_some(b))
+            .map(Self)
+            .ok_or_else(|| ParseError::AgentId(s.to_owned()))
     }
 }
 

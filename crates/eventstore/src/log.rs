@@ -230,7 +230,7 @@ impl EventLog {
     /// Every event from `from` on, in seq order, as it is when each record is reached. A
     /// damaged record yields an error and ends the iteration: nothing is skipped silently.
     pub fn iter_from(&self, from: u64) -> Iter {
-        Iter { chunks: self.inner.chunks.clone(), next: from.max(1), current: None, done: false }
+        Iter { chunks: self.inner.chunks.clone(), appended: self.inner.appended.subscribe(), next: from.max(1), current: None, done: false }
     }
 
     /// An async stream of every event from `from` on, waiting for new appends at the end.
@@ -363,6 +363,8 @@ pub struct Problem {
 #[derive(Debug)]
 pub struct Iter {
     chunks: sled::Tree,
+    /// Records past this seq may still be half-applied: readers stop here until it moves.
+    appended: watch::Receiver<u64>,
     next: u64,
     current: Option<(sled::IVec, Cursor)>,
     done: bool,
@@ -371,6 +373,9 @@ pub struct Iter {
 impl Iter {
     /// Loads the record holding `self.next`; `false` when there is none yet.
     fn load(&mut self) -> Result<bool> {
+        if self.next > *self.appended.borrow() {
+            return Ok(false);
+        }
         // The record holding `next` starts at or before it.
         if let Some(item) = self.chunks.range(..=codec::key(self.next)).next_back() {
             let (k, v) = item?;
@@ -388,9 +393,14 @@ impl Iter {
         // Otherwise the next record must start exactly at `next`, or there is a gap.
         match self.chunks.range(codec::key(self.next)..).next() {
             Some(item) => {
-                let (k, _) = item?;
+                let (k, v) = item?;
                 let key_seq = codec::seq_of_key(&k)?;
-                Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next) })
+                if key_seq != self.next {
+                    return Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next) });
+                }
+                let cursor = Cursor::new(&codec::open_chunk(key_seq, &v)?);
+                self.current = Some((v, cursor));
+                Ok(true)
             }
             None => Ok(false),
         }

@@ -1,0 +1,217 @@
+//! The log's promises, checked through its public API.
+
+use std::time::Duration;
+
+use crypy_core::arbitrary::new_event;
+use crypy_core::event::KillSwitchReleased;
+use crypy_core::{AgentId, Event, NewEvent};
+use crypy_eventstore::{Durability, Error, EventLog, Options};
+use proptest::prelude::*;
+
+fn event(n: i64) -> NewEvent {
+    NewEvent {
+        run: 1,
+        time: n,
+        wall: n,
+        source: AgentId::desk("sim", "test").unwrap(),
+        cause: (n > 1).then(|| n as u64 - 1),
+        event: Event::KillSwitchReleased(KillSwitchReleased { reason: format!("event {n}") }),
+    }
+}
+
+fn open(dir: &std::path::Path) -> EventLog {
+    EventLog::open(dir, Options::default()).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any events, in any batching, come back exactly, with seqs contiguous from 1.
+    #[test]
+    fn any_events_survive_append_and_read(batches in proptest::collection::vec(proptest::collection::vec(new_event(), 0..40), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let mut all = Vec::new();
+        for batch in &batches {
+            let range = log.append(batch).unwrap();
+            prop_assert_eq!(range.len(), batch.len() as u64);
+            all.extend(batch.iter().cloned());
+        }
+        let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(back.len(), all.len());
+        for (i, (got, want)) in back.iter().zip(&all).enumerate() {
+            prop_assert_eq!(got.seq, i as u64 + 1);
+            prop_assert_eq!(got.event.clone(), want.event.clone());
+            prop_assert_eq!((got.run, got.time, got.wall, got.source, got.cause), (want.run, want.time, want.wall, want.source, want.cause));
+        }
+        // Starting anywhere, even inside a record, gives the same suffix.
+        if !all.is_empty() {
+            let from = all.len() as u64 / 2 + 1;
+            let suffix = log.read_range(from, u64::MAX).unwrap();
+            prop_assert_eq!(suffix.first().map(|e| e.seq), Some(from));
+            prop_assert_eq!(suffix.len() as u64, all.len() as u64 - from + 1);
+        }
+        prop_assert!(log.verify().unwrap().is_ok());
+    }
+}
+
+#[test]
+fn reopening_keeps_every_event_and_continues_the_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        assert_eq!(log.start_run().unwrap(), 1);
+        log.append(&(1..=5).map(event).collect::<Vec<_>>()).unwrap();
+    }
+    {
+        let log = EventLog::open(dir.path(), Options { durability: Durability::Interval(50) }).unwrap();
+        assert_eq!(log.last_seq(), 5);
+        assert_eq!(log.start_run().unwrap(), 2);
+        let r = log.append(&(6..=8).map(event).collect::<Vec<_>>()).unwrap();
+        assert_eq!((r.first, r.last), (6, 8));
+        // Dropped without an explicit flush: closing must still persist the interval's tail.
+    }
+    let log = open(dir.path());
+    assert_eq!(log.last_run().unwrap(), 2);
+    let all = log.read_range(1, u64::MAX).unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(all[7].event, event(8).event);
+    let report = log.verify().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!((report.events, report.last_seq), (8, 8));
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_owner_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = EventLog::open(dir.path(), Options::default()).unwrap_err();
+    match &err {
+        Error::Locked { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&format!("locked by pid {}", std::process::id())), "{err}");
+}
+
+#[test]
+fn the_lock_is_released_when_the_log_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    drop(open(dir.path()));
+}
+
+#[test]
+fn verify_and_readers_catch_an_altered_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+    log.append(&(4..=6).map(event).collect::<Vec<_>>()).unwrap();
+    log.append(&(7..=9).map(event).collect::<Vec<_>>()).unwrap();
+    let mut bytes = log.raw_record_for_tests(4).unwrap().expect("record at seq 4");
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    log.put_raw_record_for_tests(4, &bytes).unwrap();
+
+    let report = log.verify().unwrap();
+    let problem = report.problem.expect("damage must be found");
+    assert_eq!(problem.seq, 4);
+    assert!(problem.reason.contains("checksum"), "{}", problem.reason);
+    assert_eq!(report.last_seq, 3);
+
+    // A reader stops at the damage with an error; it never skips to seq 7.
+    let seqs: Vec<_> = log.iter_from(1).collect();
+    assert_eq!(seqs.len(), 4);
+    assert!(seqs[..3].iter().all(|r| r.is_ok()));
+    assert!(matches!(seqs[3], Err(Error::Corrupt { seq: 4, .. })), "{:?}", seqs[3]);
+}
+
+#[test]
+fn verify_names_missing_and_overlapping_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+    let record = log.raw_record_for_tests(1).unwrap().unwrap();
+    // A record moved under another key: its header disagrees with the key.
+    log.put_raw_record_for_tests(10, &record).unwrap();
+    let problem = log.verify().unwrap().problem.unwrap();
+    assert_eq!(problem.seq, 4);
+    assert!(problem.reason.contains("missing"), "{}", problem.reason);
+    assert!(matches!(log.read_range(1, u64::MAX), Err(Error::Corrupt { seq: 4, .. })));
+}
+
+#[test]
+fn a_record_from_a_newer_format_is_refused_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&[event(1)]).unwrap();
+    let mut bytes = log.raw_record_for_tests(1).unwrap().unwrap();
+    bytes[2..4].copy_from_slice(&99u16.to_le_bytes());
+    log.put_raw_record_for_tests(1, &bytes).unwrap();
+    assert!(matches!(log.read_range(1, 1), Err(Error::UnsupportedFormat { found: 99, .. })));
+    let problem = log.verify().unwrap().problem.unwrap();
+    assert!(problem.reason.contains("newer format version 99"), "{}", problem.reason);
+}
+
+#[test]
+fn a_log_from_a_newer_format_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled::Config::new().path(dir.path().join("log")).open().unwrap();
+        db.open_tree("meta").unwrap().insert("format_version", &7u16.to_le_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = EventLog::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedFormat { found: 7, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade crypy"), "{err}");
+}
+
+#[test]
+fn a_reader_tails_while_the_writer_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(&[event(1)]).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let writer_log = log.clone();
+    let writer = std::thread::spawn(move || {
+        for n in 2..=300 {
+            writer_log.append(&[event(n)]).unwrap();
+            if n % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let seqs = rt.block_on(async {
+        let mut tail = log.tail(1);
+        let mut seqs = Vec::new();
+        while seqs.len() < 300 {
+            let e = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.expect("tail stalled").unwrap();
+            seqs.push(e.seq);
+        }
+        seqs
+    });
+    writer.join().unwrap();
+    assert_eq!(seqs, (1..=300).collect::<Vec<u64>>());
+    assert_eq!(log.wait_for(300, Duration::from_millis(1)), 300);
+}
+
+#[test]
+fn empty_appends_assign_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    assert!(log.append(&[]).unwrap().is_empty());
+    assert_eq!(log.append(&[event(1)]).unwrap().first, 1);
+}
+
+#[test]
+fn big_batches_are_split_into_records_but_stay_contiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let events: Vec<_> = (1..=20_000).map(event).collect();
+    let r = log.append(&events).unwrap();
+    assert_eq!((r.first, r.last), (1, 20_000));
+    let report = log.verify().unwrap();
+    assert!(report.is_ok());
+    assert!(report.records > 1, "{report:?}");
+    assert_eq!(log.read_range(12_345, 12_345).unwrap()[0].event, event(12_345).event);
+}

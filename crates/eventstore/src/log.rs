@@ -75,6 +75,9 @@ struct Inner {
     meta: sled::Tree,
     durability: Durability,
     writer: Mutex<Writer>,
+    /// Set when the last records are damaged: readers report it when they reach it, and
+    /// appends are refused, so that nothing is ever written on top of corruption.
+    damaged: Option<Problem>,
     /// The last appended seq, for tails to wake on (not sled's `watch_prefix`, whose
     /// bounded channel would let a slow reader block the writer).
     appended: watch::Sender<u64>,
@@ -94,9 +97,12 @@ const META_LAST_RUN: &[u8] = b"last_run";
 impl EventLog {
     /// Opens (creating if needed) the log in `dir` for reading and writing.
     ///
+    /// A log whose last records are damaged still opens, so that it can be read and
+    /// verified, but refuses appends.
+    ///
     /// # Errors
     /// [`Error::Locked`] when another handle has it open, [`Error::UnsupportedFormat`] when
-    /// a newer crypy wrote it, [`Error::Corrupt`] when its last record is damaged.
+    /// a newer crypy wrote it.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -120,13 +126,7 @@ impl EventLog {
                 db.flush()?;
             }
         }
-        let last_seq = match chunks.last()? {
-            Some((k, v)) => {
-                let key_seq = codec::seq_of_key(&k)?;
-                codec::open_chunk(key_seq, &v)?.last_seq()
-            }
-            None => 0,
-        };
+        let (last_seq, damaged) = find_tail(&chunks)?;
         let (appended, _) = watch::channel(last_seq);
         Ok(EventLog {
             inner: Arc::new(Inner {
@@ -135,6 +135,7 @@ impl EventLog {
                 chunks,
                 meta,
                 durability: options.durability,
+                damaged,
                 writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default() }),
                 appended,
                 _lock: lock,
@@ -158,6 +159,9 @@ impl EventLog {
     /// On any error nothing was appended and the next append reuses the same seqs.
     pub fn append(&self, events: &[NewEvent]) -> Result<SeqRange> {
         let inner = &*self.inner;
+        if let Some(p) = &inner.damaged {
+            return Err(Error::Corrupt { seq: p.seq, reason: format!("{}; the log refuses appends until it is repaired (see `crypy log verify`)", p.reason) });
+        }
         let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let first = w.next_seq;
         if events.is_empty() {
@@ -230,7 +234,7 @@ impl EventLog {
     /// Every event from `from` on, in seq order, as it is when each record is reached. A
     /// damaged record yields an error and ends the iteration: nothing is skipped silently.
     pub fn iter_from(&self, from: u64) -> Iter {
-        Iter { chunks: self.inner.chunks.clone(), appended: self.inner.appended.subscribe(), next: from.max(1), current: None, done: false }
+        Iter { chunks: self.inner.chunks.clone(), appended: self.inner.appended.subscribe(), damaged: self.inner.damaged.clone(), next: from.max(1), current: None, done: false }
     }
 
     /// An async stream of every event from `from` on, waiting for new appends at the end.
@@ -327,6 +331,38 @@ impl EventLog {
     }
 }
 
+/// The last seq of the intact log, and what is wrong after it, if anything: walks back
+/// from the last record to the newest one that checks out.
+fn find_tail(chunks: &sled::Tree) -> Result<(u64, Option<Problem>)> {
+    let mut damaged: Option<Problem> = None;
+    let mut last_good = 0;
+    for item in chunks.iter().rev() {
+        let (k, v) = item?;
+        let checked = codec::seq_of_key(&k).and_then(|key_seq| {
+            let chunk = codec::open_chunk(key_seq, &v)?;
+            chunk.decode_from(0, |_| ())?;
+            Ok(chunk.last_seq())
+        });
+        match checked {
+            Ok(last) => {
+                last_good = last;
+                break;
+            }
+            Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
+            Err(Error::Corrupt { seq, reason }) => damaged = Some(Problem { seq, reason }),
+            Err(e) => return Err(e),
+        }
+    }
+    // Report the first seq a reader will miss, which may be before the damaged record.
+    if let Some(p) = &mut damaged {
+        if p.seq > last_good + 1 {
+            p.reason = format!("seq {} is missing, then: {}", last_good + 1, p.reason);
+            p.seq = last_good + 1;
+        }
+    }
+    Ok((last_good, damaged))
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Under Durability::Interval the last interval is still in memory: don't lose it on
@@ -365,6 +401,7 @@ pub struct Iter {
     chunks: sled::Tree,
     /// Records past this seq may still be half-applied: readers stop here until it moves.
     appended: watch::Receiver<u64>,
+    damaged: Option<Problem>,
     next: u64,
     current: Option<(sled::IVec, Cursor)>,
     done: bool,
@@ -374,7 +411,10 @@ impl Iter {
     /// Loads the record holding `self.next`; `false` when there is none yet.
     fn load(&mut self) -> Result<bool> {
         if self.next > *self.appended.borrow() {
-            return Ok(false);
+            return match &self.damaged {
+                Some(p) => Err(Error::Corrupt { seq: self.next, reason: p.reason.clone() }),
+                None => Ok(false),
+            };
         }
         // The record holding `next` starts at or before it.
         if let Some(item) = self.chunks.range(..=codec::key(self.next)).next_back() {

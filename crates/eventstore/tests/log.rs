@@ -126,17 +126,25 @@ fn verify_and_readers_catch_an_altered_record() {
 }
 
 #[test]
-fn verify_names_missing_and_overlapping_seqs() {
+fn a_damaged_tail_still_opens_for_reading_but_refuses_appends() {
     let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        log.append(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+        let record = log.raw_record_for_tests(1).unwrap().unwrap();
+        // A record moved under another key: its header disagrees with the key, and 4..=9 are missing.
+        log.put_raw_record_for_tests(10, &record).unwrap();
+    }
     let log = open(dir.path());
-    log.append(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
-    let record = log.raw_record_for_tests(1).unwrap().unwrap();
-    // A record moved under another key: its header disagrees with the key.
-    log.put_raw_record_for_tests(10, &record).unwrap();
+    assert_eq!(log.last_seq(), 3);
     let problem = log.verify().unwrap().problem.unwrap();
     assert_eq!(problem.seq, 4);
     assert!(problem.reason.contains("missing"), "{}", problem.reason);
-    assert!(matches!(log.read_range(1, u64::MAX), Err(Error::Corrupt { seq: 4, .. })));
+    let read: Vec<_> = log.iter_from(1).collect();
+    assert_eq!(read.len(), 4);
+    assert!(matches!(read[3], Err(Error::Corrupt { seq: 4, .. })), "{:?}", read[3]);
+    let err = log.append(&[event(4)]).unwrap_err();
+    assert!(err.to_string().contains("refuses appends"), "{err}");
 }
 
 #[test]

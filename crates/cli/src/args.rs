@@ -9,7 +9,9 @@ use crypy_eventstore::import::CandleFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "crypy", version, about = "A crypto trading desk of agents over an append-only event log.", long_about = None)]
-#[command(after_help = "Every input and decision of a run is an event in the data dir's log; `crypy log` inspects it.\nExamples:\n  crypy log import-candles --pair XBT/EUR --interval 15m replays/kraken_XBTEUR_15m_2023Q4.csv\n  crypy log stats\n  crypy log show --kind candle --from 100 --to 110")]
+#[command(
+    after_help = "Every input and decision of a run is an event in the data dir's log; `crypy log` inspects it.\nExamples:\n  crypy log import-candles --pair XBT/EUR --interval 15m replays/kraken_XBTEUR_15m_2023Q4.csv\n  crypy log stats\n  crypy log show --kind candle --from 100 --to 110"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -63,7 +63,14 @@ fn finite() -> impl Strategy<Value = f64> {
 
 fn metrics() -> impl Strategy<Value = Metrics> {
     (finite(), finite(), finite(), finite(), any::<u32>(), money()).prop_map(
-        |(total_return, sharpe, max_drawdown, win_rate, trades, fees)| Metrics { total_return, sharpe, max_drawdown, win_rate, trades, fees },
+        |(total_return, sharpe, max_drawdown, win_rate, trades, fees)| Metrics {
+            total_return,
+            sharpe,
+            max_drawdown,
+            win_rate,
+            trades,
+            fees,
+        },
     )
 }
 
@@ -93,8 +100,8 @@ fn order_kind() -> impl Strategy<Value = OrderKind> {
 }
 
 fn fill() -> impl Strategy<Value = Fill> {
-    (client_id(), proptest::option::of(text()), text(), pair(), side(), qty(), price(), money(), asset(), qty()).prop_map(
-        |(client_id, venue_order_id, fill_id, pair, side, qty, price, fee, fee_asset, remaining)| Fill {
+    (client_id(), proptest::option::of(text()), text(), pair(), side(), qty(), price(), money(), asset(), qty())
+        .prop_map(|(client_id, venue_order_id, fill_id, pair, side, qty, price, fee, fee_asset, remaining)| Fill {
             client_id,
             venue_order_id,
             fill_id,
@@ -105,8 +112,7 @@ fn fill() -> impl Strategy<Value = Fill> {
             fee,
             fee_asset,
             remaining,
-        },
-    )
+        })
 }
 
 fn market() -> impl Strategy<Value = Market> {
@@ -123,18 +129,24 @@ fn market() -> impl Strategy<Value = Market> {
 }
 
 fn capabilities() -> impl Strategy<Value = Capabilities> {
-    let order_type = prop_oneof![Just(OrderType::Market), Just(OrderType::Limit), Just(OrderType::StopLoss), Just(OrderType::TakeProfit)];
-    (proptest::collection::vec(order_type, 0..4), decimal(), decimal(), any::<bool>(), any::<bool>(), any::<bool>(), any::<Option<u32>>()).prop_map(
-        |(order_types, maker_fee, taker_fee, margin, websocket, client_order_ids, rate_limit_per_s)| Capabilities {
-            order_types,
-            maker_fee,
-            taker_fee,
-            margin,
-            websocket,
-            client_order_ids,
-            rate_limit_per_s,
-        },
+    let order_type = prop_oneof![
+        Just(OrderType::Market),
+        Just(OrderType::Limit),
+        Just(OrderType::StopLoss),
+        Just(OrderType::TakeProfit)
+    ];
+    (
+        proptest::collection::vec(order_type, 0..4),
+        decimal(),
+        decimal(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<Option<u32>>(),
     )
+        .prop_map(|(order_types, maker_fee, taker_fee, margin, websocket, client_order_ids, rate_limit_per_s)| {
+            Capabilities { order_types, maker_fee, taker_fee, margin, websocket, client_order_ids, rate_limit_per_s }
+        })
 }
 
 fn retire_reason() -> impl Strategy<Value = RetireReason> {
@@ -150,7 +162,11 @@ fn retire_reason() -> impl Strategy<Value = RetireReason> {
 }
 
 fn scope() -> impl Strategy<Value = TemplateScope> {
-    prop_oneof![Just(TemplateScope::Desk), asset().prop_map(TemplateScope::Holder), pair().prop_map(TemplateScope::Trader)]
+    prop_oneof![
+        Just(TemplateScope::Desk),
+        asset().prop_map(TemplateScope::Holder),
+        pair().prop_map(TemplateScope::Trader)
+    ]
 }
 
 /// Any event, every kind equally likely.
@@ -159,20 +175,38 @@ pub fn event() -> impl Strategy<Value = Event> {
         candle().prop_map(Event::Candle),
         (pair(), price(), qty(), proptest::option::of(side()), proptest::option::of(text()))
             .prop_map(|(pair, price, qty, side, trade_id)| Event::Trade(Trade { pair, price, qty, side, trade_id })),
-        (pair(), price(), qty(), price(), qty()).prop_map(|(pair, bid, bid_qty, ask, ask_qty)| Event::Quote(Quote { pair, bid, bid_qty, ask, ask_qty })),
-        proptest::collection::vec((asset(), money(), money()).prop_map(|(asset, free, reserved)| Balance { asset, free, reserved }), 0..4)
-            .prop_map(|balances| Event::Balances(Balances { balances })),
+        (pair(), price(), qty(), price(), qty()).prop_map(|(pair, bid, bid_qty, ask, ask_qty)| Event::Quote(Quote {
+            pair,
+            bid,
+            bid_qty,
+            ask,
+            ask_qty
+        })),
+        proptest::collection::vec(
+            (asset(), money(), money()).prop_map(|(asset, free, reserved)| Balance { asset, free, reserved }),
+            0..4
+        )
+        .prop_map(|balances| Event::Balances(Balances { balances })),
         capabilities().prop_map(Event::Capabilities),
         proptest::collection::vec(market(), 0..3).prop_map(|markets| Event::Markets(Markets { markets })),
         (agent(), proptest::option::of(agent()), any::<u32>())
             .prop_map(|(agent, parent, generation)| Event::AgentSpawned(AgentSpawned { agent, parent, generation })),
-        (agent(), retire_reason(), text()).prop_map(|(agent, reason, detail)| Event::AgentRetired(AgentRetired { agent, reason, detail })),
-        (pair(), text(), any::<u32>(), metrics())
-            .prop_map(|(pair, strategy, bars, metrics)| Event::StrategyEvaluated(StrategyEvaluated { pair, strategy, bars, metrics })),
-        (any::<u64>(), pair(), text(), metrics())
-            .prop_map(|(proposal, pair, strategy, metrics)| Event::StrategyProposed(StrategyProposed { proposal, pair, strategy, metrics })),
-        (any::<u64>(), agent()).prop_map(|(proposal, trader)| Event::ProposalAccepted(ProposalAccepted { proposal, trader })),
-        (any::<u64>(), agent(), text()).prop_map(|(proposal, trader, reason)| Event::ProposalRefused(ProposalRefused { proposal, trader, reason })),
+        (agent(), retire_reason(), text()).prop_map(|(agent, reason, detail)| Event::AgentRetired(AgentRetired {
+            agent,
+            reason,
+            detail
+        })),
+        (pair(), text(), any::<u32>(), metrics()).prop_map(|(pair, strategy, bars, metrics)| Event::StrategyEvaluated(
+            StrategyEvaluated { pair, strategy, bars, metrics }
+        )),
+        (any::<u64>(), pair(), text(), metrics()).prop_map(|(proposal, pair, strategy, metrics)| {
+            Event::StrategyProposed(StrategyProposed { proposal, pair, strategy, metrics })
+        }),
+        (any::<u64>(), agent())
+            .prop_map(|(proposal, trader)| Event::ProposalAccepted(ProposalAccepted { proposal, trader })),
+        (any::<u64>(), agent(), text()).prop_map(|(proposal, trader, reason)| Event::ProposalRefused(
+            ProposalRefused { proposal, trader, reason }
+        )),
         (any::<[u64; 4]>(), agent(), agent(), pair(), asset(), money(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
             |([id, proposal, expires, nonce], holder, trader, pair, asset, amount, sig_a, sig_b)| {
                 let mut signature = [0u8; 64];
@@ -192,24 +226,44 @@ pub fn event() -> impl Strategy<Value = Event> {
                 }))
             }
         ),
-        (any::<u64>(), pair(), text()).prop_map(|(allocation, pair, reason)| Event::EntryDecided(EntryDecision { allocation, pair, reason })),
-        (any::<u64>(), pair(), text()).prop_map(|(allocation, pair, reason)| Event::EntrySkipped(EntrySkipped { allocation, pair, reason })),
-        (client_id(), pair(), side(), order_kind(), qty(), any::<Option<u64>>()).prop_map(|(client_id, pair, side, kind, qty, allocation)| {
-            Event::OrderRequested(OrderRequest { client_id, pair, side, kind, qty, allocation })
-        }),
+        (any::<u64>(), pair(), text()).prop_map(|(allocation, pair, reason)| Event::EntryDecided(EntryDecision {
+            allocation,
+            pair,
+            reason
+        })),
+        (any::<u64>(), pair(), text()).prop_map(|(allocation, pair, reason)| Event::EntrySkipped(EntrySkipped {
+            allocation,
+            pair,
+            reason
+        })),
+        (client_id(), pair(), side(), order_kind(), qty(), any::<Option<u64>>()).prop_map(
+            |(client_id, pair, side, kind, qty, allocation)| {
+                Event::OrderRequested(OrderRequest { client_id, pair, side, kind, qty, allocation })
+            }
+        ),
         client_id().prop_map(|client_id| Event::OrderApproved(OrderApproved { client_id })),
         (client_id(), text()).prop_map(|(client_id, reason)| Event::OrderRefused(OrderRefused { client_id, reason })),
         client_id().prop_map(|client_id| Event::OrderSent(OrderSent { client_id })),
-        (client_id(), text()).prop_map(|(client_id, venue_order_id)| Event::OrderAcknowledged(OrderAcknowledged { client_id, venue_order_id })),
+        (client_id(), text()).prop_map(|(client_id, venue_order_id)| Event::OrderAcknowledged(OrderAcknowledged {
+            client_id,
+            venue_order_id
+        })),
         fill().prop_map(|f| Event::OrderFilled(Box::new(f))),
         fill().prop_map(|f| Event::OrderPartiallyFilled(Box::new(f))),
         (client_id(), text()).prop_map(|(client_id, reason)| Event::OrderCanceled(OrderCanceled { client_id, reason })),
-        (client_id(), text(), any::<bool>()).prop_map(|(client_id, error, retryable)| Event::OrderFailed(OrderFailed { client_id, error, retryable })),
-        (agent(), text(), text()).prop_map(|(agent, command, session)| Event::CommandIssued(CommandIssued { agent, command, session })),
-        (text(), any::<u32>()).prop_map(|(reason, canceled)| Event::KillSwitchEngaged(KillSwitchEngaged { reason, canceled })),
+        (client_id(), text(), any::<bool>())
+            .prop_map(|(client_id, error, retryable)| Event::OrderFailed(OrderFailed { client_id, error, retryable })),
+        (agent(), text(), text()).prop_map(|(agent, command, session)| Event::CommandIssued(CommandIssued {
+            agent,
+            command,
+            session
+        })),
+        (text(), any::<u32>())
+            .prop_map(|(reason, canceled)| Event::KillSwitchEngaged(KillSwitchEngaged { reason, canceled })),
         text().prop_map(|reason| Event::KillSwitchReleased(KillSwitchReleased { reason })),
-        (scope(), text(), proptest::option::of(text()), proptest::option::of(text()), text())
-            .prop_map(|(scope, key, old, new, reason)| Event::TemplateChanged(TemplateChanged { scope, key, old, new, reason })),
+        (scope(), text(), proptest::option::of(text()), proptest::option::of(text()), text()).prop_map(
+            |(scope, key, old, new, reason)| Event::TemplateChanged(TemplateChanged { scope, key, old, new, reason })
+        ),
     ]
 }
 

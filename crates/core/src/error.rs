@@ -24,11 +24,7 @@ pub enum ParseError {
     Interval(String),
     /// Unknown name for an enumerated value (side, order kind, event kind, venue…).
     #[error("unknown {what} {got:?}; expected one of: {expected}")]
-    Unknown {
-        what: &'static str,
-        got: String,
-        expected: String,
-    },
+    Unknown { what: &'static str, got: String, expected: String },
     /// A client order id is 1 to 64 printable ASCII characters without spaces.
     #[error("invalid client order id {0:?}: expected 1-64 printable ASCII characters, no spaces")]
     ClientOrderId(String),

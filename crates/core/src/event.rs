@@ -19,7 +19,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
-use crate::{AgentId, Asset, Balance, Candle, Capabilities, ClientOrderId, Fill, Market, OrderRequest, Pair, ParseError, Quote, Trade};
+use crate::{
+    AgentId, Asset, Balance, Candle, Capabilities, ClientOrderId, Fill, Market, OrderRequest, Pair, ParseError, Quote,
+    Trade,
+};
 
 /// The pair an event is about, if any: lets `crypy log show --pair` and the dataflow's
 /// partitioning find it without knowing every payload.
@@ -163,7 +166,18 @@ macro_rules! into_event {
     ($($variant:ident),*) => { $( impl From<$variant> for Event { fn from(p: $variant) -> Event { Event::$variant(p) } } )* };
 }
 
-subject_pair!(Candle, Trade, Quote, StrategyEvaluated, StrategyProposed, Allocation, EntryDecision, EntrySkipped, OrderRequest, Fill);
+subject_pair!(
+    Candle,
+    Trade,
+    Quote,
+    StrategyEvaluated,
+    StrategyProposed,
+    Allocation,
+    EntryDecision,
+    EntrySkipped,
+    OrderRequest,
+    Fill
+);
 
 // Rare, large payloads are boxed so that every event stays small to move.
 impl<T: Subject> Subject for Box<T> {
@@ -171,8 +185,44 @@ impl<T: Subject> Subject for Box<T> {
         (**self).pair()
     }
 }
-subject_none!(Balances, Capabilities, Markets, OrderApproved, OrderRefused, OrderSent, OrderAcknowledged, OrderCanceled, OrderFailed, CommandIssued, KillSwitchEngaged, KillSwitchReleased);
-into_event!(Candle, Trade, Quote, Balances, Capabilities, Markets, AgentSpawned, AgentRetired, StrategyEvaluated, StrategyProposed, ProposalAccepted, ProposalRefused, OrderApproved, OrderRefused, OrderSent, OrderAcknowledged, OrderCanceled, OrderFailed, CommandIssued, KillSwitchEngaged, KillSwitchReleased, TemplateChanged);
+subject_none!(
+    Balances,
+    Capabilities,
+    Markets,
+    OrderApproved,
+    OrderRefused,
+    OrderSent,
+    OrderAcknowledged,
+    OrderCanceled,
+    OrderFailed,
+    CommandIssued,
+    KillSwitchEngaged,
+    KillSwitchReleased
+);
+into_event!(
+    Candle,
+    Trade,
+    Quote,
+    Balances,
+    Capabilities,
+    Markets,
+    AgentSpawned,
+    AgentRetired,
+    StrategyEvaluated,
+    StrategyProposed,
+    ProposalAccepted,
+    ProposalRefused,
+    OrderApproved,
+    OrderRefused,
+    OrderSent,
+    OrderAcknowledged,
+    OrderCanceled,
+    OrderFailed,
+    CommandIssued,
+    KillSwitchEngaged,
+    KillSwitchReleased,
+    TemplateChanged
+);
 
 impl From<Allocation> for Event {
     fn from(p: Allocation) -> Event {

@@ -163,10 +163,7 @@ impl FromStr for Pair {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let bad = || ParseError::Pair(s.to_owned());
         let (base, quote) = s.split_once('/').ok_or_else(bad)?;
-        let pair = Self {
-            base: base.parse().map_err(|_| bad())?,
-            quote: quote.parse().map_err(|_| bad())?,
-        };
+        let pair = Self { base: base.parse().map_err(|_| bad())?, quote: quote.parse().map_err(|_| bad())? };
         if pair.base == pair.quote {
             return Err(bad());
         }

@@ -28,10 +28,7 @@ use crate::ParseError;
 /// exchanges and our files write plain decimals).
 pub fn parse_decimal(text: &str) -> Result<Decimal, ParseError> {
     let trimmed = text.trim();
-    Decimal::from_str_exact(trimmed).map_err(|e| ParseError::Decimal {
-        text: text.to_owned(),
-        reason: e.to_string(),
-    })
+    Decimal::from_str_exact(trimmed).map_err(|e| ParseError::Decimal { text: text.to_owned(), reason: e.to_string() })
 }
 
 /// Serde for a bare `Decimal`: exact string in text formats, (mantissa, scale) in binary ones.
@@ -319,8 +316,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&p).unwrap(), "\"42000.123456789\"");
         assert_eq!(serde_json::from_str::<Price>("\"42000.123456789\"").unwrap(), p);
         let bytes = bincode::serde::encode_to_vec(p, bincode::config::standard()).unwrap();
-        let (back, _): (Price, usize) =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        let (back, _): (Price, usize) = bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(back, p);
         assert_eq!(back.value().scale(), 9);
     }
@@ -328,8 +324,7 @@ mod tests {
     #[test]
     fn binary_decode_rejects_out_of_range_scale() {
         let bytes = bincode::serde::encode_to_vec((29u8, 1u64, 0u32), bincode::config::standard()).unwrap();
-        let res: Result<(Qty, usize), _> =
-            bincode::serde::decode_from_slice(&bytes, bincode::config::standard());
+        let res: Result<(Qty, usize), _> = bincode::serde::decode_from_slice(&bytes, bincode::config::standard());
         assert!(res.is_err());
     }
 

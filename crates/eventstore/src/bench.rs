@@ -34,10 +34,10 @@ fn sample_events(n: u64) -> Vec<NewEvent> {
             run: 1,
             time: 1_700_000_000_000 + i as i64 * 50,
             wall: 1_700_000_000_000 + i as i64 * 50,
-            source: source.clone(),
+            source,
             cause: None,
             event: Event::Trade(Trade {
-                pair: pair.clone(),
+                pair,
                 price: Price::new(Decimal::new(3_500_000 + (i % 9973) as i64, 1)),
                 qty: Qty::new(Decimal::new(1 + (i % 777) as i64, 4)),
                 side: Some(if i % 2 == 0 { Side::Buy } else { Side::Sell }),
@@ -54,7 +54,10 @@ fn sample_events(n: u64) -> Vec<NewEvent> {
 /// When `dir` already holds a log, or on any log error.
 pub fn bench_log(dir: &Path, events: u64, batch: usize) -> Result<LogBench> {
     if dir.join("log").exists() {
-        return Err(Error::io(dir, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the benchmark needs an empty directory")));
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the benchmark needs an empty directory"),
+        ));
     }
     let data = sample_events(events);
     let log = EventLog::open(dir, Options { durability: Durability::EveryBatch })?;
@@ -63,7 +66,10 @@ pub fn bench_log(dir: &Path, events: u64, batch: usize) -> Result<LogBench> {
         log.append(chunk)?;
     }
     let append_seconds = started.elapsed().as_secs_f64();
-    let encoded: usize = data.iter().map(|e| bincode::serde::encode_to_vec(e, bincode::config::standard()).map(|v| v.len()).unwrap_or(0)).sum();
+    let encoded: usize = data
+        .iter()
+        .map(|e| bincode::serde::encode_to_vec(e, bincode::config::standard()).map(|v| v.len()).unwrap_or(0))
+        .sum();
     drop(data);
 
     let started = Instant::now();

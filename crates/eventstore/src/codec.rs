@@ -48,8 +48,10 @@ impl ChunkWriter {
     pub(crate) fn push(&mut self, event: &NewEvent) -> Result<()> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
-        bincode::serde::encode_into_std_write(event, &mut self.buf, bincode_config()).map_err(|e| Error::Encode(e.to_string()))?;
-        let len = u32::try_from(self.buf.len() - at - 4).map_err(|_| Error::Encode("event larger than 4 GiB".into()))?;
+        bincode::serde::encode_into_std_write(event, &mut self.buf, bincode_config())
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        let len =
+            u32::try_from(self.buf.len() - at - 4).map_err(|_| Error::Encode("event larger than 4 GiB".into()))?;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         self.count += 1;
         Ok(())
@@ -86,7 +88,9 @@ pub(crate) fn key(seq: u64) -> [u8; 8] {
 }
 
 pub(crate) fn seq_of_key(key: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] = key.try_into().map_err(|_| Error::Corrupt { seq: 0, reason: format!("record key of {} bytes, expected 8", key.len()) })?;
+    let bytes: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::Corrupt { seq: 0, reason: format!("record key of {} bytes, expected 8", key.len()) })?;
     Ok(u64::from_be_bytes(bytes))
 }
 
@@ -186,8 +190,8 @@ impl Cursor {
         let seq = self.seq;
         let bytes = self.frame(body)?;
         let corrupt = |reason: String| Error::Corrupt { seq, reason };
-        let (event, used): (NewEvent, usize) =
-            bincode::serde::borrow_decode_from_slice(bytes, bincode_config()).map_err(|e| corrupt(format!("undecodable event: {e}")))?;
+        let (event, used): (NewEvent, usize) = bincode::serde::borrow_decode_from_slice(bytes, bincode_config())
+            .map_err(|e| corrupt(format!("undecodable event: {e}")))?;
         if used != bytes.len() {
             return Err(corrupt(format!("event decoded from {used} of its {} bytes", bytes.len())));
         }
@@ -197,7 +201,10 @@ impl Cursor {
     /// Checks that nothing follows the last event.
     pub(crate) fn finish(&self, body: &[u8]) -> Result<()> {
         if self.pos != body.len() {
-            return Err(Error::Corrupt { seq: self.last, reason: format!("{} stray bytes after the last event", body.len().saturating_sub(self.pos)) });
+            return Err(Error::Corrupt {
+                seq: self.last,
+                reason: format!("{} stray bytes after the last event", body.len().saturating_sub(self.pos)),
+            });
         }
         Ok(())
     }
@@ -252,6 +259,8 @@ mod tests {
     fn newer_format_is_refused_not_misread() {
         let mut bytes = encode(1, &[]);
         bytes[2..4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-        assert!(matches!(open_chunk(1, &bytes), Err(Error::UnsupportedFormat { found, .. }) if found == FORMAT_VERSION + 1));
+        assert!(
+            matches!(open_chunk(1, &bytes), Err(Error::UnsupportedFormat { found, .. }) if found == FORMAT_VERSION + 1)
+        );
     }
 }

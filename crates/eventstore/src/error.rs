@@ -15,7 +15,9 @@ pub enum Error {
     #[error("log at {} is locked by pid {}", dir.display(), pid.map_or_else(|| "unknown".to_string(), |p| p.to_string()))]
     Locked { dir: PathBuf, pid: Option<u32> },
     /// The log, or one record in it, was written by a newer crypy.
-    #[error("log format version {found} is newer than this crypy supports (up to {supported}); upgrade crypy to read it")]
+    #[error(
+        "log format version {found} is newer than this crypy supports (up to {supported}); upgrade crypy to read it"
+    )]
     UnsupportedFormat { found: u16, supported: u16 },
     /// A record fails its checks: bad checksum, wrong header, undecodable event, a gap.
     #[error("corrupt log at seq {seq}: {reason}")]

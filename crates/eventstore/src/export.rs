@@ -114,7 +114,13 @@ impl EventBatchBuilder {
 /// Writes the events with seq in `from..=to` to a Parquet file (snappy-compressed).
 /// Returns how many rows were written. The file is written to a temporary name and
 /// renamed, so a failed export never leaves a truncated file under `path`.
-pub fn export_parquet(log: &EventLog, path: &Path, from: u64, to: u64, mut keep: impl FnMut(&Envelope) -> bool) -> Result<u64> {
+pub fn export_parquet(
+    log: &EventLog,
+    path: &Path,
+    from: u64,
+    to: u64,
+    mut keep: impl FnMut(&Envelope) -> bool,
+) -> Result<u64> {
     let tmp = path.with_extension("parquet.partial");
     let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();

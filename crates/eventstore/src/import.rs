@@ -86,7 +86,12 @@ pub fn detect_format(text: &str) -> Option<CandleFormat> {
 ///
 /// # Errors
 /// [`ImportError`] naming the file and line of the first problem.
-pub fn read_candles(path: &Path, pair: &Pair, interval: Interval, format: Option<CandleFormat>) -> Result<Vec<Candle>, ImportError> {
+pub fn read_candles(
+    path: &Path,
+    pair: &Pair,
+    interval: Interval,
+    format: Option<CandleFormat>,
+) -> Result<Vec<Candle>, ImportError> {
     let err = |line: Option<usize>, message: String| ImportError { file: path.to_path_buf(), line, message };
     let text = std::fs::read_to_string(path).map_err(|e| err(None, format!("cannot read: {e}")))?;
     let format = match format.or_else(|| detect_format(&text)) {
@@ -173,22 +178,30 @@ fn parse_csv(text: &str, pair: &Pair, interval: Interval, format: CandleFormat) 
                 return Err(at("no header line; a CSV needs one naming ts,open,high,low,close,volume".into()));
             }
             if !(6..=7).contains(&fields.len()) {
-                return Err(at(format!("{} columns; Kraken OHLCVT has 6 or 7 (time,open,high,low,close,volume,trades)", fields.len())));
+                return Err(at(format!(
+                    "{} columns; Kraken OHLCVT has 6 or 7 (time,open,high,low,close,volume,trades)",
+                    fields.len()
+                )));
             }
             cols = Some([Some(0), Some(1), Some(2), Some(3), Some(4), Some(5), (fields.len() == 7).then_some(6)]);
         }
         let c = cols.expect("set above");
         let get = |i: usize| -> Result<&str, RowError> {
             let col = c[i].expect("required columns are always set");
-            fields.get(col).copied().ok_or_else(|| at(format!("{} columns, expected at least {}", fields.len(), col + 1)))
+            fields
+                .get(col)
+                .copied()
+                .ok_or_else(|| at(format!("{} columns, expected at least {}", fields.len(), col + 1)))
         };
         let open_time = ms_from_epoch_number(get(0)?).map_err(at)?;
         let trades = match c[6].and_then(|col| fields.get(col)) {
-            Some(t) if !t.is_empty() && *t != "NULL" => Some(t.parse::<u64>().map_err(|_| at(format!("trade count {t:?} is not a whole number")))?),
+            Some(t) if !t.is_empty() && *t != "NULL" => {
+                Some(t.parse::<u64>().map_err(|_| at(format!("trade count {t:?} is not a whole number")))?)
+            }
             _ => None,
         };
         let candle = Candle {
-            pair: pair.clone(),
+            pair: *pair,
             interval,
             open_time,
             open: price(get(1)?, "open").map_err(at)?,
@@ -207,11 +220,23 @@ fn parse_csv(text: &str, pair: &Pair, interval: Interval, format: CandleFormat) 
 fn header_columns(fields: &[&str]) -> Result<[Option<usize>; 7], String> {
     let find = |names: &[&str]| fields.iter().position(|f| names.iter().any(|n| f.eq_ignore_ascii_case(n)));
     let mut cols = [None; 7];
-    let wanted: [&[&str]; 7] = [&["ts", "time", "timestamp", "unix"], &["open"], &["high"], &["low"], &["close"], &["volume"], &["count", "trades", "tradecount"]];
+    let wanted: [&[&str]; 7] = [
+        &["ts", "time", "timestamp", "unix"],
+        &["open"],
+        &["high"],
+        &["low"],
+        &["close"],
+        &["volume"],
+        &["count", "trades", "tradecount"],
+    ];
     for (i, names) in wanted.iter().enumerate() {
         cols[i] = find(names);
         if cols[i].is_none() && i < 6 {
-            return Err(format!("header {:?} has no {:?} column (expected ts,open,high,low,close,volume)", fields.join(","), names[0]));
+            return Err(format!(
+                "header {:?} has no {:?} column (expected ts,open,high,low,close,volume)",
+                fields.join(","),
+                names[0]
+            ));
         }
     }
     Ok(cols)
@@ -237,11 +262,13 @@ struct BitmexBucket<'a> {
 }
 
 fn parse_bitmex(text: &str, pair: &Pair, interval: Interval) -> Result<Vec<Candle>, RowError> {
-    let rows: Vec<BitmexBucket> = serde_json::from_str(text).map_err(|e| (Some(e.line()), format!("not a BitMEX trade/bucketed JSON array: {e}")))?;
+    let rows: Vec<BitmexBucket> = serde_json::from_str(text)
+        .map_err(|e| (Some(e.line()), format!("not a BitMEX trade/bucketed JSON array: {e}")))?;
     let mut candles = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let at = |msg: String| (Some(i + 1), format!("record {}: {msg}", i + 1));
-        let end = crypy_core::time::parse_iso_utc(row.timestamp).ok_or_else(|| at(format!("timestamp {:?} is not ISO 8601 UTC", row.timestamp)))?;
+        let end = crypy_core::time::parse_iso_utc(row.timestamp)
+            .ok_or_else(|| at(format!("timestamp {:?} is not ISO 8601 UTC", row.timestamp)))?;
         let num = |v: Option<&RawValue>, name: &str| -> Result<String, RowError> {
             match v {
                 Some(raw) if raw.get() != "null" => Ok(raw.get().to_owned()),
@@ -253,7 +280,7 @@ fn parse_bitmex(text: &str, pair: &Pair, interval: Interval) -> Result<Vec<Candl
             _ => Qty::ZERO,
         };
         let candle = Candle {
-            pair: pair.clone(),
+            pair: *pair,
             interval,
             open_time: end - interval.millis(),
             open: price(&num(row.open, "open")?, "open").map_err(at)?,
@@ -274,12 +301,25 @@ fn check_sequence(candles: &[Candle], interval: Interval) -> Result<(), (usize, 
     let step = interval.millis();
     for (i, c) in candles.iter().enumerate() {
         if c.open_time.rem_euclid(step) != 0 {
-            return Err((i, format!("open time {} is not aligned to the {interval} interval (wrong --interval?)", crypy_core::time::format_utc(c.open_time))));
+            return Err((
+                i,
+                format!(
+                    "open time {} is not aligned to the {interval} interval (wrong --interval?)",
+                    crypy_core::time::format_utc(c.open_time)
+                ),
+            ));
         }
         if let Some(prev) = i.checked_sub(1).map(|j| &candles[j]) {
             let gap = c.open_time - prev.open_time;
             if gap <= 0 {
-                return Err((i, format!("time {} is not after the previous row's {}", crypy_core::time::format_utc(c.open_time), crypy_core::time::format_utc(prev.open_time))));
+                return Err((
+                    i,
+                    format!(
+                        "time {} is not after the previous row's {}",
+                        crypy_core::time::format_utc(c.open_time),
+                        crypy_core::time::format_utc(prev.open_time)
+                    ),
+                ));
             }
         }
     }
@@ -303,7 +343,8 @@ mod tests {
 
     #[test]
     fn reads_headered_csv_in_ms_and_kraken_without_header() {
-        let csv = write("ts,open,high,low,close,volume\n1696118400000,1.5,2,1,1.5,10\n1696119300000,1.5,1.5,1.5,1.5,0\n");
+        let csv =
+            write("ts,open,high,low,close,volume\n1696118400000,1.5,2,1,1.5,10\n1696119300000,1.5,1.5,1.5,1.5,0\n");
         let c = read_candles(csv.path(), &xbteur(), "15m".parse().unwrap(), None).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c[1].open_time, 1_696_119_300_000);

@@ -35,7 +35,14 @@ pub struct ImportSummary {
 /// # Errors
 /// On any problem nothing is appended: a malformed file ([`ImportError`] with file and
 /// line), files that overlap each other, or candles not after those already imported.
-pub fn import_candles(log: &EventLog, pair: &Pair, interval: Interval, paths: &[PathBuf], format: Option<CandleFormat>, wall: i64) -> Result<ImportSummary> {
+pub fn import_candles(
+    log: &EventLog,
+    pair: &Pair,
+    interval: Interval,
+    paths: &[PathBuf],
+    format: Option<CandleFormat>,
+    wall: i64,
+) -> Result<ImportSummary> {
     let mut files: Vec<(PathBuf, Vec<Candle>)> = Vec::with_capacity(paths.len());
     for path in paths {
         files.push((path.clone(), read_candles(path, pair, interval, format)?));
@@ -48,7 +55,12 @@ pub fn import_candles(log: &EventLog, pair: &Pair, interval: Interval, paths: &[
             return Err(ImportError {
                 file: b.0.clone(),
                 line: None,
-                message: format!("overlaps {} (its candles run to {}, this file starts at {}); nothing was imported", a.0.display(), format_utc(a_last), format_utc(b_first)),
+                message: format!(
+                    "overlaps {} (its candles run to {}, this file starts at {}); nothing was imported",
+                    a.0.display(),
+                    format_utc(a_last),
+                    format_utc(b_first)
+                ),
             }
             .into());
         }
@@ -71,12 +83,17 @@ pub fn import_candles(log: &EventLog, pair: &Pair, interval: Interval, paths: &[
     let source = AgentId::system("import").expect("valid system name");
     let summary: Vec<ImportedFile> = files
         .iter()
-        .map(|(path, c)| ImportedFile { path: path.clone(), candles: c.len(), first_open_time: c[0].open_time, last_open_time: c.last().unwrap().open_time })
+        .map(|(path, c)| ImportedFile {
+            path: path.clone(),
+            candles: c.len(),
+            first_open_time: c[0].open_time,
+            last_open_time: c.last().unwrap().open_time,
+        })
         .collect();
     let events: Vec<NewEvent> = files
         .into_iter()
         .flat_map(|(_, candles)| candles)
-        .map(|c| NewEvent { run: 0, time: c.close_time(), wall, source: source.clone(), cause: None, event: Event::Candle(c) })
+        .map(|c| NewEvent { run: 0, time: c.close_time(), wall, source, cause: None, event: Event::Candle(c) })
         .collect();
     let seqs = log.append(&events)?;
     Ok(ImportSummary { files: summary, seqs })

@@ -12,10 +12,16 @@ use crate::codec::{self, ChunkWriter, Cursor, FORMAT_VERSION};
 use crate::lock::DirLock;
 use crate::{Error, Result};
 
-/// Records above this size would leave sled's inline pages (its blob threshold is a quarter
-/// of the 512 KiB segment), so larger batches are split into several records, still
-/// applied atomically.
-const CHUNK_BYTES: usize = 96 * 1024;
+/// sled writes any page larger than a quarter of a segment to a blob file of its own, and
+/// never fsyncs blob files. A leaf page holds up to 16 records, so segments are sized for 16
+/// records of up to about `CHUNK_BYTES` to stay inline, where our fsync covers them. The
+/// segment size is fixed when a log is created: sled refuses to reopen with another.
+const SEGMENT_BYTES: usize = 8 << 20;
+/// Larger batches are split into several records, still applied atomically. A record ends
+/// at the first event that takes it past this size, so the 2x slack below absorbs ordinary
+/// events; only a single event of many KiB could still reach a blob.
+const CHUNK_BYTES: usize = 64 * 1024;
+const _: () = assert!(2 * 16 * CHUNK_BYTES <= SEGMENT_BYTES / 4);
 
 /// When appended events become durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +59,11 @@ impl SeqRange {
         self.last < self.first
     }
     pub fn len(&self) -> u64 {
-        if self.is_empty() { 0 } else { self.last - self.first + 1 }
+        if self.is_empty() {
+            0
+        } else {
+            self.last - self.first + 1
+        }
     }
 }
 
@@ -71,6 +81,8 @@ pub struct EventLog {
 struct Inner {
     dir: PathBuf,
     db: sled::Db,
+    /// sled's data file, for the fsync sled itself does not do.
+    db_file: std::fs::File,
     chunks: sled::Tree,
     meta: sled::Tree,
     durability: Durability,
@@ -107,16 +119,24 @@ impl EventLog {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::acquire(&dir)?;
-        let flush_every = match options.durability {
-            Durability::EveryBatch => None,
-            Durability::Interval(ms) => Some(ms.max(1)),
-        };
-        let db = sled::Config::new().path(dir.join("log")).mode(sled::Mode::HighThroughput).flush_every_ms(flush_every).open()?;
+        // sled's own periodic flush only calls sync_file_range; ours also fsyncs (below).
+        let db = sled::Config::new()
+            .path(dir.join("log"))
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(SEGMENT_BYTES)
+            .flush_every_ms(None)
+            .open()?;
+        let db_path = dir.join("log").join("db");
+        let db_file = std::fs::File::open(&db_path).map_err(|e| Error::io(&db_path, e))?;
         let chunks = db.open_tree("chunks")?;
         let meta = db.open_tree("meta")?;
         match meta.get(META_FORMAT)? {
             Some(v) => {
-                let found = u16::from_le_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt { seq: 0, reason: "bad format version in log metadata".into() })?);
+                let found = u16::from_le_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt { seq: 0, reason: "bad format version in log metadata".into() })?,
+                );
                 if found > FORMAT_VERSION {
                     return Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION });
                 }
@@ -124,14 +144,16 @@ impl EventLog {
             None => {
                 meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
                 db.flush()?;
+                db_file.sync_data().map_err(|e| Error::io(&db_path, e))?;
             }
         }
         let (last_seq, damaged) = find_tail(&chunks)?;
         let (appended, _) = watch::channel(last_seq);
-        Ok(EventLog {
+        let log = EventLog {
             inner: Arc::new(Inner {
                 dir,
                 db,
+                db_file,
                 chunks,
                 meta,
                 durability: options.durability,
@@ -140,7 +162,21 @@ impl EventLog {
                 appended,
                 _lock: lock,
             }),
-        })
+        };
+        if let Durability::Interval(ms) = options.durability {
+            let weak = Arc::downgrade(&log.inner);
+            let period = Duration::from_millis(ms.max(1));
+            std::thread::Builder::new()
+                .name("crypy-log-flush".into())
+                .spawn(move || loop {
+                    std::thread::sleep(period);
+                    // Holds the log only while flushing, so dropping it is never delayed long.
+                    let Some(inner) = weak.upgrade() else { return };
+                    let _ = inner.make_durable();
+                })
+                .map_err(|e| Error::io(&log.inner.dir, e))?;
+        }
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -160,7 +196,10 @@ impl EventLog {
     pub fn append(&self, events: &[NewEvent]) -> Result<SeqRange> {
         let inner = &*self.inner;
         if let Some(p) = &inner.damaged {
-            return Err(Error::Corrupt { seq: p.seq, reason: format!("{}; the log refuses appends until it is repaired (see `crypy log verify`)", p.reason) });
+            return Err(Error::Corrupt {
+                seq: p.seq,
+                reason: format!("{}; the log refuses appends until it is repaired (see `crypy log verify`)", p.reason),
+            });
         }
         let mut w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let first = w.next_seq;
@@ -185,7 +224,7 @@ impl EventLog {
         }
         inner.chunks.apply_batch(batch)?;
         if inner.durability == Durability::EveryBatch {
-            inner.db.flush()?;
+            inner.make_durable()?;
         }
         let last = chunk_first - 1;
         w.next_seq = chunk_first;
@@ -194,10 +233,9 @@ impl EventLog {
         Ok(SeqRange { first, last })
     }
 
-    /// Makes everything appended so far durable (a no-op cost under `EveryBatch`).
+    /// Makes everything appended so far durable (nothing left to do under `EveryBatch`).
     pub fn flush(&self) -> Result<()> {
-        self.inner.db.flush()?;
-        Ok(())
+        self.inner.make_durable()
     }
 
     /// Starts a new desk lifetime: returns its run number (1, 2, …), durably recorded.
@@ -206,14 +244,18 @@ impl EventLog {
         let _w = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let run = self.last_run()? + 1;
         inner.meta.insert(META_LAST_RUN, &run.to_le_bytes())?;
-        inner.db.flush()?;
+        inner.make_durable()?;
         Ok(run)
     }
 
     /// The last run started in this data dir (0 if none).
     pub fn last_run(&self) -> Result<u32> {
         Ok(match self.inner.meta.get(META_LAST_RUN)? {
-            Some(v) => u32::from_le_bytes(v.as_ref().try_into().map_err(|_| Error::Corrupt { seq: 0, reason: "bad run counter in log metadata".into() })?),
+            Some(v) => u32::from_le_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt { seq: 0, reason: "bad run counter in log metadata".into() })?,
+            ),
             None => 0,
         })
     }
@@ -234,7 +276,14 @@ impl EventLog {
     /// Every event from `from` on, in seq order, as it is when each record is reached. A
     /// damaged record yields an error and ends the iteration: nothing is skipped silently.
     pub fn iter_from(&self, from: u64) -> Iter {
-        Iter { chunks: self.inner.chunks.clone(), appended: self.inner.appended.subscribe(), damaged: self.inner.damaged.clone(), next: from.max(1), current: None, done: false }
+        Iter {
+            chunks: self.inner.chunks.clone(),
+            appended: self.inner.appended.subscribe(),
+            damaged: self.inner.damaged.clone(),
+            next: from.max(1),
+            current: None,
+            done: false,
+        }
     }
 
     /// An async stream of every event from `from` on, waiting for new appends at the end.
@@ -276,12 +325,19 @@ impl EventLog {
                 }
             };
             if key_seq > expected {
-                let reason = if key_seq == expected + 1 { format!("seq {expected} is missing") } else { format!("seqs {expected}..={} are missing", key_seq - 1) };
+                let reason = if key_seq == expected + 1 {
+                    format!("seq {expected} is missing")
+                } else {
+                    format!("seqs {expected}..={} are missing", key_seq - 1)
+                };
                 report.problem = Some(Problem { seq: expected, reason });
                 break;
             }
             if key_seq < expected {
-                report.problem = Some(Problem { seq: key_seq, reason: format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})") });
+                report.problem = Some(Problem {
+                    seq: key_seq,
+                    reason: format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})"),
+                });
                 break;
             }
             let checked = codec::open_chunk(key_seq, &v).and_then(|chunk| {
@@ -301,7 +357,12 @@ impl EventLog {
                     break;
                 }
                 Err(Error::UnsupportedFormat { found, supported }) => {
-                    report.problem = Some(Problem { seq: key_seq, reason: format!("written by a newer format version {found} (this crypy reads up to {supported})") });
+                    report.problem = Some(Problem {
+                        seq: key_seq,
+                        reason: format!(
+                            "written by a newer format version {found} (this crypy reads up to {supported})"
+                        ),
+                    });
                     break;
                 }
                 Err(e) => return Err(e),
@@ -320,8 +381,7 @@ impl EventLog {
     #[doc(hidden)]
     pub fn put_raw_record_for_tests(&self, key_seq: u64, bytes: &[u8]) -> Result<()> {
         self.inner.chunks.insert(codec::key(key_seq), bytes)?;
-        self.inner.db.flush()?;
-        Ok(())
+        self.inner.make_durable()
     }
 
     /// The raw bytes of the record starting at `key_seq`, for the same tests.
@@ -363,11 +423,20 @@ fn find_tail(chunks: &sled::Tree) -> Result<(u64, Option<Problem>)> {
     Ok((last_good, damaged))
 }
 
+impl Inner {
+    /// sled's flush writes its buffers with `sync_file_range`, which neither flushes the
+    /// device's cache nor the file's metadata; `fdatasync` on its file does both.
+    fn make_durable(&self) -> Result<()> {
+        self.db.flush()?;
+        self.db_file.sync_data().map_err(|e| Error::io(self.dir.join("log").join("db"), e))
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Under Durability::Interval the last interval is still in memory: don't lose it on
-        // an orderly close.
-        let _ = self.db.flush();
+        // Under Durability::Interval the last interval may still be in memory: don't lose it
+        // on an orderly close.
+        let _ = self.make_durable();
     }
 }
 
@@ -436,7 +505,10 @@ impl Iter {
                 let (k, v) = item?;
                 let key_seq = codec::seq_of_key(&k)?;
                 if key_seq != self.next {
-                    return Err(Error::Corrupt { seq: self.next, reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next) });
+                    return Err(Error::Corrupt {
+                        seq: self.next,
+                        reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next),
+                    });
                 }
                 let cursor = Cursor::new(&codec::open_chunk(key_seq, &v)?);
                 self.current = Some((v, cursor));

@@ -26,14 +26,18 @@ fn kraken_csv_with_header_the_bundled_quarter() {
     let log = EventLog::open(dir.path(), Options::default()).unwrap();
     let pair: Pair = "XBT/EUR".parse().unwrap();
     let interval: Interval = "15m".parse().unwrap();
-    let s = import_candles(&log, &pair, interval, &[root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")], None, 0).unwrap();
+    let s =
+        import_candles(&log, &pair, interval, &[root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")], None, 0).unwrap();
     assert_eq!(s.seqs.len(), 8832);
     let c = candles(&log);
     assert_eq!(c.len(), 8832);
     let (_, first_time, first) = &c[0];
     assert_eq!(first.open_time, 1_696_118_400_000); // 2023-10-01 00:00Z
     assert_eq!(*first_time, 1_696_118_400_000 + 900_000, "event time is the close");
-    assert_eq!((first.open.to_string(), first.high.to_string(), first.low.to_string(), first.close.to_string()), ("25507.0".into(), "25526.7".into(), "25499.2".into(), "25526.7".into()));
+    assert_eq!(
+        (first.open.to_string(), first.high.to_string(), first.low.to_string(), first.close.to_string()),
+        ("25507.0".into(), "25526.7".into(), "25499.2".into(), "25526.7".into())
+    );
     assert_eq!(first.volume.to_string(), "1.37303653");
     assert_eq!(first.trades, Some(98));
     let (_, _, last) = c.last().unwrap();
@@ -46,11 +50,16 @@ fn kraken_ohlcvt_without_header_and_csv_in_ms_agree() {
     let pair: Pair = "XBT/EUR".parse().unwrap();
     let interval: Interval = "15m".parse().unwrap();
     let mut seen = Vec::new();
-    for file in ["tests/fixtures/kraken_ohlcvt_XBTEUR_15m_2023-10-01.csv", "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv"] {
+    for file in
+        ["tests/fixtures/kraken_ohlcvt_XBTEUR_15m_2023-10-01.csv", "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv"]
+    {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::open(dir.path(), Options::default()).unwrap();
         import_candles(&log, &pair, interval, &[root().join(file)], None, 0).unwrap();
-        let c: Vec<_> = candles(&log).into_iter().map(|(_, _, c)| (c.open_time, c.open, c.high, c.low, c.close, c.volume)).collect();
+        let c: Vec<_> = candles(&log)
+            .into_iter()
+            .map(|(_, _, c)| (c.open_time, c.open, c.high, c.low, c.close, c.volume))
+            .collect();
         assert_eq!(c.len(), 96, "{file}");
         assert_eq!(c[0].0, 1_696_118_400_000);
         assert_eq!(c[95].0, 1_696_118_400_000 + 95 * 900_000);
@@ -86,13 +95,14 @@ fn a_bad_row_appends_nothing_and_overlaps_are_refused() {
     let pair: Pair = "XBT/EUR".parse().unwrap();
     let interval: Interval = "15m".parse().unwrap();
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "ts,open,high,low,close,volume\n1696118400000,1,2,1,1.5,1\n1696119300000,1,2,1,oops,1\n").unwrap();
+    std::fs::write(&bad, "ts,open,high,low,close,volume\n1696118400000,1,2,1,1.5,1\n1696119300000,1,2,1,oops,1\n")
+        .unwrap();
     let good = root().join("tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv");
     let err = import_candles(&log, &pair, interval, &[good.clone(), bad.clone()], None, 0).unwrap_err();
     assert!(matches!(&err, Error::Import(e) if e.line == Some(3) && e.file == bad), "{err}");
     assert_eq!(log.last_seq(), 0, "nothing of any file may be appended");
 
-    import_candles(&log, &pair, interval, &[good.clone()], None, 0).unwrap();
+    import_candles(&log, &pair, interval, std::slice::from_ref(&good), None, 0).unwrap();
     let err = import_candles(&log, &pair, interval, &[good], None, 0).unwrap_err();
     assert!(err.to_string().contains("already has XBT/EUR 15m candles"), "{err}");
     assert_eq!(log.last_seq(), 96);

@@ -165,7 +165,7 @@ fn a_log_from_a_newer_format_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        let db = sled::Config::new().path(dir.path().join("log")).open().unwrap();
+        let db = sled::Config::new().path(dir.path().join("log")).segment_size(8 << 20).open().unwrap();
         db.open_tree("meta").unwrap().insert("format_version", &7u16.to_le_bytes()).unwrap();
         db.flush().unwrap();
     }

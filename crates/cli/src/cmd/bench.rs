@@ -16,15 +16,34 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             .context("cannot create the scratch dir")?;
             if !json {
-                eprintln!("appending {} events in batches of {batch} (fsync each) under {} …", out::count(events), scratch.path().display());
+                eprintln!(
+                    "appending {} events in batches of {batch} (fsync each) under {} …",
+                    out::count(events),
+                    scratch.path().display()
+                );
             }
             let r = crypy_eventstore::bench::bench_log(scratch.path(), events, batch)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("durable appends: {} events in {:.3} s = {} (batches of {}, fsync per batch)", out::count(r.events), r.append_seconds, out::rate(r.appends_per_s), r.batch);
-                println!("scan:            {} events in {:.3} s = {} (read, checksum, decode)", out::count(r.events), r.scan_seconds, out::rate(r.scan_per_s));
-                println!("size:            {:.1} bytes/event encoded, {:.1} MB on disk", r.encoded_bytes_per_event, r.bytes_on_disk as f64 / 1e6);
+                println!(
+                    "durable appends: {} events in {:.3} s = {} (batches of {}, fsync per batch)",
+                    out::count(r.events),
+                    r.append_seconds,
+                    out::rate(r.appends_per_s),
+                    r.batch
+                );
+                println!(
+                    "scan:            {} events in {:.3} s = {} (read, checksum, decode)",
+                    out::count(r.events),
+                    r.scan_seconds,
+                    out::rate(r.scan_per_s)
+                );
+                println!(
+                    "size:            {:.1} bytes/event encoded, {:.1} MB on disk",
+                    r.encoded_bytes_per_event,
+                    r.bytes_on_disk as f64 / 1e6
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -28,7 +28,9 @@ fn open_existing(dir: &Path) -> anyhow::Result<EventLog> {
 
 fn open(dir: &Path) -> anyhow::Result<EventLog> {
     EventLog::open(dir, Options { durability: Durability::EveryBatch }).map_err(|e| match e {
-        crypy_eventstore::Error::Locked { .. } => anyhow::anyhow!("{e}: another crypy process is writing this data dir; stop it or wait for it to finish"),
+        crypy_eventstore::Error::Locked { .. } => {
+            anyhow::anyhow!("{e}: another crypy process is writing this data dir; stop it or wait for it to finish")
+        }
         other => anyhow::Error::new(other).context(format!("cannot open the log in {}", dir.display())),
     })
 }
@@ -61,12 +63,27 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|f| json!({"file": f.path, "candles": f.candles, "first_open_time": f.first_open_time, "last_open_time": f.last_open_time}))
                     .collect();
-                println!("{}", json!({"pair": pair.to_string(), "interval": interval.to_string(), "appended": summary.seqs.len(), "first_seq": summary.seqs.first, "last_seq": summary.seqs.last, "files": files}));
+                println!(
+                    "{}",
+                    json!({"pair": pair.to_string(), "interval": interval.to_string(), "appended": summary.seqs.len(), "first_seq": summary.seqs.first, "last_seq": summary.seqs.last, "files": files})
+                );
             } else {
                 for f in &summary.files {
-                    println!("{}: {} candles, {} .. {}", f.path.display(), out::count(f.candles as u64), format_utc(f.first_open_time), format_utc(f.last_open_time));
+                    println!(
+                        "{}: {} candles, {} .. {}",
+                        f.path.display(),
+                        out::count(f.candles as u64),
+                        format_utc(f.first_open_time),
+                        format_utc(f.last_open_time)
+                    );
                 }
-                println!("appended {} {pair} {interval} candles as seqs {}..={} in {}", out::count(summary.seqs.len()), summary.seqs.first, summary.seqs.last, dir.data_dir.display());
+                println!(
+                    "appended {} {pair} {interval} candles as seqs {}..={} in {}",
+                    out::count(summary.seqs.len()),
+                    summary.seqs.first,
+                    summary.seqs.last,
+                    dir.data_dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -118,16 +135,27 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
                            "bad_seq": r.problem.as_ref().map(|p| p.seq), "reason": r.problem.as_ref().map(|p| p.reason.clone())})
                 );
             } else if let Some(p) = &r.problem {
-                println!("log is damaged: first bad seq {}: {} ({} events before it are intact)", p.seq, p.reason, out::count(r.events));
+                println!(
+                    "log is damaged: first bad seq {}: {} ({} events before it are intact)",
+                    p.seq,
+                    p.reason,
+                    out::count(r.events)
+                );
             } else {
-                println!("ok: {} events in {} records, seqs 1..={}, every checksum valid", out::count(r.events), out::count(r.records), r.last_seq);
+                println!(
+                    "ok: {} events in {} records, seqs 1..={}, every checksum valid",
+                    out::count(r.events),
+                    out::count(r.records),
+                    r.last_seq
+                );
             }
             Ok(if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         LogCommand::Export { dir, filter, parquet } => {
             let log = open_existing(&dir.data_dir)?;
-            let rows = crypy_eventstore::export::export_parquet(&log, &parquet, filter.from, filter.to, |e| filter.keeps(e))
-                .with_context(|| format!("cannot export to {}", parquet.display()))?;
+            let rows =
+                crypy_eventstore::export::export_parquet(&log, &parquet, filter.from, filter.to, |e| filter.keeps(e))
+                    .with_context(|| format!("cannot export to {}", parquet.display()))?;
             println!("wrote {} events to {}", out::count(rows), parquet.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -193,7 +221,18 @@ fn stats(log: &EventLog, json: bool) -> anyhow::Result<ExitCode> {
     if let Some((lo, hi)) = time_range {
         writeln!(out, "event time   {} .. {}", format_utc(lo), format_utc(hi))?;
     }
-    let runs_text: Vec<String> = runs.iter().map(|(r, n)| if *r == 0 { format!("0 (imported): {}", out::count(*n)) } else { format!("{r}: {}", out::count(*n)) }).collect();
+    let runs_text: Vec<String> = runs
+        .iter()
+        .map(
+            |(r, n)| {
+                if *r == 0 {
+                    format!("0 (imported): {}", out::count(*n))
+                } else {
+                    format!("{r}: {}", out::count(*n))
+                }
+            },
+        )
+        .collect();
     writeln!(out, "runs         {}", if runs_text.is_empty() { "-".to_string() } else { runs_text.join(", ") })?;
     writeln!(out, "on disk      {:.1} MB", size as f64 / 1e6)?;
     if !kinds.is_empty() {

@@ -11,7 +11,16 @@ pub fn header() -> String {
 
 pub fn row(e: &Envelope) -> String {
     let cause = e.cause.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
-    format!("{:>9} {:>3} {:<21} {:<12} {:<22} {:>7}  {}", e.seq, e.run, format_utc(e.time), e.source.to_string(), e.kind().name(), cause, summary(&e.event))
+    format!(
+        "{:>9} {:>3} {:<21} {:<12} {:<22} {:>7}  {}",
+        e.seq,
+        e.run,
+        format_utc(e.time),
+        e.source.to_string(),
+        e.kind().name(),
+        cause,
+        summary(&e.event)
+    )
 }
 
 /// The payload in a few words: candles and trades in market notation, everything else as

@@ -1,0 +1,8 @@
+//! crypy's workspace integration tests: one binary, one module per topic. Each test runs the
+//! real `crypy` executable on a fresh temporary data dir.
+
+/// Shared helpers: running crypy, paths to bundled data.
+mod util;
+
+/// `crypy log …`: import, stats, show, tail, verify, export.
+mod log_cli;

@@ -66,14 +66,20 @@ macro_rules! events {
                 match self { $( Event::$variant(_) => EventKind::$variant, )* }
             }
 
-            /// The payload alone as JSON (the `data` field of `crypy log show --json`).
-            pub fn data_json(&self) -> serde_json::Value {
-                let value = match self { $( Event::$variant(p) => serde_json::to_value(p), )* };
-                value.expect("event payloads always serialize to JSON")
+            /// The payload alone, serializable (the `data` field of `crypy log show --json`),
+            /// with its fields in declaration order.
+            pub fn data(&self) -> EventData<'_> {
+                EventData(self)
             }
 
             pub fn pair(&self) -> Option<&Pair> {
                 match self { $( Event::$variant(p) => Subject::pair(p), )* }
+            }
+        }
+
+        impl Serialize for EventData<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0 { $( Event::$variant(p) => p.serialize(s), )* }
             }
         }
     };
@@ -133,6 +139,17 @@ events! {
     KillSwitchReleased(KillSwitchReleased) = "kill_switch_released" in Control,
     // Templates.
     TemplateChanged(TemplateChanged) = "template_changed" in Template,
+}
+
+/// See [`Event::data`].
+#[derive(Clone, Copy, Debug)]
+pub struct EventData<'a>(&'a Event);
+
+impl Event {
+    /// The payload as a JSON value (keys sorted); for printing prefer [`Event::data`].
+    pub fn data_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.data()).expect("event payloads always serialize to JSON")
+    }
 }
 
 impl fmt::Display for EventKind {
@@ -567,19 +584,31 @@ impl Envelope {
         self.event.kind()
     }
 
-    /// The JSON object of `crypy log show --json`: `seq, run, time, wall, source, kind,
-    /// cause, data`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "seq": self.seq,
-            "run": self.run,
-            "time": self.time,
-            "wall": self.wall,
-            "source": self.source.to_string(),
-            "kind": self.kind().name(),
-            "cause": self.cause,
-            "data": self.event.data_json(),
-        })
+    /// One line of `crypy log show --json`: an object with `seq, run, time, wall, source,
+    /// kind, cause, data`, in that order.
+    pub fn to_json_line(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            seq: u64,
+            run: u32,
+            time: i64,
+            wall: i64,
+            source: AgentId,
+            kind: &'static str,
+            cause: Option<u64>,
+            data: EventData<'a>,
+        }
+        let line = Line {
+            seq: self.seq,
+            run: self.run,
+            time: self.time,
+            wall: self.wall,
+            source: self.source,
+            kind: self.kind().name(),
+            cause: self.cause,
+            data: self.event.data(),
+        };
+        serde_json::to_string(&line).expect("events always serialize to JSON")
     }
 }
 

@@ -82,7 +82,7 @@ impl EventBatchBuilder {
         self.source.append_value(e.source.to_string());
         self.kind.append_value(e.kind().name());
         self.cause.append_option(e.cause);
-        self.data.append_value(e.event.data_json().to_string());
+        self.data.append_value(serde_json::to_string(&e.event.data()).expect("events always serialize to JSON"));
         self.rows += 1;
     }
 

@@ -23,7 +23,7 @@
 //! use crypy_eventstore::{EventLog, Options};
 //! let log = EventLog::open("crypy-data", Options::default())?;
 //! for event in log.iter_from(1) {
-//!     println!("{}", event?.to_json());
+//!     println!("{}", event?.to_json_line());
 //! }
 //! # Ok::<(), crypy_eventstore::Error>(())
 //! ```

@@ -45,7 +45,7 @@ impl Filter {
 
 fn print(out: &mut Out, e: &Envelope, json: bool) -> anyhow::Result<()> {
     if json {
-        writeln!(out, "{}", e.to_json())?;
+        writeln!(out, "{}", e.to_json_line())?;
     } else {
         writeln!(out, "{}", render::row(e))?;
     }

@@ -78,16 +78,14 @@ fn a_killed_writer_loses_nothing_it_acknowledged() {
         assert!(report.is_ok(), "round {round}: {report:?}");
         assert!(log.last_seq() >= acked, "round {round}: acknowledged up to {acked}, log has {}", log.last_seq());
         assert!(acked > acked_before);
-        let mut expected = 1;
         let mut run_of_prev = 0;
-        for e in log.iter_from(1) {
+        for (expected, e) in (1u64..).zip(log.iter_from(1)) {
             let e = e.unwrap();
             assert_eq!(e.seq, expected, "round {round}: seqs must be contiguous");
             assert_eq!(e.time, e.seq as i64, "round {round}: seq {} holds another event", e.seq);
             assert_eq!(e.event, event_for(e.seq, e.run).event);
             assert!(e.run >= run_of_prev, "runs never go back");
             run_of_prev = e.run;
-            expected += 1;
         }
         assert_eq!(log.last_run().unwrap(), round as u32 + 1, "every lifetime got its own run number");
         acked_before = log.last_seq();

@@ -7,7 +7,7 @@ use crypy_core::{AgentId, Event, NewEvent, Pair, Price, Qty, Side, Trade};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::{Durability, Error, EventLog, Options, Result};
+use crate::{Error, EventLog, Options, Result};
 
 /// Figures of one run; see [`bench_log`].
 #[derive(Clone, Debug, Serialize)]
@@ -60,7 +60,7 @@ pub fn bench_log(dir: &Path, events: u64, batch: usize) -> Result<LogBench> {
         ));
     }
     let data = sample_events(events);
-    let log = EventLog::open(dir, Options { durability: Durability::EveryBatch })?;
+    let log = EventLog::open(dir, Options { serve_readers: false, ..Options::default() })?;
     let started = Instant::now();
     for chunk in data.chunks(batch.max(1)) {
         log.append(chunk)?;

@@ -16,7 +16,7 @@
 
 use crypy_core::{Envelope, NewEvent};
 
-use crate::{Error, Result};
+use crate::{Error, Problem, Result, VerifyReport};
 
 const MAGIC: [u8; 2] = [0xC7, 0x59];
 /// The version this build writes, and the newest it reads.
@@ -208,6 +208,134 @@ impl Cursor {
         }
         Ok(())
     }
+}
+
+/// Walks records in key order checking each one and that seqs run from 1 without gap or
+/// overlap; stops at the first problem. Shared by local and remote verification.
+pub(crate) fn verify_records<B: AsRef<[u8]>>(records: impl Iterator<Item = Result<(u64, B)>>) -> Result<VerifyReport> {
+    let mut report = VerifyReport { records: 0, events: 0, last_seq: 0, problem: None };
+    let mut expected = 1u64;
+    for item in records {
+        let (key_seq, bytes) = match item {
+            Ok(r) => r,
+            Err(Error::Corrupt { reason, .. }) => {
+                report.problem = Some(Problem { seq: expected, reason });
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        if key_seq > expected {
+            let reason = if key_seq == expected + 1 {
+                format!("seq {expected} is missing")
+            } else {
+                format!("seqs {expected}..={} are missing", key_seq - 1)
+            };
+            report.problem = Some(Problem { seq: expected, reason });
+            break;
+        }
+        if key_seq < expected {
+            let reason = format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})");
+            report.problem = Some(Problem { seq: key_seq, reason });
+            break;
+        }
+        let checked = open_chunk(key_seq, bytes.as_ref()).and_then(|chunk| {
+            chunk.decode_from(0, |_| ())?;
+            Ok(chunk.count)
+        });
+        match checked {
+            Ok(count) => {
+                report.records += 1;
+                report.events += u64::from(count);
+                expected = key_seq + u64::from(count);
+                report.last_seq = expected - 1;
+            }
+            Err(Error::Corrupt { seq, reason }) => {
+                report.problem = Some(Problem { seq, reason });
+                break;
+            }
+            Err(Error::UnsupportedFormat { found, supported }) => {
+                let reason = format!("written by a newer format version {found} (this crypy reads up to {supported})");
+                report.problem = Some(Problem { seq: key_seq, reason });
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
+}
+
+/// Decodes the events of a stream of raw records, from `from` on, checking that the first
+/// record holds `from` and that each record starts where the previous one ended.
+#[derive(Debug)]
+pub(crate) struct RecordEvents<I, B> {
+    records: I,
+    next: u64,
+    current: Option<(B, Cursor)>,
+    failed: bool,
+}
+
+impl<I, B> RecordEvents<I, B> {
+    pub(crate) fn new(records: I, from: u64) -> Self {
+        RecordEvents { records, next: from.max(1), current: None, failed: false }
+    }
+}
+
+impl<I: Iterator<Item = Result<(u64, B)>>, B: AsRef<[u8]>> RecordEvents<I, B> {
+    fn step(&mut self) -> Result<Option<Envelope>> {
+        loop {
+            if let Some((bytes, cursor)) = &mut self.current {
+                let body = &bytes.as_ref()[HEADER_LEN..];
+                if let Some(seq) = cursor.next_seq() {
+                    if seq < self.next {
+                        cursor.skip(body)?;
+                        continue;
+                    }
+                    let e = cursor.decode(body)?;
+                    self.next = e.seq + 1;
+                    return Ok(Some(e));
+                }
+                cursor.finish(body)?;
+                self.current = None;
+            }
+            let Some(item) = self.records.next() else { return Ok(None) };
+            let (key_seq, bytes) = item?;
+            let chunk = open_chunk(key_seq, bytes.as_ref())?;
+            if key_seq > self.next {
+                return Err(Error::Corrupt {
+                    seq: self.next,
+                    reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next),
+                });
+            }
+            if chunk.last_seq() < self.next {
+                continue;
+            }
+            let cursor = Cursor::new(&chunk);
+            self.current = Some((bytes, cursor));
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<(u64, B)>>, B: AsRef<[u8]>> Iterator for RecordEvents<I, B> {
+    type Item = Result<Envelope>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(e) => e.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The event count in a record's header, without checking it (for a server that only
+/// forwards records; the reader checks them).
+pub(crate) fn peek_count(bytes: &[u8]) -> Option<u32> {
+    bytes.get(16..20).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
 }
 
 #[cfg(test)]

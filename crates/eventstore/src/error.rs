@@ -14,6 +14,12 @@ pub enum Error {
     /// Another process (or another handle in this one) has the log open for writing.
     #[error("log at {} is locked by pid {}", dir.display(), pid.map_or_else(|| "unknown".to_string(), |p| p.to_string()))]
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// There is no log in this data dir (reading never creates one).
+    #[error("no crypy log in {}", dir.display())]
+    NoLog { dir: PathBuf },
+    /// The writer serving this log to other processes reported a problem.
+    #[error("the process writing the log reports: {0}")]
+    Remote(String),
     /// The log, or one record in it, was written by a newer crypy.
     #[error(
         "log format version {found} is newer than this crypy supports (up to {supported}); upgrade crypy to read it"
@@ -25,11 +31,12 @@ pub enum Error {
     /// An event could not be encoded (never expected for well-formed events).
     #[error("cannot encode event: {0}")]
     Encode(String),
-    /// sled failed (I/O underneath, or its own corruption report).
+    /// sled failed (I/O underneath, or its own corruption report). The message includes
+    /// sled's, so it is not also chained as a source (which would print it twice).
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Storage(sled::Error),
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// A candle file could not be imported; nothing of it was appended.
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
@@ -39,7 +46,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e)
     }
 }

@@ -24,7 +24,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::{Error, EventLog, Result};
+use crate::{Error, Result};
 
 const ROWS_PER_BATCH: usize = 65_536;
 
@@ -111,13 +111,12 @@ impl EventBatchBuilder {
     }
 }
 
-/// Writes the events with seq in `from..=to` to a Parquet file (snappy-compressed).
+/// Writes `events` (stopping after seq `to`) to a Parquet file (snappy-compressed).
 /// Returns how many rows were written. The file is written to a temporary name and
 /// renamed, so a failed export never leaves a truncated file under `path`.
 pub fn export_parquet(
-    log: &EventLog,
+    events: impl Iterator<Item = Result<Envelope>>,
     path: &Path,
-    from: u64,
     to: u64,
     mut keep: impl FnMut(&Envelope) -> bool,
 ) -> Result<u64> {
@@ -129,7 +128,7 @@ pub fn export_parquet(
     let mut builder = EventBatchBuilder::default();
     let mut rows = 0u64;
     let result = (|| {
-        for e in log.iter_from(from) {
+        for e in events {
             let e = e?;
             if e.seq > to {
                 break;

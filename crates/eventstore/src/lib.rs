@@ -11,6 +11,8 @@
 //! - [`EventLog::iter_from`], [`EventLog::read_range`] read; [`EventLog::tail`] follows
 //!   new appends asynchronously.
 //! - [`EventLog::verify`] finds the first missing, out-of-order or corrupt record.
+//! - [`LogReader`] reads a log from another process: through the live writer, which serves
+//!   its records on a Unix socket, or directly when no writer runs.
 //!
 //! Events are stored in chunks, one sled value per appended batch (see [`codec`] for the
 //! record layout): each record carries a format version and a CRC-32, checked on every read.
@@ -43,6 +45,9 @@ pub mod import;
 pub mod ingest;
 mod lock;
 mod log;
+/// Reading a log another process writes, and [`LogReader`], which reads either way.
+pub mod remote;
 
 pub use error::{Error, Result};
 pub use log::{Durability, EventLog, Iter, Options, Problem, SeqRange, Tail, VerifyReport};
+pub use remote::LogReader;

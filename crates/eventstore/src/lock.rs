@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fs2::FileExt;
 
@@ -16,7 +17,9 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
-    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+    /// Waits up to `wait` for the lock: readers without a live writer hold it only for
+    /// the moment of a read, and a writer should not fail because of one.
+    pub(crate) fn acquire(dir: &Path, wait: Duration) -> Result<Self> {
         let path = dir.join("LOCK");
         let mut file = OpenOptions::new()
             .read(true)
@@ -25,10 +28,14 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        if file.try_lock_exclusive().is_err() {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(Error::Locked { dir: dir.to_path_buf(), pid: text.trim().parse().ok() });
+        let deadline = Instant::now() + wait;
+        while file.try_lock_exclusive().is_err() {
+            if Instant::now() >= deadline {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked { dir: dir.to_path_buf(), pid: text.trim().parse().ok() });
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;

@@ -39,11 +39,18 @@ pub enum Durability {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub durability: Durability,
+    /// Serve the log's records to readers in other processes on `log.sock` in the data dir
+    /// (see [`crate::remote`]); sled cannot share the database itself.
+    pub serve_readers: bool,
+    /// How long to wait for the data dir's lock before [`Error::Locked`]. Readers with no
+    /// live writer hold it only for the moment of a read, so a writer may want to wait a
+    /// little rather than fail because of one.
+    pub lock_wait: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::EveryBatch }
+        Options { durability: Durability::EveryBatch, serve_readers: true, lock_wait: Duration::ZERO }
     }
 }
 
@@ -78,7 +85,7 @@ pub struct EventLog {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     dir: PathBuf,
     db: sled::Db,
     /// sled's data file, for the fsync sled itself does not do.
@@ -118,7 +125,7 @@ impl EventLog {
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let lock = DirLock::acquire(&dir)?;
+        let lock = DirLock::acquire(&dir, options.lock_wait)?;
         // sled's own periodic flush only calls sync_file_range; ours also fsyncs (below).
         let db = sled::Config::new()
             .path(dir.join("log"))
@@ -163,6 +170,9 @@ impl EventLog {
                 _lock: lock,
             }),
         };
+        if options.serve_readers {
+            crate::remote::serve(&log.inner.dir, Arc::downgrade(&log.inner));
+        }
         if let Durability::Interval(ms) = options.durability {
             let weak = Arc::downgrade(&log.inner);
             let period = Duration::from_millis(ms.max(1));
@@ -177,6 +187,10 @@ impl EventLog {
                 .map_err(|e| Error::io(&log.inner.dir, e))?;
         }
         Ok(log)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        EventLog { inner }
     }
 
     pub fn dir(&self) -> &Path {
@@ -313,62 +327,41 @@ impl EventLog {
     /// Checks every record: header, checksum, decodability, and that seqs run from 1
     /// without gap or overlap. Stops at the first problem.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport { records: 0, events: 0, last_seq: 0, problem: None };
-        let mut expected = 1u64;
-        for item in self.inner.chunks.iter() {
+        codec::verify_records(self.inner.chunks.iter().map(|item| {
             let (k, v) = item?;
-            let key_seq = match codec::seq_of_key(&k) {
-                Ok(s) => s,
-                Err(e) => {
-                    report.problem = Some(Problem { seq: expected, reason: e.to_string() });
-                    break;
-                }
-            };
-            if key_seq > expected {
-                let reason = if key_seq == expected + 1 {
-                    format!("seq {expected} is missing")
-                } else {
-                    format!("seqs {expected}..={} are missing", key_seq - 1)
-                };
-                report.problem = Some(Problem { seq: expected, reason });
-                break;
-            }
-            if key_seq < expected {
-                report.problem = Some(Problem {
-                    seq: key_seq,
-                    reason: format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})"),
-                });
-                break;
-            }
-            let checked = codec::open_chunk(key_seq, &v).and_then(|chunk| {
-                let mut n = 0u64;
-                chunk.decode_from(0, |_| n += 1)?;
-                Ok(chunk.count)
-            });
-            match checked {
-                Ok(count) => {
-                    report.records += 1;
-                    report.events += u64::from(count);
-                    expected = key_seq + u64::from(count);
-                    report.last_seq = expected - 1;
-                }
-                Err(Error::Corrupt { seq, reason }) => {
-                    report.problem = Some(Problem { seq, reason });
-                    break;
-                }
-                Err(Error::UnsupportedFormat { found, supported }) => {
-                    report.problem = Some(Problem {
-                        seq: key_seq,
-                        reason: format!(
-                            "written by a newer format version {found} (this crypy reads up to {supported})"
-                        ),
-                    });
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+            Ok((codec::seq_of_key(&k)?, v))
+        }))
+    }
+
+    /// Every raw record from the one holding `from` up to the appended watermark, for
+    /// serving readers in other processes.
+    pub(crate) fn raw_records_from(&self, from: u64) -> Result<Vec<(u64, sled::IVec)>> {
+        let limit = self.last_seq();
+        if from > limit {
+            return Ok(Vec::new());
         }
-        Ok(report)
+        let start = match self.inner.chunks.range(..=codec::key(from)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let key_seq = codec::seq_of_key(&k)?;
+                // Start at the record holding `from`, not at one that ends before it.
+                match codec::peek_count(&v) {
+                    Some(n) if key_seq + u64::from(n) <= from => from,
+                    _ => key_seq,
+                }
+            }
+            None => from,
+        };
+        let mut out = Vec::new();
+        for item in self.inner.chunks.range(codec::key(start)..) {
+            let (k, v) = item?;
+            let key_seq = codec::seq_of_key(&k)?;
+            if key_seq > limit {
+                break;
+            }
+            out.push((key_seq, v));
+        }
+        Ok(out)
     }
 
     /// Bytes the log occupies on disk.
@@ -437,6 +430,7 @@ impl Drop for Inner {
         // Under Durability::Interval the last interval may still be in memory: don't lose it
         // on an orderly close.
         let _ = self.make_durable();
+        let _ = std::fs::remove_file(crate::remote::socket_path(&self.dir));
     }
 }
 

@@ -64,7 +64,8 @@ fn reopening_keeps_every_event_and_continues_the_seqs() {
         log.append(&(1..=5).map(event).collect::<Vec<_>>()).unwrap();
     }
     {
-        let log = EventLog::open(dir.path(), Options { durability: Durability::Interval(50) }).unwrap();
+        let log =
+            EventLog::open(dir.path(), Options { durability: Durability::Interval(50), ..Options::default() }).unwrap();
         assert_eq!(log.last_seq(), 5);
         assert_eq!(log.start_run().unwrap(), 2);
         let r = log.append(&(6..=8).map(event).collect::<Vec<_>>()).unwrap();

@@ -2,12 +2,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use crypy_core::time::format_utc;
 use crypy_core::Envelope;
-use crypy_eventstore::{Durability, EventLog, Options};
+use crypy_eventstore::{Error, EventLog, LogReader, Options};
 use serde_json::json;
 
 use super::render;
@@ -18,21 +18,30 @@ fn wall_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Opens an existing log; reading commands never create a data dir by accident.
-fn open_existing(dir: &Path) -> anyhow::Result<EventLog> {
-    if !dir.join("log").is_dir() {
-        bail!("no crypy log in {} (create one with `crypy log import-candles`, or pass --data-dir)", dir.display());
-    }
-    open(dir)
+/// Opens an existing log for reading, through its live writer if one runs; reading
+/// commands never create a data dir by accident.
+fn open_reader(dir: &Path) -> anyhow::Result<LogReader> {
+    LogReader::open(dir).map_err(|e| match e {
+        Error::NoLog { .. } => {
+            anyhow::anyhow!("{e} (create one with `crypy log import-candles`, or pass --data-dir)")
+        }
+        other => explain(other, dir),
+    })
 }
 
-fn open(dir: &Path) -> anyhow::Result<EventLog> {
-    EventLog::open(dir, Options { durability: Durability::EveryBatch }).map_err(|e| match e {
-        crypy_eventstore::Error::Locked { .. } => {
+/// Waits a little for the lock, which a reader polling the log holds for a moment at a time.
+fn open_writer(dir: &Path) -> anyhow::Result<EventLog> {
+    EventLog::open(dir, Options { lock_wait: Duration::from_secs(3), ..Options::default() })
+        .map_err(|e| explain(e, dir))
+}
+
+fn explain(e: Error, dir: &Path) -> anyhow::Error {
+    match e {
+        Error::Locked { .. } => {
             anyhow::anyhow!("{e}: another crypy process is writing this data dir; stop it or wait for it to finish")
         }
         other => anyhow::Error::new(other).context(format!("cannot open the log in {}", dir.display())),
-    })
+    }
 }
 
 impl Filter {
@@ -55,7 +64,7 @@ fn print(out: &mut Out, e: &Envelope, json: bool) -> anyhow::Result<()> {
 pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LogCommand::ImportCandles { dir, pair, interval, format, json, files } => {
-            let log = open(&dir.data_dir)?;
+            let log = open_writer(&dir.data_dir)?;
             let summary = crypy_eventstore::ingest::import_candles(&log, &pair, interval, &files, format, wall_now())?;
             if json {
                 let files: Vec<_> = summary
@@ -87,15 +96,15 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Stats { dir, json } => stats(&open_existing(&dir.data_dir)?, json),
+        LogCommand::Stats { dir, json } => stats(&dir.data_dir, &open_reader(&dir.data_dir)?, json),
         LogCommand::Show { dir, filter, limit, json } => {
-            let log = open_existing(&dir.data_dir)?;
+            let log = open_reader(&dir.data_dir)?;
             let mut out = out::stdout();
             if !json {
                 writeln!(out, "{}", render::header())?;
             }
             let mut shown = 0u64;
-            for e in log.iter_from(filter.from) {
+            for e in log.iter_from(filter.from)? {
                 let e = e?;
                 if e.seq > filter.to || limit.is_some_and(|l| shown >= l) {
                     break;
@@ -109,24 +118,27 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Tail { dir, lines, follow, json } => {
-            let log = open_existing(&dir.data_dir)?;
-            let last = log.last_seq();
-            let from = last.saturating_sub(lines) + 1;
+            let log = open_reader(&dir.data_dir)?;
+            let last = log.last_seq()?;
+            let mut next = last.saturating_sub(lines) + 1;
             let mut out = out::stdout();
             if !json {
                 writeln!(out, "{}", render::header())?;
             }
-            for e in log.iter_from(from) {
-                print(&mut out, &e?, json)?;
+            for e in log.iter_from(next)? {
+                let e = e?;
+                next = e.seq + 1;
+                print(&mut out, &e, json)?;
             }
             out::flush(&mut out)?;
             if follow {
-                follow_log(&log, last + 1, json)?;
+                drop(log);
+                follow_log(&dir.data_dir, next, json, &mut out)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Verify { dir, json } => {
-            let log = open_existing(&dir.data_dir)?;
+            let log = open_reader(&dir.data_dir)?;
             let r = log.verify()?;
             if json {
                 println!(
@@ -152,41 +164,53 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         LogCommand::Export { dir, filter, parquet } => {
-            let log = open_existing(&dir.data_dir)?;
-            let rows =
-                crypy_eventstore::export::export_parquet(&log, &parquet, filter.from, filter.to, |e| filter.keeps(e))
-                    .with_context(|| format!("cannot export to {}", parquet.display()))?;
+            let log = open_reader(&dir.data_dir)?;
+            let events = log.iter_from(filter.from)?;
+            let rows = crypy_eventstore::export::export_parquet(events, &parquet, filter.to, |e| filter.keeps(e))
+                .with_context(|| format!("cannot export to {}", parquet.display()))?;
             println!("wrote {} events to {}", out::count(rows), parquet.display());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn follow_log(log: &EventLog, from: u64, json: bool) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut tail = log.tail(from);
-        let mut out = out::stdout();
-        loop {
-            tokio::select! {
-                e = tail.next() => {
-                    print(&mut out, &e?, json)?;
-                    out::flush(&mut out)?;
+/// Follows the log until interrupted. While a writer runs, its events arrive through it as
+/// they are appended; while none runs, the log is polled, holding it only for the moment of
+/// each read so that a writer can always start.
+fn follow_log(dir: &Path, mut next: u64, json: bool, out: &mut Out) -> anyhow::Result<()> {
+    loop {
+        match LogReader::open(dir) {
+            Ok(reader) => {
+                let remote = reader.is_remote();
+                for e in reader.follow(next)? {
+                    let e = e?;
+                    next = e.seq + 1;
+                    print(out, &e, json)?;
+                    if remote {
+                        out::flush(out)?;
+                    }
                 }
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                out::flush(out)?;
+                drop(reader);
+                if !remote {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
             }
+            // A writer is starting and not serving yet.
+            Err(Error::Locked { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(explain(e, dir)),
         }
-    })
+    }
 }
 
-fn stats(log: &EventLog, json: bool) -> anyhow::Result<ExitCode> {
+fn stats(dir: &Path, log: &LogReader, json: bool) -> anyhow::Result<ExitCode> {
     let mut total = 0u64;
     let mut first = None;
     let mut last = 0u64;
     let mut runs: BTreeMap<u32, u64> = BTreeMap::new();
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut time_range: Option<(i64, i64)> = None;
-    for e in log.iter_from(1) {
+    for e in log.iter_from(1)? {
         let e = e?;
         total += 1;
         first.get_or_insert(e.seq);
@@ -198,7 +222,7 @@ fn stats(log: &EventLog, json: bool) -> anyhow::Result<ExitCode> {
             Some((lo, hi)) => (lo.min(e.time), hi.max(e.time)),
         });
     }
-    let size = log.size_on_disk()?;
+    let size = crypy_eventstore::remote::size_on_disk(dir);
     if json {
         println!(
             "{}",
@@ -212,7 +236,7 @@ fn stats(log: &EventLog, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = out::stdout();
-    writeln!(out, "data dir     {}", log.dir().display())?;
+    writeln!(out, "data dir     {}", dir.display())?;
     writeln!(out, "events       {}", out::count(total))?;
     match first {
         Some(f) => writeln!(out, "seqs         {f}..={last}")?,

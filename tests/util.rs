@@ -16,7 +16,7 @@ pub fn run(cmd: &mut Command, code: i32) -> String {
     let Output { status, stdout, stderr } = cmd.output().expect("crypy runs");
     let (stdout, stderr) =
         (String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned());
-    assert_eq!(status.code(), Some(code), "{cmd:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(status.code(), Some(code), "{cmd:?} ended with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     if code == 0 {
         stdout
     } else {

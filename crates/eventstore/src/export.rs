@@ -13,7 +13,7 @@
 //! | `data`   | Utf8 (JSON object)         | no       |
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder};
@@ -111,47 +111,78 @@ impl EventBatchBuilder {
     }
 }
 
-/// Writes `events` (stopping after seq `to`) to a Parquet file (snappy-compressed).
-/// Returns how many rows were written. The file is written to a temporary name and
-/// renamed, so a failed export never leaves a truncated file under `path`.
-pub fn export_parquet(
-    events: impl Iterator<Item = Result<Envelope>>,
-    path: &Path,
-    to: u64,
-    mut keep: impl FnMut(&Envelope) -> bool,
-) -> Result<u64> {
-    let tmp = path.with_extension("parquet.partial");
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let parquet_err = |e: parquet::errors::ParquetError| Error::Parquet(e.to_string());
-    let mut writer = ArrowWriter::try_new(file, event_schema(), Some(props)).map_err(parquet_err)?;
-    let mut builder = EventBatchBuilder::default();
-    let mut rows = 0u64;
-    let result = (|| {
-        for e in events {
-            let e = e?;
-            if e.seq > to {
-                break;
-            }
-            if !keep(&e) {
-                continue;
-            }
-            builder.push(&e);
-            rows += 1;
-            if builder.len() == ROWS_PER_BATCH {
-                writer.write(&builder.finish()).map_err(parquet_err)?;
-            }
-        }
-        if !builder.is_empty() {
-            writer.write(&builder.finish()).map_err(parquet_err)?;
-        }
-        writer.close().map_err(parquet_err)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+/// Writes events to a Parquet file (snappy-compressed), a row group per 65,536 events.
+///
+/// The file is written under a temporary name (`FILE.partial`) and renamed by
+/// [`finish`](Self::finish): a failed or abandoned export never leaves a truncated file
+/// under the name asked for.
+pub struct ParquetExport {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    builder: EventBatchBuilder,
+    rows: u64,
+}
+
+impl std::fmt::Debug for ParquetExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetExport").field("path", &self.path).field("rows", &self.rows).finish_non_exhaustive()
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    Ok(rows)
+}
+
+fn parquet_err(e: parquet::errors::ParquetError) -> Error {
+    Error::Parquet(e.to_string())
+}
+
+impl ParquetExport {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = path.with_extension("parquet.partial");
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let writer = ArrowWriter::try_new(file, event_schema(), Some(props)).map_err(parquet_err)?;
+        Ok(ParquetExport {
+            path: path.to_path_buf(),
+            tmp,
+            writer: Some(writer),
+            builder: EventBatchBuilder::default(),
+            rows: 0,
+        })
+    }
+
+    pub fn push(&mut self, e: &Envelope) -> Result<()> {
+        self.builder.push(e);
+        self.rows += 1;
+        if self.builder.len() == ROWS_PER_BATCH {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if let Some(writer) = &mut self.writer {
+            if !self.builder.is_empty() {
+                writer.write(&self.builder.finish()).map_err(parquet_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the file and gives it its name; returns the number of rows.
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush_batch()?;
+        if let Some(writer) = self.writer.take() {
+            writer.close().map_err(parquet_err)?;
+        }
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+impl Drop for ParquetExport {
+    fn drop(&mut self) {
+        // Not finished: an error or an early return. Leave nothing half-written behind.
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crypy_core::{Envelope, NewEvent};
 use tokio::sync::watch;
 
-use crate::codec::{self, ChunkWriter, Cursor, FORMAT_VERSION};
+use crate::codec::{self, ChunkWriter, RecordEvents, FORMAT_VERSION};
 use crate::lock::DirLock;
 use crate::{Error, Result};
 
@@ -287,15 +287,22 @@ impl EventLog {
         Ok(out)
     }
 
-    /// Every event from `from` on, in seq order, as it is when each record is reached. A
-    /// damaged record yields an error and ends the iteration: nothing is skipped silently.
+    /// Every event from `from` on, in seq order, up to the last one appended when the
+    /// iteration starts. A damaged record yields an error and ends the iteration: nothing is
+    /// skipped silently.
     pub fn iter_from(&self, from: u64) -> Iter {
-        Iter {
+        Iter(RecordEvents::new(self.records_from(from), from))
+    }
+
+    /// The raw records from the one holding `from` up to the appended watermark: what
+    /// local reads decode and what the socket serves to readers in other processes.
+    pub(crate) fn records_from(&self, from: u64) -> LocalRecords {
+        LocalRecords {
             chunks: self.inner.chunks.clone(),
-            appended: self.inner.appended.subscribe(),
+            from: from.max(1),
+            limit: self.last_seq(),
             damaged: self.inner.damaged.clone(),
-            next: from.max(1),
-            current: None,
+            iter: None,
             done: false,
         }
     }
@@ -331,37 +338,6 @@ impl EventLog {
             let (k, v) = item?;
             Ok((codec::seq_of_key(&k)?, v))
         }))
-    }
-
-    /// Every raw record from the one holding `from` up to the appended watermark, for
-    /// serving readers in other processes.
-    pub(crate) fn raw_records_from(&self, from: u64) -> Result<Vec<(u64, sled::IVec)>> {
-        let limit = self.last_seq();
-        if from > limit {
-            return Ok(Vec::new());
-        }
-        let start = match self.inner.chunks.range(..=codec::key(from)).next_back() {
-            Some(item) => {
-                let (k, v) = item?;
-                let key_seq = codec::seq_of_key(&k)?;
-                // Start at the record holding `from`, not at one that ends before it.
-                match codec::peek_count(&v) {
-                    Some(n) if key_seq + u64::from(n) <= from => from,
-                    _ => key_seq,
-                }
-            }
-            None => from,
-        };
-        let mut out = Vec::new();
-        for item in self.inner.chunks.range(codec::key(start)..) {
-            let (k, v) = item?;
-            let key_seq = codec::seq_of_key(&k)?;
-            if key_seq > limit {
-                break;
-            }
-            out.push((key_seq, v));
-        }
-        Ok(out)
     }
 
     /// Bytes the log occupies on disk.
@@ -460,91 +436,85 @@ pub struct Problem {
 /// See [`EventLog::iter_from`]. Decodes one event per step straight from the record's
 /// bytes: nothing is buffered beyond the current record.
 #[derive(Debug)]
-pub struct Iter {
-    chunks: sled::Tree,
-    /// Records past this seq may still be half-applied: readers stop here until it moves.
-    appended: watch::Receiver<u64>,
-    damaged: Option<Problem>,
-    next: u64,
-    current: Option<(sled::IVec, Cursor)>,
-    done: bool,
-}
-
-impl Iter {
-    /// Loads the record holding `self.next`; `false` when there is none yet.
-    fn load(&mut self) -> Result<bool> {
-        if self.next > *self.appended.borrow() {
-            return match &self.damaged {
-                Some(p) => Err(Error::Corrupt { seq: self.next, reason: p.reason.clone() }),
-                None => Ok(false),
-            };
-        }
-        // The record holding `next` starts at or before it.
-        if let Some(item) = self.chunks.range(..=codec::key(self.next)).next_back() {
-            let (k, v) = item?;
-            let key_seq = codec::seq_of_key(&k)?;
-            let chunk = codec::open_chunk(key_seq, &v)?;
-            if chunk.last_seq() >= self.next {
-                let mut cursor = Cursor::new(&chunk);
-                while cursor.next_seq().is_some_and(|s| s < self.next) {
-                    cursor.skip(chunk.body)?;
-                }
-                self.current = Some((v.clone(), cursor));
-                return Ok(true);
-            }
-        }
-        // Otherwise the next record must start exactly at `next`, or there is a gap.
-        match self.chunks.range(codec::key(self.next)..).next() {
-            Some(item) => {
-                let (k, v) = item?;
-                let key_seq = codec::seq_of_key(&k)?;
-                if key_seq != self.next {
-                    return Err(Error::Corrupt {
-                        seq: self.next,
-                        reason: format!("seq {} is missing (the next record starts at {key_seq})", self.next),
-                    });
-                }
-                let cursor = Cursor::new(&codec::open_chunk(key_seq, &v)?);
-                self.current = Some((v, cursor));
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn step(&mut self) -> Result<Option<Envelope>> {
-        loop {
-            if let Some((bytes, cursor)) = &mut self.current {
-                let body = &bytes[codec::HEADER_LEN..];
-                if cursor.next_seq().is_some() {
-                    let e = cursor.decode(body)?;
-                    self.next = e.seq + 1;
-                    return Ok(Some(e));
-                }
-                cursor.finish(body)?;
-                self.current = None;
-            }
-            if !self.load()? {
-                return Ok(None);
-            }
-        }
-    }
-}
+pub struct Iter(RecordEvents<LocalRecords, sled::IVec>);
 
 impl Iterator for Iter {
     type Item = Result<Envelope>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+/// See [`EventLog::records_from`].
+pub(crate) struct LocalRecords {
+    chunks: sled::Tree,
+    from: u64,
+    /// Records past this seq may still be half-applied: readers stop here.
+    limit: u64,
+    /// Reported when the reader reaches the end of the intact log.
+    damaged: Option<Problem>,
+    iter: Option<sled::Iter>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LocalRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalRecords").field("from", &self.from).field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+impl LocalRecords {
+    /// Positions on the record holding `from` (or the first after it).
+    fn seek(&self) -> Result<sled::Iter> {
+        let start = match self.chunks.range(..=codec::key(self.from)).next_back() {
+            Some(item) => {
+                let (k, v) = item?;
+                let key_seq = codec::seq_of_key(&k)?;
+                match codec::peek_count(&v) {
+                    Some(n) if key_seq + u64::from(n) <= self.from => self.from,
+                    _ => key_seq,
+                }
+            }
+            None => self.from,
+        };
+        Ok(self.chunks.range(codec::key(start)..))
+    }
+
+    fn step(&mut self) -> Result<Option<(u64, sled::IVec)>> {
+        if self.from > self.limit && self.damaged.is_none() {
+            return Ok(None);
+        }
+        if self.iter.is_none() {
+            self.iter = Some(self.seek()?);
+        }
+        let iter = self.iter.as_mut().expect("set above");
+        if let Some(item) = iter.next() {
+            let (k, v) = item?;
+            let key_seq = codec::seq_of_key(&k)?;
+            if key_seq <= self.limit {
+                return Ok(Some((key_seq, v)));
+            }
+        }
+        match self.damaged.take() {
+            Some(p) => Err(Error::Corrupt { seq: p.seq, reason: p.reason }),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Iterator for LocalRecords {
+    type Item = Result<(u64, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
         }
-        match self.step() {
-            Ok(e) => e.map(Ok),
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
+        let item = self.step().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
         }
+        item
     }
 }
 

@@ -35,6 +35,8 @@ const FRAME_HEARTBEAT: u8 = 3;
 const FRAME_ERROR: u8 = 4;
 /// How often an idle follower is pinged, which is also how soon a vanished one is noticed.
 const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Records sent per round (at most 64 KiB each).
+const RECORDS_PER_ROUND: usize = 64;
 
 pub(crate) fn socket_path(dir: &Path) -> PathBuf {
     dir.join(SOCKET)
@@ -96,14 +98,26 @@ fn handle(stream: UnixStream, weak: Weak<Inner>) -> std::io::Result<()> {
             let Ok(mut next) = from.parse::<u64>() else { return fail(&mut out, format!("bad seq {from:?}")) };
             next = next.max(1);
             let follow = *mode == "follow";
+            // A one-off read ends at what was appended when it was asked for.
+            let Some(end) = upgrade(&weak).map(|log| log.last_seq()) else { return Ok(()) };
             let mut last_write = Instant::now();
             loop {
+                // A bounded batch at a time: the log is held only while reading it, and a
+                // reader of a huge log never makes the writer buffer it all.
                 let Some(log) = upgrade(&weak) else { return Ok(()) };
-                let records = match log.raw_records_from(next) {
-                    Ok(r) => r,
-                    Err(e) => return fail(&mut out, e.to_string()),
-                };
+                let mut records = Vec::with_capacity(RECORDS_PER_ROUND);
+                let mut failure = None;
+                for item in log.records_from(next).take(RECORDS_PER_ROUND) {
+                    match item {
+                        Ok(r) => records.push(r),
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
                 drop(log);
+                let caught_up = records.len() < RECORDS_PER_ROUND;
                 for (key_seq, bytes) in &records {
                     out.write_all(&[FRAME_RECORD])?;
                     out.write_all(&key_seq.to_le_bytes())?;
@@ -116,13 +130,19 @@ fn handle(stream: UnixStream, weak: Weak<Inner>) -> std::io::Result<()> {
                         _ => return out.flush(),
                     }
                 }
+                if let Some(msg) = failure {
+                    return fail(&mut out, msg);
+                }
                 if !records.is_empty() {
                     out.flush()?;
                     last_write = Instant::now();
                 }
-                if !follow {
+                if !follow && (next > end || caught_up) {
                     out.write_all(&[FRAME_END])?;
                     return out.flush();
+                }
+                if !caught_up {
+                    continue;
                 }
                 if last_write.elapsed() >= HEARTBEAT {
                     out.write_all(&[FRAME_HEARTBEAT])?;

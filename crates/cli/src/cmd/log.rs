@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use crypy_core::time::format_utc;
 use crypy_core::Envelope;
+use crypy_eventstore::export::ParquetExport;
 use crypy_eventstore::{Error, EventLog, LogReader, Options};
 use serde_json::json;
 
@@ -37,9 +38,8 @@ fn open_writer(dir: &Path) -> anyhow::Result<EventLog> {
 
 fn explain(e: Error, dir: &Path) -> anyhow::Error {
     match e {
-        Error::Locked { .. } => {
-            anyhow::anyhow!("{e}: another crypy process is writing this data dir; stop it or wait for it to finish")
-        }
+        Error::Locked { .. } => anyhow::Error::new(e)
+            .context(format!("another crypy process is using {}; stop it or wait for it to finish", dir.display())),
         other => anyhow::Error::new(other).context(format!("cannot open the log in {}", dir.display())),
     }
 }
@@ -96,17 +96,16 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Stats { dir, json } => stats(&dir.data_dir, &open_reader(&dir.data_dir)?, json),
+        LogCommand::Stats { dir, json } => stats(&dir.data_dir, json),
         LogCommand::Show { dir, filter, limit, json } => {
-            let log = open_reader(&dir.data_dir)?;
             let mut out = out::stdout();
             if !json {
                 writeln!(out, "{}", render::header())?;
             }
             let mut shown = 0u64;
-            for e in log.iter_from(filter.from)? {
+            for e in batched(&dir.data_dir, filter.from, filter.to) {
                 let e = e?;
-                if e.seq > filter.to || limit.is_some_and(|l| shown >= l) {
+                if limit.is_some_and(|l| shown >= l) {
                     break;
                 }
                 if filter.keeps(&e) {
@@ -118,21 +117,19 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Tail { dir, lines, follow, json } => {
-            let log = open_reader(&dir.data_dir)?;
-            let last = log.last_seq()?;
-            let mut next = last.saturating_sub(lines) + 1;
+            let last = open_reader(&dir.data_dir)?.last_seq()?;
             let mut out = out::stdout();
             if !json {
                 writeln!(out, "{}", render::header())?;
             }
-            for e in log.iter_from(next)? {
+            let mut next = last.saturating_sub(lines) + 1;
+            for e in batched(&dir.data_dir, next, last) {
                 let e = e?;
                 next = e.seq + 1;
                 print(&mut out, &e, json)?;
             }
             out::flush(&mut out)?;
             if follow {
-                drop(log);
                 follow_log(&dir.data_dir, next, json, &mut out)?;
             }
             Ok(ExitCode::SUCCESS)
@@ -164,37 +161,108 @@ pub fn run(cmd: LogCommand) -> anyhow::Result<ExitCode> {
             Ok(if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         LogCommand::Export { dir, filter, parquet } => {
-            let log = open_reader(&dir.data_dir)?;
-            let events = log.iter_from(filter.from)?;
-            let rows = crypy_eventstore::export::export_parquet(events, &parquet, filter.to, |e| filter.keeps(e))
-                .with_context(|| format!("cannot export to {}", parquet.display()))?;
+            let mut export = ParquetExport::create(&parquet)?;
+            for e in batched(&dir.data_dir, filter.from, filter.to) {
+                let e = e?;
+                if filter.keeps(&e) {
+                    export.push(&e)?;
+                }
+            }
+            let rows = export.finish().with_context(|| format!("cannot export to {}", parquet.display()))?;
             println!("wrote {} events to {}", out::count(rows), parquet.display());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// Events read per batch by [`Batched`]: at ~3 M events/s a batch holds the log for well
+/// under a second.
+const BATCH: usize = 200_000;
+
+/// The events from `from` to `to` (inclusive), read a batch at a time with the log released
+/// before the batch is handed out: a reader whose output blocks (a pipe nobody reads) never
+/// holds the data dir's lock, and never stops a writer from starting.
+struct Batched<'a> {
+    dir: &'a Path,
+    next: u64,
+    to: u64,
+    buf: std::vec::IntoIter<Envelope>,
+    done: bool,
+}
+
+fn batched(dir: &Path, from: u64, to: u64) -> Batched<'_> {
+    Batched { dir, next: from.max(1), to, buf: Vec::new().into_iter(), done: false }
+}
+
+impl Batched<'_> {
+    fn refill(&mut self) -> anyhow::Result<()> {
+        let reader = open_reader(self.dir)?;
+        let to = self.to;
+        let batch: Vec<Envelope> = reader
+            .iter_from(self.next)?
+            .take_while(|e| e.as_ref().map_or(true, |e| e.seq <= to))
+            .take(BATCH)
+            .collect::<Result<_, _>>()?;
+        drop(reader);
+        if batch.len() < BATCH {
+            self.done = true;
+        }
+        if let Some(last) = batch.last() {
+            self.next = last.seq + 1;
+        }
+        self.buf = batch.into_iter();
+        Ok(())
+    }
+}
+
+impl Iterator for Batched<'_> {
+    type Item = anyhow::Result<Envelope>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.buf.next() {
+                return Some(Ok(e));
+            }
+            if self.done || self.next > self.to {
+                return None;
+            }
+            if let Err(e) = self.refill() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
 /// Follows the log until interrupted. While a writer runs, its events arrive through it as
-/// they are appended; while none runs, the log is polled, holding it only for the moment of
-/// each read so that a writer can always start.
+/// they are appended; while none runs, the log is polled in batches, never held while
+/// printing, so that a writer can always start.
 fn follow_log(dir: &Path, mut next: u64, json: bool, out: &mut Out) -> anyhow::Result<()> {
     loop {
         match LogReader::open(dir) {
-            Ok(reader) => {
-                let remote = reader.is_remote();
+            Ok(reader) if reader.is_remote() => {
                 for e in reader.follow(next)? {
                     let e = e?;
                     next = e.seq + 1;
                     print(out, &e, json)?;
-                    if remote {
-                        out::flush(out)?;
+                    out::flush(out)?;
+                }
+            }
+            Ok(reader) => {
+                drop(reader);
+                for e in batched(dir, next, u64::MAX) {
+                    match e {
+                        Ok(e) => {
+                            next = e.seq + 1;
+                            print(out, &e, json)?;
+                        }
+                        // A writer started between two batches and is not serving yet.
+                        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Locked { .. })) => break,
+                        Err(e) => return Err(e),
                     }
                 }
                 out::flush(out)?;
-                drop(reader);
-                if !remote {
-                    std::thread::sleep(Duration::from_millis(250));
-                }
+                std::thread::sleep(Duration::from_millis(250));
             }
             // A writer is starting and not serving yet.
             Err(Error::Locked { .. }) => std::thread::sleep(Duration::from_millis(50)),
@@ -203,14 +271,14 @@ fn follow_log(dir: &Path, mut next: u64, json: bool, out: &mut Out) -> anyhow::R
     }
 }
 
-fn stats(dir: &Path, log: &LogReader, json: bool) -> anyhow::Result<ExitCode> {
+fn stats(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut total = 0u64;
     let mut first = None;
     let mut last = 0u64;
     let mut runs: BTreeMap<u32, u64> = BTreeMap::new();
     let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut time_range: Option<(i64, i64)> = None;
-    for e in log.iter_from(1)? {
+    for e in batched(dir, 1, u64::MAX) {
         let e = e?;
         total += 1;
         first.get_or_insert(e.seq);

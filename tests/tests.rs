@@ -6,3 +6,6 @@ mod util;
 
 /// `crypy log …`: import, stats, show, tail, verify, export.
 mod log_cli;
+
+/// `crypy bench …`: the commands run and report what they measured (never a timing assertion).
+mod bench_cli;

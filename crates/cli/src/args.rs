@@ -153,4 +153,29 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A trader's evaluation throughput: strategy variants × bars ÷ seconds, with the
+    /// simulator's fill rule (next open, fees), indicators computed once per grid.
+    Eval {
+        /// Candles to evaluate on, in any format `crypy log import-candles` reads.
+        #[arg(long, default_value = "replays/kraken_XBTEUR_15m_2023Q4.csv", value_name = "FILE")]
+        data: PathBuf,
+        /// The candles' interval (sets the Sharpe ratio's annualisation).
+        #[arg(long, default_value = "15m", value_name = "INTERVAL")]
+        interval: Interval,
+        /// A strategy grid; repeat for several.
+        #[arg(long = "strategy", value_name = "SPEC", default_value = "sma_cross fast=5..50/5 slow=20..200/20")]
+        strategies: Vec<String>,
+        /// Fee rate on traded value.
+        #[arg(long, default_value_t = 0.0026, value_name = "RATE")]
+        fee: f64,
+        /// Evaluate the whole grid this many times; the figure covers them all.
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        repeat: u32,
+        /// Worker threads (0: one per core).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        threads: usize,
+        /// Output one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -2,6 +2,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use std::time::Instant;
+
+use crypy_agents::evaluate::{evaluate_grid, Bars, EvalConfig, FillRules};
+use crypy_agents::strategy::{Registry, StrategySpec};
+use serde_json::json;
+
 use crate::args::BenchCommand;
 use crate::out;
 
@@ -44,6 +50,55 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                     r.encoded_bytes_per_event,
                     r.bytes_on_disk as f64 / 1e6
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Eval { data, interval, strategies, fee, repeat, threads, json } => {
+            anyhow::ensure!(repeat > 0, "--repeat must be at least 1");
+            let pair = "XBT/EUR".parse().expect("valid pair");
+            let candles = crypy_eventstore::import::read_candles(&data, &pair, interval, None)?;
+            let bars = Bars::from_candles(&candles)?;
+            let registry = Registry::default();
+            let grids = strategies
+                .iter()
+                .map(|text| StrategySpec::parse(text).and_then(|spec| registry.build(&spec)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let variants: usize = grids.iter().map(|g| g.variants().len()).sum();
+            let cfg = EvalConfig {
+                rules: FillRules { fee_rate: fee, slippage: 0.0 },
+                periods_per_year: 365.0 * 86_400.0 / f64::from(interval.secs()),
+                threads,
+            };
+            let started = Instant::now();
+            let mut results = Vec::new();
+            for _ in 0..repeat {
+                results = evaluate_grid(&bars, &grids, &cfg);
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let steps = variants as f64 * bars.len() as f64 * f64::from(repeat);
+            let best = results
+                .iter()
+                .max_by(|a, b| a.score.total_return.total_cmp(&b.score.total_return))
+                .expect("a grid has at least one variant");
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "variants": variants, "bars": bars.len(), "repeat": repeat, "seconds": seconds,
+                        "bar_steps_per_s": steps / seconds,
+                        "best": {"variant": best.variant.to_string(), "total_return": best.score.total_return,
+                                 "sharpe": best.score.sharpe, "max_drawdown": best.score.max_drawdown,
+                                 "trades": best.score.trades},
+                    })
+                );
+            } else {
+                println!(
+                    "evaluated {variants} variants × {} bars × {repeat} = {} bar-steps in {seconds:.3} s: {}",
+                    out::count(bars.len() as u64),
+                    out::count(steps as u64),
+                    out::rate(steps / seconds).replace("/s", " bar-steps/s")
+                );
+                println!("best: {best}");
             }
             Ok(ExitCode::SUCCESS)
         }

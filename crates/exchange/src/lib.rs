@@ -1,12 +1,78 @@
 //! # crypy-exchange
 //!
-//! Owns the `Exchange` trait, the one interface through which a desk talks to a venue, and
-//! its adapters: the deterministic exchange simulator, Kraken and BitMEX, with their signing,
-//! rate limits and reconnection.
+//! Owns the [`Exchange`] trait, the one interface through which a desk talks to a venue, and
+//! its adapters: the deterministic exchange [`sim::Simulator`] (and, later, Kraken and
+//! BitMEX, with their signing, rate limits and reconnection).
 //!
 //! It must not decide anything: no strategy, no risk rule. It reports what the venue says
-//! and does what the desk asks; the desk is its only caller. It may depend on `crypy-core`
-//! and `crypy-eventstore`, never on the crates above.
-//!
-//! Nothing is implemented here yet: the simulator arrives with the simulated desk.
+//! and does what the desk asks; the desk is its only caller. What a venue reports is a core
+//! [`Event`] (candles, fills, cancellations…) stamped with the venue's time, so the desk can
+//! log it as it is. It may depend on `crypy-core`, never on the crates above.
 #![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+use std::future::Future;
+
+use crypy_core::{AgentId, Balance, Capabilities, ClientOrderId, Event, Market, OrderRequest};
+use thiserror::Error;
+
+/// The deterministic exchange simulator.
+pub mod sim;
+
+/// Something a venue reported, at the venue's time (ms since the epoch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VenueEvent {
+    pub time: i64,
+    pub event: Event,
+}
+
+/// A venue's acceptance of an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderAck {
+    pub venue_order_id: String,
+    /// Venue time of the acknowledgement.
+    pub time: i64,
+}
+
+/// Why a venue call failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// The venue refused the request; sending it again unchanged will not help.
+    #[error("rejected by the venue: {reason}")]
+    Rejected { reason: String },
+    /// Too many requests; the venue may accept the same request later.
+    #[error("rate limited by the venue: {reason}")]
+    RateLimited { reason: String },
+    /// No such open order.
+    #[error("unknown order {0}")]
+    UnknownOrder(ClientOrderId),
+    /// The venue could not be reached or did not answer in time; the request may or may not
+    /// have been executed (check by client order id before retrying).
+    #[error("venue unreachable: {0}")]
+    Connectivity(String),
+}
+
+impl ExchangeError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ExchangeError::RateLimited { .. } | ExchangeError::Connectivity(_))
+    }
+}
+
+/// A venue account, as the desk sees it. Async because real venues are network services;
+/// the desk is the only caller.
+pub trait Exchange: Send {
+    /// The desk this account is: `<exchange>:<account>`.
+    fn desk(&self) -> AgentId;
+    fn capabilities(&mut self) -> impl Future<Output = Result<Capabilities, ExchangeError>> + Send;
+    fn markets(&mut self) -> impl Future<Output = Result<Vec<Market>, ExchangeError>> + Send;
+    fn balances(&mut self) -> impl Future<Output = Result<Vec<Balance>, ExchangeError>> + Send;
+    /// The next thing the venue reports (market data, fills, cancellations), in the venue's
+    /// order; `None` once a finite source (the simulator's data) is exhausted.
+    fn next_event(&mut self) -> impl Future<Output = Result<Option<VenueEvent>, ExchangeError>> + Send;
+    /// Places an order; its fills arrive through [`next_event`](Self::next_event).
+    fn place(&mut self, order: &OrderRequest) -> impl Future<Output = Result<OrderAck, ExchangeError>> + Send;
+    fn cancel(&mut self, client_id: &ClientOrderId) -> impl Future<Output = Result<(), ExchangeError>> + Send;
+    /// Client ids of the orders still open.
+    fn open_orders(&mut self) -> impl Future<Output = Result<Vec<ClientOrderId>, ExchangeError>> + Send;
+}

@@ -1,0 +1,475 @@
+//! A deterministic exchange: the same configuration (with its seed) and the same candles give
+//! the same acknowledgements, fills and balances, event for event.
+//!
+//! **Time** advances bar by bar through the candles, in close-time order (then pair). For each
+//! bar, orders on its pair are matched first, at the bar's open, then the candle itself is
+//! reported at its close time. An order placed at time `T` reaches the matching engine at
+//! `T + latency + jitter` and takes part in every bar that closes after that (the bar-level
+//! approximation: with a latency shorter than a bar, a market order placed at a bar's close
+//! executes at the next bar's open).
+//!
+//! **Fill rules** (prices in the quote asset; `s` = slippage):
+//!
+//! | order                 | executes when             | at                              | fee   |
+//! |-----------------------|---------------------------|---------------------------------|-------|
+//! | market buy / sell     | the first bar it takes part in | `open × (1 + s)` / `open × (1 − s)` | taker |
+//! | limit buy at `L`      | `low <= L`                | `min(open, L)`                  | maker |
+//! | limit sell at `L`     | `high >= L`               | `max(open, L)`                  | maker |
+//! | stop-loss sell at `T` | `low <= T`                | `min(open, T) × (1 − s)`        | taker |
+//! | stop-loss buy at `T`  | `high >= T`               | `max(open, T) × (1 + s)`        | taker |
+//! | take-profit sell at `T` | `high >= T`             | `max(open, T) × (1 − s)`        | taker |
+//! | take-profit buy at `T`  | `low <= T`              | `min(open, T) × (1 + s)`        | taker |
+//!
+//! Execution prices are rounded to the market's price precision against the trader (buys up,
+//! sells down). The fee is `qty × price × rate`, exact, charged in the quote asset. A buy that
+//! costs more than the account holds at execution fills what it can afford (to the quantity
+//! precision) and the rest is canceled with the reason. With `partial_fill_probability`, a
+//! fill may take only `partial_fill_fraction` of the remaining quantity; the rest stays open.
+//!
+//! **Refusals** at placement, as a venue would: unknown pair or order type, quantity or price
+//! with more decimals than the market allows, below the minimum size or notional, not enough
+//! free balance, a reused client order id, the rate limit, and seeded random rejections.
+
+mod config;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use crypy_core::event::{Balances, OrderCanceled};
+use crypy_core::order::OrderType;
+use crypy_core::{
+    AgentId, Asset, Balance, Candle, ClientOrderId, Event, Fill, Market, Money, OrderKind, OrderRequest, Pair, Price,
+    Qty, Side,
+};
+use rust_decimal::{Decimal, RoundingStrategy};
+
+pub use config::{ConfigError, MarketConfig, SimConfig, DEFAULT_TOML};
+
+use crate::{Exchange, ExchangeError, OrderAck, VenueEvent};
+
+/// SplitMix64: tiny, fast and fixed forever, so a seed means the same run in every crypy
+/// version (a general-purpose RNG crate may change its algorithm between releases).
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Clone, Debug)]
+struct OpenOrder {
+    request: OrderRequest,
+    venue_id: String,
+    /// When it reaches the matching engine.
+    arrival: i64,
+    remaining: Qty,
+    /// What is held for it: quote for buys, base for sells.
+    reserved: Money,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Simulator {
+    cfg: SimConfig,
+    desk: AgentId,
+    markets: BTreeMap<Pair, Market>,
+    candles: Vec<Candle>,
+    next_candle: usize,
+    now: i64,
+    rng: SplitMix64,
+    free: BTreeMap<Asset, Money>,
+    reserved: BTreeMap<Asset, Money>,
+    /// Open orders by placement number: matched in the order they were placed.
+    orders: BTreeMap<u64, OpenOrder>,
+    used_client_ids: HashSet<ClientOrderId>,
+    placed: u64,
+    fills: u64,
+    /// Placement times within the last second, for the rate limit.
+    recent: VecDeque<i64>,
+    last_close: BTreeMap<Pair, Price>,
+    queue: VecDeque<VenueEvent>,
+}
+
+impl Simulator {
+    /// A simulator over `candles` (any order; they are sorted by close time, then pair).
+    /// Candles of pairs the configuration has no market for are refused.
+    ///
+    /// # Errors
+    /// A candle for an unknown pair.
+    pub fn new(cfg: SimConfig, mut candles: Vec<Candle>) -> Result<Self, ConfigError> {
+        let markets: BTreeMap<Pair, Market> = cfg.markets().into_iter().map(|m| (m.pair, m)).collect();
+        if let Some(c) = candles.iter().find(|c| !markets.contains_key(&c.pair)) {
+            return Err(ConfigError(format!("market data for {}, which has no [[markets]] entry", c.pair)));
+        }
+        candles.sort_by_key(|c| (c.close_time(), c.pair));
+        let desk = AgentId::desk("sim", &cfg.account).map_err(|e| ConfigError(e.to_string()))?;
+        let now = candles.first().map_or(0, |c| c.open_time);
+        Ok(Simulator {
+            rng: SplitMix64(cfg.seed),
+            free: cfg.balances.clone(),
+            reserved: BTreeMap::new(),
+            desk,
+            markets,
+            candles,
+            next_candle: 0,
+            now,
+            orders: BTreeMap::new(),
+            used_client_ids: HashSet::new(),
+            placed: 0,
+            fills: 0,
+            recent: VecDeque::new(),
+            last_close: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cfg,
+        })
+    }
+
+    /// The venue's clock: the time of the last thing it reported.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    pub fn balances_now(&self) -> Vec<Balance> {
+        let assets: std::collections::BTreeSet<&Asset> = self.free.keys().chain(self.reserved.keys()).collect();
+        assets
+            .into_iter()
+            .map(|a| Balance {
+                asset: *a,
+                free: self.free.get(a).copied().unwrap_or_default(),
+                reserved: self.reserved.get(a).copied().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    fn free_of(&self, asset: &Asset) -> Money {
+        self.free.get(asset).copied().unwrap_or_default()
+    }
+
+    fn move_funds(&mut self, asset: Asset, free_delta: Money, reserved_delta: Money) {
+        *self.free.entry(asset).or_default() += free_delta;
+        *self.reserved.entry(asset).or_default() += reserved_delta;
+    }
+
+    fn reject(reason: impl Into<String>) -> ExchangeError {
+        ExchangeError::Rejected { reason: reason.into() }
+    }
+
+    /// Validates and books an order, returning its acknowledgement.
+    pub fn place_now(&mut self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        let market = self
+            .markets
+            .get(&order.pair)
+            .cloned()
+            .ok_or_else(|| Self::reject(format!("unknown pair {}", order.pair)))?;
+        let order_type = order.kind.order_type();
+        if !self.cfg.order_types.contains(&order_type) {
+            return Err(Self::reject(format!("order type {order_type:?} is not supported")));
+        }
+        if self.used_client_ids.contains(&order.client_id) {
+            return Err(Self::reject(format!("client order id {} was already used", order.client_id)));
+        }
+        if order.qty.is_sign_negative() || order.qty.is_zero() {
+            return Err(Self::reject(format!("quantity {} must be positive", order.qty)));
+        }
+        if order.qty.value().normalize().scale() > market.qty_precision {
+            return Err(Self::reject(format!(
+                "quantity {} has more than {} decimals",
+                order.qty, market.qty_precision
+            )));
+        }
+        if order.qty < market.min_qty {
+            return Err(Self::reject(format!("quantity {} is below the minimum {}", order.qty, market.min_qty)));
+        }
+        let limit_price = match order.kind {
+            OrderKind::Market => None,
+            OrderKind::Limit { price }
+            | OrderKind::StopLoss { trigger: price }
+            | OrderKind::TakeProfit { trigger: price } => Some(price),
+        };
+        if let Some(p) = limit_price {
+            if p.value().normalize().scale() > market.price_precision {
+                return Err(Self::reject(format!("price {p} has more than {} decimals", market.price_precision)));
+            }
+        }
+        let reference = match limit_price.or_else(|| self.last_close.get(&order.pair).copied()) {
+            Some(p) => p,
+            None => return Err(Self::reject(format!("no price for {} yet", order.pair))),
+        };
+        if let Some(min) = market.min_notional {
+            if reference * order.qty < min {
+                return Err(Self::reject(format!("order value {} is below the minimum {min}", reference * order.qty)));
+            }
+        }
+        if let Some(limit) = self.cfg.rate_limit_per_s {
+            while self.recent.front().is_some_and(|t| *t <= self.now - 1000) {
+                self.recent.pop_front();
+            }
+            if self.recent.len() >= limit as usize {
+                return Err(ExchangeError::RateLimited { reason: format!("more than {limit} orders per second") });
+            }
+        }
+        let (asset, need) = match order.side {
+            Side::Buy => {
+                let price = reference.value() * (Decimal::ONE + self.cfg.slippage.max(Decimal::ZERO));
+                (
+                    order.pair.quote,
+                    Money::new(order.qty.value() * price * (Decimal::ONE + self.cfg.taker_fee.max(self.cfg.maker_fee))),
+                )
+            }
+            Side::Sell => (order.pair.base, Money::new(order.qty.value())),
+        };
+        if self.free_of(&asset) < need {
+            return Err(Self::reject(format!(
+                "insufficient funds: needs {need} {asset}, {} free",
+                self.free_of(&asset)
+            )));
+        }
+        if self.rng.next_f64() < self.cfg.rejection_probability {
+            return Err(Self::reject("simulated rejection"));
+        }
+        self.recent.push_back(self.now);
+        self.used_client_ids.insert(order.client_id.clone());
+        self.placed += 1;
+        let jitter = if self.cfg.jitter_ms > 0 { self.rng.next_u64() % (self.cfg.jitter_ms + 1) } else { 0 };
+        let arrival = self.now + (self.cfg.latency_ms + jitter) as i64;
+        let venue_id = format!("SIM-{}", self.placed);
+        self.move_funds(asset, -need, need);
+        self.orders.insert(
+            self.placed,
+            OpenOrder {
+                request: order.clone(),
+                venue_id: venue_id.clone(),
+                arrival,
+                remaining: order.qty,
+                reserved: need,
+            },
+        );
+        Ok(OrderAck { venue_order_id: venue_id, time: arrival })
+    }
+
+    /// Cancels an open order, releasing what it held.
+    pub fn cancel_now(&mut self, client_id: &ClientOrderId) -> Result<(), ExchangeError> {
+        let key = self
+            .orders
+            .iter()
+            .find(|(_, o)| &o.request.client_id == client_id)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| ExchangeError::UnknownOrder(client_id.clone()))?;
+        let order = self.orders.remove(&key).expect("found above");
+        self.release(&order);
+        Ok(())
+    }
+
+    fn release(&mut self, order: &OpenOrder) {
+        let asset = match order.request.side {
+            Side::Buy => order.request.pair.quote,
+            Side::Sell => order.request.pair.base,
+        };
+        self.move_funds(asset, order.reserved, -order.reserved);
+    }
+
+    /// Where and at what price `order` executes in `bar`, if it does, and whether as maker.
+    fn execution(&self, order: &OpenOrder, bar: &Candle) -> Option<(Decimal, bool)> {
+        let (open, high, low) = (bar.open.value(), bar.high.value(), bar.low.value());
+        let s = self.cfg.slippage;
+        let (up, down) = (Decimal::ONE + s, Decimal::ONE - s);
+        let side = order.request.side;
+        match (order.request.kind, side) {
+            (OrderKind::Market, Side::Buy) => Some((open * up, false)),
+            (OrderKind::Market, Side::Sell) => Some((open * down, false)),
+            (OrderKind::Limit { price }, Side::Buy) => (low <= price.value()).then(|| (open.min(price.value()), true)),
+            (OrderKind::Limit { price }, Side::Sell) => {
+                (high >= price.value()).then(|| (open.max(price.value()), true))
+            }
+            (OrderKind::StopLoss { trigger }, Side::Sell) => {
+                (low <= trigger.value()).then(|| (open.min(trigger.value()) * down, false))
+            }
+            (OrderKind::StopLoss { trigger }, Side::Buy) => {
+                (high >= trigger.value()).then(|| (open.max(trigger.value()) * up, false))
+            }
+            (OrderKind::TakeProfit { trigger }, Side::Sell) => {
+                (high >= trigger.value()).then(|| (open.max(trigger.value()) * down, false))
+            }
+            (OrderKind::TakeProfit { trigger }, Side::Buy) => {
+                (low <= trigger.value()).then(|| (open.min(trigger.value()) * up, false))
+            }
+        }
+    }
+
+    /// Matches the open orders of `bar`'s pair at its open, in placement order.
+    fn match_bar(&mut self, bar: &Candle) {
+        let market = self.markets[&bar.pair].clone();
+        let keys: Vec<u64> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.request.pair == bar.pair && o.arrival < bar.close_time())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let order = self.orders[&key].clone();
+            let Some((raw_price, maker)) = self.execution(&order, bar) else { continue };
+            let rounding = match order.request.side {
+                Side::Buy => RoundingStrategy::AwayFromZero,
+                Side::Sell => RoundingStrategy::ToZero,
+            };
+            let price = raw_price.round_dp_with_strategy(market.price_precision, rounding).normalize();
+            let Ok(price) = Price::new_checked(price) else { continue };
+            let rate = if maker { self.cfg.maker_fee } else { self.cfg.taker_fee };
+            let time = bar.open_time.max(order.arrival);
+            let mut qty = order.remaining;
+            if self.cfg.partial_fill_probability > 0.0 && self.rng.next_f64() < self.cfg.partial_fill_probability {
+                let part = Qty::new(order.remaining.value() * self.cfg.partial_fill_fraction)
+                    .truncate_to(market.qty_precision);
+                if part >= market.min_qty && part < order.remaining && !part.is_zero() {
+                    qty = part;
+                }
+            }
+            let mut short_of_funds = false;
+            if order.request.side == Side::Buy {
+                let available = order.reserved + self.free_of(&order.request.pair.quote);
+                let cost = |q: Qty| (price * q) + (price * q) * rate;
+                if cost(qty) > available {
+                    let affordable = Money::new(available.value() / (price.value() * (Decimal::ONE + rate)));
+                    qty = Qty::new(affordable.value()).truncate_to(market.qty_precision);
+                    short_of_funds = true;
+                }
+            }
+            let mut order = self.orders.remove(&key).expect("listed above");
+            if !qty.is_zero() {
+                self.execute(&mut order, qty, price, rate, time);
+            }
+            if short_of_funds {
+                self.release(&order);
+                self.push(
+                    time,
+                    Event::OrderCanceled(OrderCanceled {
+                        client_id: order.request.client_id.clone(),
+                        reason: "insufficient funds at execution".into(),
+                    }),
+                );
+            } else if !order.remaining.is_zero() {
+                self.orders.insert(key, order);
+            } else {
+                self.release(&order);
+            }
+        }
+    }
+
+    /// Books one execution: balances move exactly by value and fee.
+    fn execute(&mut self, order: &mut OpenOrder, qty: Qty, price: Price, rate: Decimal, time: i64) {
+        let pair = order.request.pair;
+        let value = price * qty;
+        let fee = value * rate;
+        match order.request.side {
+            Side::Buy => {
+                // Spend from what the order holds first, then from free balance.
+                let cost = value + fee;
+                let from_reserved = cost.min(order.reserved);
+                order.reserved -= from_reserved;
+                self.move_funds(pair.quote, -(cost - from_reserved), -from_reserved);
+                self.move_funds(pair.base, Money::new(qty.value()), Money::ZERO);
+            }
+            Side::Sell => {
+                let held = Money::new(qty.value());
+                order.reserved -= held;
+                self.move_funds(pair.base, Money::ZERO, -held);
+                self.move_funds(pair.quote, value - fee, Money::ZERO);
+            }
+        }
+        order.remaining -= qty;
+        self.fills += 1;
+        let fill = Fill {
+            client_id: order.request.client_id.clone(),
+            venue_order_id: Some(order.venue_id.clone()),
+            fill_id: format!("SIM-F{}", self.fills),
+            pair,
+            side: order.request.side,
+            qty,
+            price,
+            fee,
+            fee_asset: pair.quote,
+            remaining: order.remaining,
+        };
+        let event = if order.remaining.is_zero() {
+            Event::OrderFilled(Box::new(fill))
+        } else {
+            Event::OrderPartiallyFilled(Box::new(fill))
+        };
+        self.push(time, event);
+    }
+
+    fn push(&mut self, time: i64, event: Event) {
+        self.queue.push_back(VenueEvent { time, event });
+    }
+
+    /// The next report, advancing one bar when nothing is pending.
+    pub fn next_now(&mut self) -> Option<VenueEvent> {
+        if self.queue.is_empty() {
+            let bar = self.candles.get(self.next_candle)?.clone();
+            self.next_candle += 1;
+            self.match_bar(&bar);
+            self.last_close.insert(bar.pair, bar.close);
+            self.push(bar.close_time(), Event::Candle(bar));
+        }
+        let e = self.queue.pop_front()?;
+        self.now = self.now.max(e.time);
+        Some(e)
+    }
+
+    /// Balances as an event, for the desk to log.
+    pub fn balances_event(&self) -> Event {
+        Event::Balances(Balances { balances: self.balances_now() })
+    }
+
+    /// Every order type is known: used by tests to cover the fill table.
+    pub fn supports(&self, t: OrderType) -> bool {
+        self.cfg.order_types.contains(&t)
+    }
+}
+
+impl Exchange for Simulator {
+    fn desk(&self) -> AgentId {
+        self.desk
+    }
+
+    async fn capabilities(&mut self) -> Result<crypy_core::Capabilities, ExchangeError> {
+        Ok(self.cfg.capabilities())
+    }
+
+    async fn markets(&mut self) -> Result<Vec<Market>, ExchangeError> {
+        Ok(self.markets.values().cloned().collect())
+    }
+
+    async fn balances(&mut self) -> Result<Vec<Balance>, ExchangeError> {
+        Ok(self.balances_now())
+    }
+
+    async fn next_event(&mut self) -> Result<Option<VenueEvent>, ExchangeError> {
+        Ok(self.next_now())
+    }
+
+    async fn place(&mut self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
+        self.place_now(order)
+    }
+
+    async fn cancel(&mut self, client_id: &ClientOrderId) -> Result<(), ExchangeError> {
+        self.cancel_now(client_id)
+    }
+
+    async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
+        Ok(self.orders.values().map(|o| o.request.client_id.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

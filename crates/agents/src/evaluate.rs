@@ -4,10 +4,15 @@
 //! **Fill rule.** A variant decides at the close of bar `t` (from closes up to `t`); the
 //! market order executes at the open of bar `t + 1`, at `open × (1 + slippage)` when buying
 //! and `open × (1 − slippage)` when selling, paying `fee_rate` on the traded value. Orders
-//! are all-in and long-only: a buy spends all cash, `qty = cash / (price × (1 + fee_rate))`;
-//! a sell sells everything. A decision at the last bar has no next open and is not executed.
+//! are long-only. A buy's quantity is fixed when it is decided, as a real order's is:
+//! [`all_in_qty`] of the cash at the decision bar's close, down to the market's quantity step;
+//! if the next open makes that unaffordable, it fills what the cash affords (as the simulator
+//! does) and otherwise leaves the difference as cash. A sell sells everything. A decision at
+//! the last bar has no next open and is not executed. Execution prices are not rounded to the
+//! price tick here (the simulator rounds them against the trader), so predictions are exact
+//! when the prices they execute at are on the tick, e.g. with no slippage.
 //!
-//! **Metrics** (`f64`, fractions of the starting capital):
+//! **Metrics** (`f64`, fractions of the starting capital, [`FillRules::capital`]):
 //! - `total_return`: equity at the last close, marked to market, minus 1;
 //! - `sharpe`: mean over standard deviation of the per-bar returns of that equity (every bar
 //!   after the first, flat bars counting as 0), times `sqrt(periods_per_year)`; 0 when flat;
@@ -32,14 +37,11 @@ use thiserror::Error;
 use crate::indicator::IndicatorCache;
 use crate::strategy::{Strategy, Variant};
 
-/// A window of bars, columnar, with the close-to-close returns every variant shares.
+/// A window of bars, columnar.
 #[derive(Clone, Debug)]
 pub struct Bars {
     open: Vec<f64>,
     close: Vec<f64>,
-    /// `close[t] / close[t-1] - 1`, and its square; 0 at `t = 0`.
-    ret: Vec<f64>,
-    ret_sq: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -63,10 +65,7 @@ impl Bars {
         {
             return Err(EvalError::BadPrice { index, open: open[index], close: close[index] });
         }
-        let ret: Vec<f64> =
-            std::iter::once(0.0).chain(close.windows(2).map(|w| w[1] / w[0] - 1.0)).take(close.len()).collect();
-        let ret_sq = ret.iter().map(|r| r * r).collect();
-        Ok(Bars { open, close, ret, ret_sq })
+        Ok(Bars { open, close })
     }
 
     /// Bars from candles, prices converted to `f64` for the maths.
@@ -98,6 +97,39 @@ pub struct FillRules {
     pub fee_rate: f64,
     /// Price impact of a market order as a fraction of the open, e.g. 0.0005.
     pub slippage: f64,
+    /// The market's quantity step (`10^-qty_precision`); 0 for a continuous quantity.
+    pub qty_step: f64,
+    /// The cash a variant starts with, in the quote asset. Results are fractions of it, but
+    /// quantities are truncated to the step in absolute terms, so it matters.
+    pub capital: f64,
+}
+
+impl FillRules {
+    fn size(&self, qty: f64) -> f64 {
+        if self.qty_step > 0.0 {
+            // The small nudge keeps 0.29999999999 from truncating to 0.2 when it means 0.3.
+            ((qty / self.qty_step) * (1.0 + 1e-12)).floor() * self.qty_step
+        } else {
+            qty
+        }
+    }
+}
+
+/// The quantity an all-in buy decided at `price` asks for: what `cash` buys at `price`
+/// moved by `slippage`, with the fee, truncated to `qty_precision` decimals. The trader sizes
+/// its orders with this, and the evaluator assumes it.
+pub fn all_in_qty(
+    cash: Money,
+    price: crypy_core::Price,
+    taker_fee: Decimal,
+    slippage: Decimal,
+    qty_precision: u32,
+) -> crypy_core::Qty {
+    let unit = price.value() * (Decimal::ONE + slippage) * (Decimal::ONE + taker_fee);
+    if unit.is_zero() || cash.value() <= Decimal::ZERO {
+        return crypy_core::Qty::ZERO;
+    }
+    crypy_core::Qty::new(cash.value() / unit).truncate_to(qty_precision)
 }
 
 /// How to evaluate.
@@ -113,7 +145,11 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     /// Kraken's base taker fee, no slippage, 15-minute bars, every core.
     fn default() -> Self {
-        EvalConfig { rules: FillRules { fee_rate: 0.0026, slippage: 0.0 }, periods_per_year: 365.0 * 96.0, threads: 0 }
+        EvalConfig {
+            rules: FillRules { fee_rate: 0.0026, slippage: 0.0, qty_step: 0.0, capital: 10_000.0 },
+            periods_per_year: 365.0 * 96.0,
+            threads: 0,
+        }
     }
 }
 
@@ -191,56 +227,58 @@ fn simulate_with(
     rules: &FillRules,
     periods_per_year: f64,
 ) -> Score {
-    let (open, close, ret, ret_sq) = (&bars.open[..n], &bars.close[..n], &bars.ret[..n], &bars.ret_sq[..n]);
+    let (open, close) = (&bars.open[..n], &bars.close[..n]);
     let buy_factor = 1.0 + rules.slippage;
     let sell_factor = 1.0 - rules.slippage;
     let fee = rules.fee_rate;
 
+    let capital = rules.capital;
     let mut long = false;
-    let mut cash = 1.0f64;
+    let mut cash = capital;
     let mut qty = 0.0f64;
     let mut entry_cash = 0.0f64;
-    let mut equity = 1.0f64;
+    let mut equity = capital;
     let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
-    let mut peak = 1.0f64;
+    let mut peak = capital;
     let mut max_drawdown = 0.0f64;
     let mut fees = 0.0f64;
     let (mut trades, mut closed, mut wins) = (0u32, 0u32, 0u32);
 
     for t in 1..n {
         let want = wants(t - 1);
+        let before = equity;
         if want == long {
             if !long {
                 continue;
             }
-            equity = qty * close[t];
-            sum += ret[t];
-            sum_sq += ret_sq[t];
+            equity = cash + qty * close[t];
         } else {
-            let before = equity;
             if want {
                 let price = open[t] * buy_factor;
-                qty = cash / (price * (1.0 + fee));
-                fees += qty * price * fee;
+                qty = rules.size(cash / (close[t - 1] * buy_factor * (1.0 + fee)));
+                if qty * price * (1.0 + fee) > cash {
+                    qty = rules.size(cash / (price * (1.0 + fee)));
+                }
+                let value = qty * price;
+                fees += value * fee;
                 entry_cash = cash;
-                cash = 0.0;
+                cash -= value * (1.0 + fee);
                 trades += 1;
-                equity = qty * close[t];
             } else {
                 let proceeds = qty * open[t] * sell_factor;
                 let paid = proceeds * fee;
                 fees += paid;
-                cash = proceeds - paid;
+                cash += proceeds - paid;
                 qty = 0.0;
                 closed += 1;
                 wins += u32::from(cash > entry_cash);
-                equity = cash;
             }
             long = want;
-            let r = equity / before - 1.0;
-            sum += r;
-            sum_sq += r * r;
+            equity = cash + qty * close[t];
         }
+        let r = equity / before - 1.0;
+        sum += r;
+        sum_sq += r * r;
         if equity > peak {
             peak = equity;
         } else if equity < peak * (1.0 - max_drawdown) {
@@ -261,12 +299,12 @@ fn simulate_with(
         0.0
     };
     Score {
-        total_return: equity - 1.0,
+        total_return: equity / capital - 1.0,
         sharpe,
         max_drawdown,
         win_rate: if closed > 0 { f64::from(wins) / f64::from(closed) } else { 0.0 },
         trades,
-        fees,
+        fees: fees / capital,
     }
 }
 
@@ -322,45 +360,51 @@ mod tests {
     /// series kept whole, metrics computed from it afterwards.
     fn reference(open: &[f64], close: &[f64], want: &[bool], rules: &FillRules, ppy: f64) -> Score {
         let n = close.len();
-        let (mut cash, mut qty, mut fees) = (1.0, 0.0, 0.0);
+        let (mut cash, mut qty, mut fees) = (rules.capital, 0.0, 0.0);
         let (mut trades, mut closed, mut wins, mut entry) = (0, 0, 0, 0.0);
-        let mut equity = vec![1.0];
+        let mut equity = vec![rules.capital];
+        let mut long = false;
         for t in 1..n {
-            if want[t - 1] && qty == 0.0 {
+            if want[t - 1] && !long {
                 let price = open[t] * (1.0 + rules.slippage);
-                qty = cash / (price * (1.0 + rules.fee_rate));
+                qty = rules.size(cash / (close[t - 1] * (1.0 + rules.slippage) * (1.0 + rules.fee_rate)));
+                if qty * price * (1.0 + rules.fee_rate) > cash {
+                    qty = rules.size(cash / (price * (1.0 + rules.fee_rate)));
+                }
                 fees += qty * price * rules.fee_rate;
                 entry = cash;
-                cash = 0.0;
+                cash -= qty * price * (1.0 + rules.fee_rate);
                 trades += 1;
-            } else if !want[t - 1] && qty > 0.0 {
+                long = true;
+            } else if !want[t - 1] && long {
                 let gross = qty * open[t] * (1.0 - rules.slippage);
                 fees += gross * rules.fee_rate;
-                cash = gross * (1.0 - rules.fee_rate);
+                cash += gross * (1.0 - rules.fee_rate);
                 qty = 0.0;
                 closed += 1;
                 if cash > entry {
                     wins += 1;
                 }
+                long = false;
             }
             equity.push(cash + qty * close[t]);
         }
         let returns: Vec<f64> = equity.windows(2).map(|w| w[1] / w[0] - 1.0).collect();
         let mean = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
         let var = returns.iter().map(|r| (r - mean) * (r - mean)).sum::<f64>() / returns.len().max(1) as f64;
-        let mut peak: f64 = 1.0;
+        let mut peak: f64 = rules.capital;
         let mut mdd: f64 = 0.0;
         for e in &equity {
             peak = peak.max(*e);
             mdd = mdd.max(1.0 - e / peak);
         }
         Score {
-            total_return: equity.last().unwrap() - 1.0,
+            total_return: equity.last().unwrap() / rules.capital - 1.0,
             sharpe: if var > 1e-300 { mean / var.sqrt() * ppy.sqrt() } else { 0.0 },
             max_drawdown: mdd,
             win_rate: if closed > 0 { wins as f64 / closed as f64 } else { 0.0 },
             trades,
-            fees,
+            fees: fees / rules.capital,
         }
     }
 
@@ -382,8 +426,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn the_fast_simulation_matches_the_obvious_one((open, close, want) in prices(), fee in 0.0f64..0.01, slippage in 0.0f64..0.01) {
-            let rules = FillRules { fee_rate: fee, slippage };
+        fn the_fast_simulation_matches_the_obvious_one((open, close, want) in prices(), fee in 0.0f64..0.01, slippage in 0.0f64..0.01, step in prop_oneof![Just(0.0), Just(1e-8), Just(1e-3)]) {
+            let rules = FillRules { fee_rate: fee, slippage, qty_step: step, capital: 10_000.0 };
             let bars = Bars::new(open.clone(), close.clone()).unwrap();
             let got = simulate(&bars, &want, &rules, 35_040.0);
             let want_score = reference(&open, &close, &want, &rules, 35_040.0);
@@ -401,8 +445,10 @@ mod tests {
         // Decide to buy at the close of bar 0, fill at bar 1's open (100); decide to sell at
         // bar 2's close, fill at bar 3's open (121).
         let bars = Bars::new(vec![90.0, 100.0, 110.0, 121.0], vec![95.0, 105.0, 115.0, 120.0]).unwrap();
-        let rules = FillRules { fee_rate: 0.01, slippage: 0.0 };
+        let rules = FillRules { fee_rate: 0.01, slippage: 0.0, qty_step: 0.0, capital: 1.0 };
         let s = simulate(&bars, &[true, true, false, false], &rules, 1.0);
+        // Sized at bar 0's close (95), which the open at 100 makes unaffordable: it fills
+        // what the cash buys at 100.
         let qty = 1.0 / (100.0 * 1.01);
         let cash = qty * 121.0 * 0.99;
         assert!(close_enough(s.total_return, cash - 1.0), "{s:?}");
@@ -413,7 +459,12 @@ mod tests {
     #[test]
     fn a_decision_at_the_last_bar_is_not_executed() {
         let bars = Bars::new(vec![1.0, 2.0, 3.0], vec![1.0, 2.0, 3.0]).unwrap();
-        let s = simulate(&bars, &[false, false, true], &FillRules { fee_rate: 0.0, slippage: 0.0 }, 1.0);
+        let s = simulate(
+            &bars,
+            &[false, false, true],
+            &FillRules { fee_rate: 0.0, slippage: 0.0, qty_step: 0.0, capital: 1.0 },
+            1.0,
+        );
         assert_eq!((s.trades, s.total_return), (0, 0.0));
     }
 

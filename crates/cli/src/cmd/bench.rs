@@ -65,7 +65,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 .collect::<Result<Vec<_>, _>>()?;
             let variants: usize = grids.iter().map(|g| g.variants().len()).sum();
             let cfg = EvalConfig {
-                rules: FillRules { fee_rate: fee, slippage: 0.0 },
+                rules: FillRules { fee_rate: fee, slippage: 0.0, qty_step: 1e-8, capital: 10_000.0 },
                 periods_per_year: 365.0 * 86_400.0 / f64::from(interval.secs()),
                 threads,
             };

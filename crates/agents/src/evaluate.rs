@@ -138,7 +138,8 @@ pub struct EvalConfig {
     pub rules: FillRules,
     /// For annualising the Sharpe ratio: bars per year at the window's interval.
     pub periods_per_year: f64,
-    /// Worker threads; 0 means one per available core.
+    /// Threads to split one grid over; 0 means one per core for grids big enough to gain
+    /// from it (millions of bar-steps), one otherwise.
     pub threads: usize,
 }
 
@@ -244,11 +245,40 @@ fn simulate_with(
     let mut fees = 0.0f64;
     let (mut trades, mut closed, mut wins) = (0u32, 0u32, 0u32);
 
-    for t in 1..n {
+    // Two accumulators for the return sums, so that consecutive bars' additions do not wait
+    // on each other; they are combined at the end.
+    let (mut sum_b, mut sum_sq_b) = (0.0f64, 0.0f64);
+    let mut t = 1;
+    while t < n {
         let want = wants(t - 1);
+        if want == long && !long {
+            // Flat: nothing changes until the next wish to be long.
+            t += 1;
+            while t < n && !wants(t - 1) {
+                t += 1;
+            }
+            continue;
+        }
         let before = equity;
         if want == long {
-            if !long {
+            // Long through bar t, and maybe through t + 1 as well: two bars per step.
+            if t + 1 < n && wants(t) {
+                let e0 = cash + qty * close[t];
+                let e1 = cash + qty * close[t + 1];
+                let (r0, r1) = (e0 / before - 1.0, e1 / e0 - 1.0);
+                sum += r0;
+                sum_sq += r0 * r0;
+                sum_b += r1;
+                sum_sq_b += r1 * r1;
+                for e in [e0, e1] {
+                    if e > peak {
+                        peak = e;
+                    } else if e < peak * (1.0 - max_drawdown) {
+                        max_drawdown = 1.0 - e / peak;
+                    }
+                }
+                equity = e1;
+                t += 2;
                 continue;
             }
             equity = cash + qty * close[t];
@@ -284,7 +314,10 @@ fn simulate_with(
         } else if equity < peak * (1.0 - max_drawdown) {
             max_drawdown = 1.0 - equity / peak;
         }
+        t += 1;
     }
+    sum += sum_b;
+    sum_sq += sum_sq_b;
 
     let steps = n.saturating_sub(1) as f64;
     let sharpe = if steps > 0.0 {
@@ -308,6 +341,9 @@ fn simulate_with(
     }
 }
 
+/// Bar-steps below which a thread does not pay for itself (about 10 ms of work).
+const MIN_STEPS_PER_THREAD: usize = 5_000_000;
+
 /// Scores every variant of every strategy on `bars`, in grid order (strategy by strategy,
 /// variant by variant), whatever the thread count.
 pub fn evaluate_grid(bars: &Bars, strategies: &[Box<dyn Strategy>], cfg: &EvalConfig) -> Vec<Evaluation> {
@@ -317,8 +353,13 @@ pub fn evaluate_grid(bars: &Bars, strategies: &[Box<dyn Strategy>], cfg: &EvalCo
     for (s, v) in &jobs {
         cache.fill(bars.close(), s.needs(v));
     }
+    // Starting threads costs more than a small grid takes (a trader's grid on a few thousand
+    // bars is a millisecond or two): split only big jobs. Traders run in parallel on the
+    // dataflow's workers anyway.
+    let steps = jobs.len() * bars.len();
     let threads = match cfg.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 if steps < MIN_STEPS_PER_THREAD * 2 => 1,
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(steps / MIN_STEPS_PER_THREAD),
         n => n,
     }
     .clamp(1, jobs.len().max(1));

@@ -171,7 +171,8 @@ pub enum BenchCommand {
         /// Evaluate the whole grid this many times; the figure covers them all.
         #[arg(long, default_value_t = 200, value_name = "N")]
         repeat: u32,
-        /// Worker threads (0: one per core).
+        /// Evaluators running side by side, as traders on that many dataflow workers
+        /// (0: one per core); the repeats are shared among them.
         #[arg(long, default_value_t = 0, value_name = "N")]
         threads: usize,
         /// Output one JSON object.

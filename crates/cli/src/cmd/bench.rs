@@ -67,13 +67,37 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             let cfg = EvalConfig {
                 rules: FillRules { fee_rate: fee, slippage: 0.0, qty_step: 1e-8, capital: 10_000.0 },
                 periods_per_year: 365.0 * 86_400.0 / f64::from(interval.secs()),
-                threads,
+                threads: 1,
             };
-            let started = Instant::now();
-            let mut results = Vec::new();
-            for _ in 0..repeat {
-                results = evaluate_grid(&bars, &grids, &cfg);
+            // Like traders on the dataflow's workers: each thread evaluates grids on its own.
+            let threads = match threads {
+                0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                n => n,
             }
+            .min(repeat as usize);
+            let started = Instant::now();
+            let per_thread: Vec<u32> =
+                (0..threads as u32).map(|i| repeat / threads as u32 + u32::from(i < repeat % threads as u32)).collect();
+            let results = std::thread::scope(|scope| {
+                let handles: Vec<_> = per_thread
+                    .iter()
+                    .map(|&n| {
+                        let (bars, grids, cfg) = (&bars, &grids, &cfg);
+                        scope.spawn(move || {
+                            let mut results = Vec::new();
+                            for _ in 0..n {
+                                results = evaluate_grid(bars, grids, cfg);
+                            }
+                            results
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("evaluation threads do not panic"))
+                    .next_back()
+                    .unwrap_or_default()
+            });
             let seconds = started.elapsed().as_secs_f64();
             let steps = variants as f64 * bars.len() as f64 * f64::from(repeat);
             let best = results
@@ -84,7 +108,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}",
                     json!({
-                        "variants": variants, "bars": bars.len(), "repeat": repeat, "seconds": seconds,
+                        "variants": variants, "bars": bars.len(), "repeat": repeat, "threads": threads, "seconds": seconds,
                         "bar_steps_per_s": steps / seconds,
                         "best": {"variant": best.variant.to_string(), "total_return": best.score.total_return,
                                  "sharpe": best.score.sharpe, "max_drawdown": best.score.max_drawdown,
@@ -93,7 +117,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!(
-                    "evaluated {variants} variants × {} bars × {repeat} = {} bar-steps in {seconds:.3} s: {}",
+                    "evaluated {variants} variants × {} bars × {repeat} = {} bar-steps in {seconds:.3} s on {threads} threads: {}",
                     out::count(bars.len() as u64),
                     out::count(steps as u64),
                     out::rate(steps / seconds).replace("/s", " bar-steps/s")

@@ -25,9 +25,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+/// Holder authorizations: ed25519 keys, signing and verification of allocations.
+pub mod auth;
 /// Scoring strategy variants on bars with the simulator's fill rules.
 pub mod evaluate;
 /// Indicators (SMA, EMA, RSI) and the per-evaluation cache that computes each once.
 pub mod indicator;
 /// Strategies, their parameter grids and the registry.
 pub mod strategy;
+/// Desk, holder and trader templates (TOML), defaults embedded from `templates/`.
+pub mod template;

@@ -189,8 +189,14 @@ pub fn event() -> impl Strategy<Value = Event> {
         .prop_map(|balances| Event::Balances(Balances { balances })),
         capabilities().prop_map(Event::Capabilities),
         proptest::collection::vec(market(), 0..3).prop_map(|markets| Event::Markets(Markets { markets })),
-        (agent(), proptest::option::of(agent()), any::<u32>())
-            .prop_map(|(agent, parent, generation)| Event::AgentSpawned(AgentSpawned { agent, parent, generation })),
+        (agent(), proptest::option::of(agent()), any::<u32>(), proptest::option::of(any::<[u8; 32]>())).prop_map(
+            |(agent, parent, generation, key)| Event::AgentSpawned(AgentSpawned {
+                agent,
+                parent,
+                generation,
+                public_key: key.map(PublicKey)
+            })
+        ),
         (agent(), retire_reason(), text()).prop_map(|(agent, reason, detail)| Event::AgentRetired(AgentRetired {
             agent,
             reason,

@@ -300,6 +300,8 @@ pub struct AgentSpawned {
     pub parent: Option<AgentId>,
     /// Lifetime number of this agent name, from 1.
     pub generation: u32,
+    /// A holder's ed25519 key for this lifetime: the desk checks allocations against it.
+    pub public_key: Option<PublicKey>,
 }
 
 /// Why an agent's lifetime ended.
@@ -374,61 +376,83 @@ pub struct ProposalRefused {
     pub reason: String,
 }
 
-/// An ed25519 signature (64 bytes): hex in text, raw bytes in the log.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Signature(pub [u8; 64]);
+/// Fixed-size byte strings: hex in text, raw bytes in the log.
+macro_rules! byte_string {
+    ($(#[$doc:meta])* $name:ident, $len:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub [u8; $len]);
 
-impl fmt::Debug for Signature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signature({})", hex(&self.0))
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), hex(&self.0))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex(&self.0))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex(&self.0))
+                } else {
+                    s.serialize_bytes(&self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::Error;
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        write!(f, "{} bytes ({} hex digits)", $len, 2 * $len)
+                    }
+                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<$name, E> {
+                        v.try_into().map($name).map_err(|_| E::invalid_length(v.len(), &self))
+                    }
+                    fn visit_str<E: Error>(self, v: &str) -> Result<$name, E> {
+                        if v.len() != 2 * $len || !v.is_ascii() {
+                            return Err(E::invalid_value(serde::de::Unexpected::Str(v), &self));
+                        }
+                        let mut out = [0u8; $len];
+                        for (i, byte) in out.iter_mut().enumerate() {
+                            *byte = u8::from_str_radix(&v[2 * i..2 * i + 2], 16)
+                                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))?;
+                        }
+                        Ok($name(out))
+                    }
+                }
+                if d.is_human_readable() {
+                    d.deserialize_str(V)
+                } else {
+                    d.deserialize_bytes(V)
+                }
+            }
+        }
+    };
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Serialize for Signature {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&hex(&self.0))
-        } else {
-            s.serialize_bytes(&self.0)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Signature {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Signature;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a 64-byte signature (128 hex digits)")
-            }
-            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Signature, E> {
-                v.try_into().map(Signature).map_err(|_| E::invalid_length(v.len(), &self))
-            }
-            fn visit_str<E: Error>(self, v: &str) -> Result<Signature, E> {
-                if v.len() != 128 || !v.is_ascii() {
-                    return Err(E::invalid_value(serde::de::Unexpected::Str(v), &self));
-                }
-                let mut out = [0u8; 64];
-                for (i, byte) in out.iter_mut().enumerate() {
-                    *byte = u8::from_str_radix(&v[2 * i..2 * i + 2], 16)
-                        .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))?;
-                }
-                Ok(Signature(out))
-            }
-        }
-        if d.is_human_readable() {
-            d.deserialize_str(V)
-        } else {
-            d.deserialize_bytes(V)
-        }
-    }
-}
+byte_string!(
+    /// An ed25519 signature.
+    Signature,
+    64
+);
+byte_string!(
+    /// An ed25519 public key.
+    PublicKey,
+    32
+);
 
 /// A holder's grant of capital to a trader: the "validation stamp" the desk verifies.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

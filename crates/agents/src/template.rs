@@ -1,0 +1,233 @@
+//! Templates: the parameters (and, with learning, the memory) agents are made from. The
+//! defaults are the files in the repository's `templates/`, embedded at build time, each field
+//! documented there. A template directory may hold any of `desk.toml`, `holder.toml` and
+//! `trader.toml`; a missing file means the default.
+
+use std::path::Path;
+
+use crypy_core::{Asset, Money, Pair};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::strategy::{Registry, Strategy, StrategyError, StrategySpec};
+
+pub const DEFAULT_DESK: &str = include_str!("../../../templates/desk.toml");
+pub const DEFAULT_HOLDER: &str = include_str!("../../../templates/holder.toml");
+pub const DEFAULT_TRADER: &str = include_str!("../../../templates/trader.toml");
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("{file}: {source}")]
+    Strategy { file: String, source: StrategyError },
+    #[error("cannot read {file}: {message}")]
+    Read { file: String, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskTemplate {
+    pub trusted_asset: Asset,
+    #[serde(default)]
+    pub divert: Vec<Asset>,
+    pub limits: DeskLimits,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskLimits {
+    #[serde(default)]
+    pub allowed_pairs: Vec<Pair>,
+    pub max_order_notional: Money,
+    pub max_open_orders: u32,
+    #[serde(default)]
+    pub kill_switch: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderTemplate {
+    #[serde(default)]
+    pub pairs: Vec<Pair>,
+    pub criteria: Criteria,
+}
+
+/// What a holder requires of a proposal. Thresholds on metrics are `f64` like the metrics.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Criteria {
+    pub min_return: f64,
+    pub min_sharpe: f64,
+    pub max_drawdown: f64,
+    pub min_trades: u32,
+    pub max_fraction: f64,
+    pub allocation_ttl_minutes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraderTemplate {
+    pub look_back_bars: u32,
+    pub evaluate_every_bars: u32,
+    pub strategies: Vec<String>,
+    pub propose_min_return: f64,
+    pub propose_min_trades: u32,
+    pub stop_loss: f64,
+    pub take_profit: f64,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, TemplateError> {
+    toml::from_str(text).map_err(|e| TemplateError::Invalid { file: file.into(), message: e.to_string() })
+}
+
+fn invalid(file: &str, message: String) -> TemplateError {
+    TemplateError::Invalid { file: file.into(), message }
+}
+
+impl DeskTemplate {
+    pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
+        let t: DeskTemplate = parse(file, text)?;
+        if t.limits.max_order_notional.is_sign_negative() {
+            return Err(invalid(file, "limits.max_order_notional must not be negative".into()));
+        }
+        Ok(t)
+    }
+}
+
+impl HolderTemplate {
+    pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
+        let t: HolderTemplate = parse(file, text)?;
+        let c = &t.criteria;
+        if !(c.max_fraction > 0.0 && c.max_fraction <= 1.0) {
+            return Err(invalid(file, format!("criteria.max_fraction {} must be in (0, 1]", c.max_fraction)));
+        }
+        if !(0.0..=1.0).contains(&c.max_drawdown) {
+            return Err(invalid(file, format!("criteria.max_drawdown {} must be in [0, 1]", c.max_drawdown)));
+        }
+        if c.allocation_ttl_minutes == 0 {
+            return Err(invalid(file, "criteria.allocation_ttl_minutes must be at least 1".into()));
+        }
+        Ok(t)
+    }
+}
+
+impl TraderTemplate {
+    pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
+        let t: TraderTemplate = parse(file, text)?;
+        if t.look_back_bars < 2 || t.evaluate_every_bars == 0 {
+            return Err(invalid(file, "look_back_bars must be at least 2 and evaluate_every_bars at least 1".into()));
+        }
+        if !(t.stop_loss > 0.0 && t.stop_loss < 1.0 && t.take_profit > 0.0) {
+            return Err(invalid(file, "stop_loss must be in (0, 1) and take_profit positive".into()));
+        }
+        t.build_strategies(&Registry::default(), file)?;
+        Ok(t)
+    }
+
+    /// The strategy grids this template names, built from `registry`.
+    pub fn build_strategies(&self, registry: &Registry, file: &str) -> Result<Vec<Box<dyn Strategy>>, TemplateError> {
+        self.strategies
+            .iter()
+            .map(|text| StrategySpec::parse(text).and_then(|spec| registry.build(&spec)))
+            .collect::<Result<_, _>>()
+            .map_err(|source| TemplateError::Strategy { file: file.into(), source })
+    }
+}
+
+/// The three templates agents are made from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Templates {
+    pub desk: DeskTemplate,
+    pub holder: HolderTemplate,
+    pub trader: TraderTemplate,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates {
+            desk: DeskTemplate::parse("desk.toml", DEFAULT_DESK).expect("the default desk template is valid"),
+            holder: HolderTemplate::parse("holder.toml", DEFAULT_HOLDER).expect("the default holder template is valid"),
+            trader: TraderTemplate::parse("trader.toml", DEFAULT_TRADER).expect("the default trader template is valid"),
+        }
+    }
+}
+
+impl Templates {
+    /// Reads the templates in `dir`, using the default for any file it lacks.
+    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+        let read = |name: &str, default: &str| -> Result<(String, String), TemplateError> {
+            let path = dir.join(name);
+            let file = path.display().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Ok((file, text)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((file, default.to_string())),
+                Err(e) => Err(TemplateError::Read { file, message: e.to_string() }),
+            }
+        };
+        let (f, t) = read("desk.toml", DEFAULT_DESK)?;
+        let desk = DeskTemplate::parse(&f, &t)?;
+        let (f, t) = read("holder.toml", DEFAULT_HOLDER)?;
+        let holder = HolderTemplate::parse(&f, &t)?;
+        let (f, t) = read("trader.toml", DEFAULT_TRADER)?;
+        let trader = TraderTemplate::parse(&f, &t)?;
+        Ok(Templates { desk, holder, trader })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_seeds_initial_configuration() {
+        let t = Templates::default();
+        assert_eq!(t.desk.trusted_asset.as_str(), "EUR");
+        assert_eq!(t.trader.build_strategies(&Registry::default(), "trader.toml").unwrap().len(), 2);
+        assert!(t.trader.evaluate_every_bars * 15 <= 60, "re-evaluates at least hourly on 15m bars");
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_field() {
+        let cases = [
+            (
+                TraderTemplate::parse("t.toml", &DEFAULT_TRADER.replace("look_back_bars", "lookback_bars"))
+                    .unwrap_err()
+                    .to_string(),
+                "unknown field `lookback_bars`",
+            ),
+            (
+                TraderTemplate::parse("t.toml", &DEFAULT_TRADER.replace("sma_cross fast", "smma_cross fast"))
+                    .unwrap_err()
+                    .to_string(),
+                "unknown strategy family",
+            ),
+            (
+                HolderTemplate::parse("h.toml", &DEFAULT_HOLDER.replace("max_fraction = 1.0", "max_fraction = 1.5"))
+                    .unwrap_err()
+                    .to_string(),
+                "max_fraction 1.5",
+            ),
+            (
+                DeskTemplate::parse("d.toml", &DEFAULT_DESK.replace("\"100000\"", "100000.5")).unwrap_err().to_string(),
+                "decimal number as a string",
+            ),
+        ];
+        for (msg, needle) in cases {
+            assert!(msg.contains(needle), "{needle:?} not in {msg}");
+        }
+    }
+
+    #[test]
+    fn a_directory_overrides_only_what_it_holds() {
+        let dir = std::env::temp_dir().join(format!("crypy-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("holder.toml"), DEFAULT_HOLDER.replace("min_sharpe = 0.5", "min_sharpe = 2.0"))
+            .unwrap();
+        let t = Templates::load(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(t.holder.criteria.min_sharpe, 2.0);
+        assert_eq!(t.desk, Templates::default().desk);
+    }
+}

@@ -27,6 +27,8 @@
 
 /// Holder authorizations: ed25519 keys, signing and verification of allocations.
 pub mod auth;
+/// The desk's gate: approving or refusing order requests.
+pub mod desk;
 /// Scoring strategy variants on bars with the simulator's fill rules.
 pub mod evaluate;
 /// Indicators (SMA, EMA, RSI) and the per-evaluation cache that computes each once.

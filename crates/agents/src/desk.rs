@@ -264,7 +264,8 @@ mod tests {
     #[test]
     fn refusals_name_their_reason() {
         let other_trader: AgentId = "XBT/EUR#2".parse().unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut DeskGate, &Allocation)>, AgentId, OrderRequest, i64, &str)> = vec![
+        type Setup = Box<dyn Fn(&mut DeskGate, &Allocation)>;
+        let cases: Vec<(Setup, AgentId, OrderRequest, i64, &str)> = vec![
             (Box::new(|_, _| {}), trader(), request("u", Side::Buy, "0.001", None), 10, "no holder authorization"),
             (Box::new(|_, _| {}), trader(), request("x", Side::Buy, "0.001", Some(9)), 10, "unknown allocation 9"),
             (Box::new(|_, _| {}), other_trader, request("o", Side::Buy, "0.001", Some(1)), 10, "granted to XBT/EUR#1"),

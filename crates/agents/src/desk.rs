@@ -30,7 +30,10 @@ pub struct DeskGate {
     kill_switch: bool,
     venue_pairs: BTreeSet<Pair>,
     holder_keys: BTreeMap<AgentId, PublicKey>,
-    allocations: BTreeMap<u64, (Allocation, Money)>,
+    /// Each allocation, what was bought under it, and whether its signature verified
+    /// against the key of the holder generation that granted it (checked at grant time,
+    /// so a position outlives its holder's retirement).
+    allocations: BTreeMap<u64, (Allocation, Money, Result<(), String>)>,
     open_orders: BTreeSet<ClientOrderId>,
     last_price: BTreeMap<Pair, Price>,
 }
@@ -72,8 +75,9 @@ impl DeskGate {
                     self.holder_keys.insert(s.agent, key);
                 }
             }
-            Event::AllocationGranted(a) => {
-                self.allocations.entry(a.id).or_insert(((**a).clone(), Money::ZERO));
+            Event::AllocationGranted(a) if !self.allocations.contains_key(&a.id) => {
+                let verdict = self.verify(a);
+                self.allocations.insert(a.id, ((**a).clone(), Money::ZERO, verdict));
             }
             Event::KillSwitchEngaged(_) => self.kill_switch = true,
             Event::KillSwitchReleased(_) => self.kill_switch = false,
@@ -98,6 +102,21 @@ impl DeskGate {
             _ => {}
         }
         None
+    }
+
+    /// Signed by the key its holder generation published, and with a nonce that holder
+    /// never used before (holders number their allocations across generations).
+    fn verify(&self, a: &Allocation) -> Result<(), String> {
+        let Some(key) = self.holder_keys.get(&a.holder) else {
+            return Err(format!("no key known for holder {}", a.holder));
+        };
+        if auth::verify(key, a).is_err() {
+            return Err(format!("allocation {} is not signed by holder {}", a.id, a.holder));
+        }
+        if self.allocations.values().any(|(other, _, _)| other.holder == a.holder && other.nonce == a.nonce) {
+            return Err(format!("allocation {} reuses nonce {} of holder {}", a.id, a.nonce, a.holder));
+        }
+        Ok(())
     }
 
     fn judge(&mut self, time: i64, source: &AgentId, r: &OrderRequest) -> Result<(), String> {
@@ -128,25 +147,13 @@ impl DeskGate {
             return Err(format!("{} orders already open (max_open_orders)", self.open_orders.len()));
         }
         let Some(id) = r.allocation else { return Err("no holder authorization".into()) };
-        let Some((allocation, spent)) = self.allocations.get(&id) else {
+        let Some((allocation, spent, verdict)) = self.allocations.get(&id) else {
             return Err(format!("unknown allocation {id}"));
         };
         if &allocation.trader != source || allocation.pair != r.pair {
             return Err(format!("allocation {id} was granted to {} for {}", allocation.trader, allocation.pair));
         }
-        let Some(key) = self.holder_keys.get(&allocation.holder) else {
-            return Err(format!("no key known for holder {}", allocation.holder));
-        };
-        if auth::verify(key, allocation).is_err() {
-            return Err(format!("allocation {id} is not signed by holder {}", allocation.holder));
-        }
-        if self
-            .allocations
-            .iter()
-            .any(|(other, (a, _))| *other != id && a.holder == allocation.holder && a.nonce == allocation.nonce)
-        {
-            return Err(format!("allocation {id} reuses nonce {} of holder {}", allocation.nonce, allocation.holder));
-        }
+        verdict.clone()?;
         if r.side == Side::Buy {
             if time > allocation.expires_at {
                 return Err(format!("allocation {id} expired"));
@@ -159,7 +166,7 @@ impl DeskGate {
             }
         }
         if r.side == Side::Buy {
-            if let Some((_, spent)) = self.allocations.get_mut(&id) {
+            if let Some((_, spent, _)) = self.allocations.get_mut(&id) {
                 *spent += notional;
             }
         }

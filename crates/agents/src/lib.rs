@@ -33,6 +33,8 @@ pub mod desk;
 pub mod evaluate;
 /// Indicators (SMA, EMA, RSI) and the per-evaluation cache that computes each once.
 pub mod indicator;
+/// The agents of one desk as one deterministic state machine.
+pub mod society;
 /// Strategies, their parameter grids and the registry.
 pub mod strategy;
 /// Desk, holder and trader templates (TOML), defaults embedded from `templates/`.

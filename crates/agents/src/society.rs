@@ -1,0 +1,724 @@
+//! The agents of one desk — the desk, its holders and their traders — as one deterministic
+//! state machine: [`Society::handle`] takes one input event and returns every event the
+//! agents derive from it, in the order they decide them.
+//!
+//! An event an agent emits is at once routed to the agents it concerns (a trader's proposal
+//! to its holder, the holder's allocation back to the trader and to the desk's gate, …), in
+//! first-in first-out order, until nothing new is said. Each output names its parent: the
+//! input, or an earlier output of the same call, so the log can record its exact cause.
+//!
+//! Lifecycles (the seed's semantics):
+//! - **desk**: on balances, spawns a holder for every asset with a free balance that some
+//!   market is quoted in (unless the desk template diverts it), one generation at a time;
+//!   gates every order ([`crate::desk`]).
+//! - **holder** `<ASSET>`: spawns a trader for every pair quoted in its asset (filtered by its
+//!   template); accepts a proposal that meets its criteria with a signed allocation of
+//!   `max_fraction` of its free capital, refusing others with the failed criterion; when one of
+//!   its traders buys, its capital is committed: it retires and its other traders with it.
+//! - **trader** `<PAIR>#<gen>`: every `evaluate_every_bars` bars, once its window is at least
+//!   half full, scores every variant (one `strategy_evaluated` each) and proposes the best by
+//!   return that meets its template; with an allocation, enters when the variant says long
+//!   (`entry_decided`, then a market buy sized by [`all_in_qty`]) or retires when the
+//!   allocation expires first (`entry_skipped`); in a position, sells when the variant says
+//!   flat or the close crosses the stop-loss or take-profit; retires when the position is
+//!   closed. When a trader retires for any reason but its holder's retirement, its holder
+//!   spawns the pair's next generation.
+//! - When a closed position returns the capital and its holder has retired, the desk spawns
+//!   the asset's next holder generation.
+//!
+//! Client order ids are `<run>-<input seq>-<n>`: unique across restarts, because runs are.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use crypy_core::event::{
+    AgentRetired, AgentSpawned, Allocation, EntryDecision, EntrySkipped, Metrics, ProposalAccepted, ProposalRefused,
+    RetireReason, Signature, StrategyEvaluated, StrategyProposed,
+};
+use crypy_core::{
+    AgentId, Asset, Capabilities, Envelope, Event, Fill, Market, Money, OrderKind, OrderRequest, Pair, Price, Qty, Side,
+};
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::Decimal;
+
+use crate::auth::HolderKey;
+use crate::desk::DeskGate;
+use crate::evaluate::{all_in_qty, evaluate_grid, Bars, EvalConfig, FillRules};
+use crate::indicator::IndicatorCache;
+use crate::strategy::{Registry, Strategy, Variant};
+use crate::template::Templates;
+
+/// Where an output came from: the input event, or an earlier output of the same call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parent {
+    Input,
+    Output(usize),
+}
+
+/// An event an agent emitted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Out {
+    pub source: AgentId,
+    pub event: Event,
+    pub parent: Parent,
+}
+
+struct Holder {
+    generation: u32,
+    key: HolderKey,
+    traders: Vec<AgentId>,
+    /// The allocation outstanding, if any: one at a time.
+    outstanding: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Evaluating,
+    Proposed { proposal: u64, variant: Variant },
+    Allocated { allocation: Allocation, variant: Variant },
+    Entering { allocation: Allocation, variant: Variant, filled: Qty, cost: Money },
+    InPosition { allocation: Allocation, variant: Variant, qty: Qty, entry: f64 },
+    Exiting { allocation: Allocation, variant: Variant, qty: Qty, entry: f64, sold: Qty },
+}
+
+struct Trader {
+    holder: Asset,
+    pair: Pair,
+    bars_since_evaluation: u32,
+    phase: Phase,
+}
+
+/// The recent bars of a pair, shared by its traders (a new generation starts informed).
+#[derive(Default)]
+struct History {
+    opens: VecDeque<f64>,
+    closes: VecDeque<f64>,
+    last_close: Option<Price>,
+    interval_secs: u32,
+}
+
+/// See the module documentation.
+pub struct Society {
+    desk: AgentId,
+    templates: Templates,
+    strategies: Vec<Box<dyn Strategy>>,
+    /// Derives holder keys; never logged, never shown.
+    secret: Vec<u8>,
+    gate: DeskGate,
+    markets: BTreeMap<Pair, Market>,
+    capabilities: Option<Capabilities>,
+    free: BTreeMap<Asset, Money>,
+    holders: BTreeMap<Asset, Holder>,
+    holder_generations: BTreeMap<Asset, u32>,
+    /// Allocation nonces per holder name, continued across generations: never reused.
+    holder_nonces: BTreeMap<Asset, u64>,
+    traders: BTreeMap<AgentId, Trader>,
+    trader_generations: BTreeMap<Pair, u32>,
+    history: BTreeMap<Pair, History>,
+    /// Which trader each order belongs to.
+    orders: BTreeMap<crypy_core::ClientOrderId, AgentId>,
+    next_proposal: u64,
+    next_allocation: u64,
+    /// Current input: for client order ids.
+    run: u32,
+    seq: u64,
+    orders_this_input: u32,
+}
+
+impl fmt::Debug for Society {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Society")
+            .field("desk", &self.desk)
+            .field("holders", &self.holders.keys().collect::<Vec<_>>())
+            .field("traders", &self.traders.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+type Queue = VecDeque<(usize, AgentId, Event)>;
+
+impl Society {
+    /// # Errors
+    /// When the trader template names strategies the registry cannot build.
+    pub fn new(
+        desk: AgentId,
+        templates: Templates,
+        registry: &Registry,
+        secret: Vec<u8>,
+    ) -> Result<Self, crate::template::TemplateError> {
+        let strategies = templates.trader.build_strategies(registry, "trader template")?;
+        Ok(Society {
+            gate: DeskGate::new(templates.desk.limits.clone()),
+            desk,
+            templates,
+            strategies,
+            secret,
+            markets: BTreeMap::new(),
+            capabilities: None,
+            free: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            holder_generations: BTreeMap::new(),
+            holder_nonces: BTreeMap::new(),
+            traders: BTreeMap::new(),
+            trader_generations: BTreeMap::new(),
+            history: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            next_proposal: 1,
+            next_allocation: 1,
+            run: 0,
+            seq: 0,
+            orders_this_input: 0,
+        })
+    }
+
+    pub fn live_traders(&self) -> impl Iterator<Item = &AgentId> {
+        self.traders.keys()
+    }
+
+    pub fn live_holders(&self) -> impl Iterator<Item = &Asset> {
+        self.holders.keys()
+    }
+
+    /// Everything the agents derive from `input`, in order. Events the agents themselves
+    /// derived earlier are not inputs: feed only external events (market data, account
+    /// reports, order outcomes, commands, template changes).
+    pub fn handle(&mut self, input: &Envelope) -> Vec<Out> {
+        self.run = input.run;
+        self.seq = input.seq;
+        self.orders_this_input = 0;
+        let mut out: Vec<Out> = Vec::new();
+        let mut queue: Queue = VecDeque::new();
+        self.route(input.time, &input.source, &input.event, usize::MAX, &mut queue);
+        while let Some((parent, source, event)) = queue.pop_front() {
+            let index = out.len();
+            out.push(Out {
+                source,
+                event: event.clone(),
+                parent: if parent == usize::MAX { Parent::Input } else { Parent::Output(parent) },
+            });
+            self.route(input.time, &source, &event, index, &mut queue);
+        }
+        out
+    }
+
+    /// Lets every agent concerned react to one event.
+    fn route(&mut self, time: i64, source: &AgentId, event: &Event, index: usize, queue: &mut Queue) {
+        let desk = self.desk;
+        if let Some(verdict) = self.gate.handle(time, source, event) {
+            queue.push_back((index, desk, verdict));
+        }
+        match event {
+            Event::Markets(m) => self.markets = m.markets.iter().map(|m| (m.pair, m.clone())).collect(),
+            Event::Capabilities(c) => self.capabilities = Some(c.clone()),
+            Event::Balances(b) => {
+                self.free = b.balances.iter().map(|b| (b.asset, b.free)).collect();
+                self.spawn_holders(index, queue);
+            }
+            Event::AgentSpawned(s) => match s.agent {
+                AgentId::Holder(asset) if s.parent == Some(desk) => self.holder_started(asset, index, queue),
+                _ => {}
+            },
+            Event::AgentRetired(r) => self.retired(r, index, queue),
+            Event::Candle(c) => {
+                let look_back = self.templates.trader.look_back_bars as usize;
+                let h = self.history.entry(c.pair).or_default();
+                h.opens.push_back(c.open.to_f64());
+                h.closes.push_back(c.close.to_f64());
+                while h.closes.len() > look_back {
+                    h.opens.pop_front();
+                    h.closes.pop_front();
+                }
+                h.last_close = Some(c.close);
+                h.interval_secs = c.interval.secs();
+                let ids: Vec<AgentId> =
+                    self.traders.iter().filter(|(_, t)| t.pair == c.pair).map(|(id, _)| *id).collect();
+                for id in ids {
+                    self.trader_bar(id, time, index, queue);
+                }
+            }
+            Event::StrategyProposed(p) => self.holder_judges(*source, p, time, index, queue),
+            Event::ProposalRefused(r) => {
+                if let Some(t) = self.traders.get_mut(&r.trader) {
+                    t.phase = Phase::Evaluating;
+                }
+            }
+            Event::AllocationGranted(a) => {
+                let Some(t) = self.traders.get_mut(&a.trader) else { return };
+                if let Phase::Proposed { proposal, variant } = &t.phase {
+                    if *proposal == a.proposal {
+                        t.phase = Phase::Allocated { allocation: (**a).clone(), variant: variant.clone() };
+                        self.trader_check(a.trader, time, index, queue);
+                    }
+                }
+            }
+            Event::OrderRefused(r) => self.order_refused(&r.client_id, index, queue),
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                self.book_fill(f);
+                let complete = matches!(event, Event::OrderFilled(_));
+                self.trader_fill(f, complete, index, queue);
+            }
+            Event::OrderCanceled(c) => self.order_ended(&c.client_id, index, queue),
+            Event::OrderFailed(f) => self.order_ended(&f.client_id, index, queue),
+            _ => {}
+        }
+    }
+
+    // --- desk ------------------------------------------------------------------------
+
+    fn spawn_holders(&mut self, index: usize, queue: &mut Queue) {
+        let candidates: Vec<Asset> = self
+            .free
+            .iter()
+            .filter(|(asset, free)| {
+                **free > Money::ZERO
+                    && !self.holders.contains_key(*asset)
+                    && !self.templates.desk.divert.contains(*asset)
+                    && self.markets.keys().any(|p| p.quote == **asset)
+            })
+            .map(|(asset, _)| *asset)
+            .collect();
+        for asset in candidates {
+            let generation = {
+                let g = self.holder_generations.entry(asset).or_insert(0);
+                *g += 1;
+                *g
+            };
+            let agent = AgentId::Holder(asset);
+            let key = HolderKey::derive(&self.secret, &agent, generation);
+            let public_key = Some(key.public());
+            self.holders.insert(asset, Holder { generation, key, traders: Vec::new(), outstanding: None });
+            queue.push_back((
+                index,
+                self.desk,
+                Event::AgentSpawned(AgentSpawned { agent, parent: Some(self.desk), generation, public_key }),
+            ));
+        }
+    }
+
+    fn book_fill(&mut self, f: &Fill) {
+        let value = f.price * f.qty;
+        match f.side {
+            Side::Buy => {
+                *self.free.entry(f.pair.quote).or_default() -= value + f.fee;
+                *self.free.entry(f.pair.base).or_default() += Money::new(f.qty.value());
+            }
+            Side::Sell => {
+                *self.free.entry(f.pair.base).or_default() -= Money::new(f.qty.value());
+                *self.free.entry(f.pair.quote).or_default() += value - f.fee;
+            }
+        }
+    }
+
+    fn retired(&mut self, r: &AgentRetired, index: usize, queue: &mut Queue) {
+        match r.agent {
+            AgentId::Holder(asset) => {
+                self.holders.remove(&asset);
+            }
+            AgentId::Trader { pair, .. } => {
+                let Some(trader) = self.traders.remove(&r.agent) else { return };
+                let holder_alive = match self.holders.get_mut(&trader.holder) {
+                    Some(h) => {
+                        h.traders.retain(|t| *t != r.agent);
+                        true
+                    }
+                    None => false,
+                };
+                match r.reason {
+                    RetireReason::Superseded => {}
+                    _ if holder_alive => self.spawn_trader(pair, trader.holder, index, queue),
+                    // The capital came back to an asset whose holder retired: next generation.
+                    _ => self.spawn_holders(index, queue),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // --- holders ---------------------------------------------------------------------
+
+    fn holder_started(&mut self, asset: Asset, index: usize, queue: &mut Queue) {
+        let wanted = &self.templates.holder.pairs;
+        let pairs: Vec<Pair> = self
+            .markets
+            .keys()
+            .filter(|p| p.quote == asset && (wanted.is_empty() || wanted.contains(p)))
+            .copied()
+            .collect();
+        for pair in pairs {
+            self.spawn_trader(pair, asset, index, queue);
+        }
+    }
+
+    fn spawn_trader(&mut self, pair: Pair, holder: Asset, index: usize, queue: &mut Queue) {
+        let Some(h) = self.holders.get_mut(&holder) else { return };
+        let generation = {
+            let g = self.trader_generations.entry(pair).or_insert(0);
+            *g += 1;
+            *g
+        };
+        let agent = AgentId::Trader { pair, generation };
+        h.traders.push(agent);
+        self.traders.insert(agent, Trader { holder, pair, bars_since_evaluation: 0, phase: Phase::Evaluating });
+        let parent = AgentId::Holder(holder);
+        queue.push_back((
+            index,
+            parent,
+            Event::AgentSpawned(AgentSpawned { agent, parent: Some(parent), generation, public_key: None }),
+        ));
+    }
+
+    fn holder_judges(&mut self, trader: AgentId, p: &StrategyProposed, time: i64, index: usize, queue: &mut Queue) {
+        let Some(t) = self.traders.get(&trader) else { return };
+        let asset = t.holder;
+        let Some(holder) = self.holders.get_mut(&asset) else { return };
+        let source = AgentId::Holder(asset);
+        let c = &self.templates.holder.criteria;
+        let m = &p.metrics;
+        let refusal = if let Some(a) = holder.outstanding {
+            Some(format!("capital already allocated (allocation {a})"))
+        } else if m.total_return < c.min_return {
+            Some(format!("return {:.4} below min_return {}", m.total_return, c.min_return))
+        } else if m.sharpe < c.min_sharpe {
+            Some(format!("sharpe {:.3} below min_sharpe {}", m.sharpe, c.min_sharpe))
+        } else if m.max_drawdown > c.max_drawdown {
+            Some(format!("max drawdown {:.4} above max_drawdown {}", m.max_drawdown, c.max_drawdown))
+        } else if m.trades < c.min_trades {
+            Some(format!("{} trades, fewer than min_trades {}", m.trades, c.min_trades))
+        } else {
+            None
+        };
+        let free = self.free.get(&asset).copied().unwrap_or_default();
+        let fraction = Decimal::from_f64(c.max_fraction).unwrap_or(Decimal::ONE);
+        let amount =
+            Money::new((free.value() * fraction).round_dp_with_strategy(8, rust_decimal::RoundingStrategy::ToZero));
+        let refusal = refusal.or_else(|| (amount <= Money::ZERO).then(|| format!("no free {asset} to allocate")));
+        if let Some(reason) = refusal {
+            queue.push_back((
+                index,
+                source,
+                Event::ProposalRefused(ProposalRefused { proposal: p.proposal, trader, reason }),
+            ));
+            return;
+        }
+        let nonce = {
+            let n = self.holder_nonces.entry(asset).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let mut allocation = Allocation {
+            id: self.next_allocation,
+            proposal: p.proposal,
+            holder: source,
+            trader,
+            pair: p.pair,
+            asset,
+            amount,
+            expires_at: time + i64::from(c.allocation_ttl_minutes) * 60_000,
+            nonce,
+            signature: Signature([0; 64]),
+        };
+        self.next_allocation += 1;
+        holder.key.sign(&mut allocation);
+        holder.outstanding = Some(allocation.id);
+        queue.push_back((index, source, Event::ProposalAccepted(ProposalAccepted { proposal: p.proposal, trader })));
+        queue.push_back((index, source, Event::AllocationGranted(Box::new(allocation))));
+    }
+
+    /// A trader of `asset` bought: the holder's capital is committed. It retires, and its
+    /// other traders with it.
+    fn holder_commits(&mut self, asset: Asset, buyer: AgentId, index: usize, queue: &mut Queue) {
+        let Some(holder) = self.holders.get(&asset) else { return };
+        let source = AgentId::Holder(asset);
+        for t in holder.traders.iter().filter(|t| **t != buyer) {
+            let detail = format!("holder {asset} committed its capital with {buyer}");
+            queue.push_back((
+                index,
+                source,
+                Event::AgentRetired(AgentRetired { agent: *t, reason: RetireReason::Superseded, detail }),
+            ));
+        }
+        let detail = format!("capital committed by {buyer} (generation {})", holder.generation);
+        queue.push_back((
+            index,
+            source,
+            Event::AgentRetired(AgentRetired { agent: source, reason: RetireReason::CapitalCommitted, detail }),
+        ));
+    }
+
+    // --- traders ---------------------------------------------------------------------
+
+    fn fill_rules(&self, pair: Pair, capital: f64) -> (FillRules, Decimal, u32) {
+        let taker = self.capabilities.as_ref().map_or(Decimal::new(26, 4), |c| c.taker_fee);
+        let qty_precision = self.markets.get(&pair).map_or(8, |m| m.qty_precision);
+        let rules = FillRules {
+            fee_rate: taker.to_f64().unwrap_or(0.0),
+            slippage: 0.0,
+            qty_step: 10f64.powi(-(qty_precision as i32)),
+            capital: capital.max(1.0),
+        };
+        (rules, taker, qty_precision)
+    }
+
+    /// Whether `variant` wants to be long after the last bar of the pair's history.
+    fn wants_long(&self, pair: Pair, variant: &Variant) -> bool {
+        let Some(h) = self.history.get(&pair) else { return false };
+        let Some(strategy) = self.strategies.iter().find(|s| s.family() == variant.family) else { return false };
+        let closes: Vec<f64> = h.closes.iter().copied().collect();
+        let mut cache = IndicatorCache::default();
+        cache.fill(&closes, strategy.needs(variant));
+        let mut want = vec![false; closes.len()];
+        strategy.signals(variant, &cache, &mut want);
+        want.last().copied().unwrap_or(false)
+    }
+
+    fn trader_bar(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
+        let Some(t) = self.traders.get_mut(&id) else { return };
+        t.bars_since_evaluation += 1;
+        match t.phase {
+            Phase::Evaluating => {
+                let tt = &self.templates.trader;
+                let enough =
+                    self.history.get(&t.pair).is_some_and(|h| h.closes.len() * 2 >= tt.look_back_bars as usize);
+                if enough && t.bars_since_evaluation >= tt.evaluate_every_bars {
+                    t.bars_since_evaluation = 0;
+                    self.trader_evaluates(id, index, queue);
+                }
+            }
+            Phase::Allocated { .. } | Phase::InPosition { .. } => self.trader_check(id, time, index, queue),
+            _ => {}
+        }
+    }
+
+    fn trader_evaluates(&mut self, id: AgentId, index: usize, queue: &mut Queue) {
+        let t = &self.traders[&id];
+        let (pair, holder) = (t.pair, t.holder);
+        let h = &self.history[&pair];
+        let Ok(bars) = Bars::new(h.opens.iter().copied().collect(), h.closes.iter().copied().collect()) else { return };
+        let capital = self.free.get(&holder).map_or(0.0, |m| m.to_f64());
+        let (rules, _, _) = self.fill_rules(pair, capital);
+        let cfg =
+            EvalConfig { rules, periods_per_year: 365.0 * 86_400.0 / f64::from(h.interval_secs.max(1)), threads: 1 };
+        let results = evaluate_grid(&bars, &self.strategies, &cfg);
+        let capital_money = Money::new(Decimal::from_f64(capital).unwrap_or_default().round_dp(8));
+        let tt = &self.templates.trader;
+        let mut best: Option<(usize, f64)> = None;
+        for (i, r) in results.iter().enumerate() {
+            let metrics = r.score.metrics(capital_money);
+            queue.push_back((
+                index,
+                id,
+                Event::StrategyEvaluated(StrategyEvaluated {
+                    pair,
+                    strategy: r.variant.to_string(),
+                    bars: bars.len() as u32,
+                    metrics,
+                }),
+            ));
+            let ok = r.score.total_return >= tt.propose_min_return && r.score.trades >= tt.propose_min_trades;
+            if ok && best.is_none_or(|(_, ret)| r.score.total_return > ret) {
+                best = Some((i, r.score.total_return));
+            }
+        }
+        if let Some((i, _)) = best {
+            let proposal = self.next_proposal;
+            self.next_proposal += 1;
+            let chosen = &results[i];
+            let metrics: Metrics = chosen.score.metrics(capital_money);
+            if let Some(t) = self.traders.get_mut(&id) {
+                t.phase = Phase::Proposed { proposal, variant: chosen.variant.clone() };
+            }
+            queue.push_back((
+                index,
+                id,
+                Event::StrategyProposed(StrategyProposed {
+                    proposal,
+                    pair,
+                    strategy: chosen.variant.to_string(),
+                    metrics,
+                }),
+            ));
+        }
+    }
+
+    fn next_client_id(&mut self, trader: AgentId) -> crypy_core::ClientOrderId {
+        self.orders_this_input += 1;
+        let id: crypy_core::ClientOrderId = format!("{}-{}-{}", self.run, self.seq, self.orders_this_input)
+            .parse()
+            .expect("digits and dashes make a valid id");
+        self.orders.insert(id.clone(), trader);
+        id
+    }
+
+    /// With an allocation: enter or let it expire. In a position: exit on the variant's
+    /// signal, the stop-loss or the take-profit.
+    fn trader_check(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
+        let t = &self.traders[&id];
+        let pair = t.pair;
+        let Some(close) = self.history.get(&pair).and_then(|h| h.last_close) else { return };
+        match t.phase.clone() {
+            Phase::Allocated { allocation, variant } => {
+                if self.wants_long(pair, &variant) {
+                    let (_, taker, precision) = self.fill_rules(pair, 0.0);
+                    let qty = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
+                    let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
+                    if qty.is_zero() || qty < min {
+                        let reason = format!("allocation {} buys {qty}, below the minimum {min}", allocation.amount);
+                        self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
+                        return;
+                    }
+                    let client_id = self.next_client_id(id);
+                    let reason = format!("{variant} says long at {close}");
+                    queue.push_back((
+                        index,
+                        id,
+                        Event::EntryDecided(EntryDecision { allocation: allocation.id, pair, reason }),
+                    ));
+                    queue.push_back((
+                        index,
+                        id,
+                        Event::OrderRequested(OrderRequest {
+                            client_id,
+                            pair,
+                            side: Side::Buy,
+                            kind: OrderKind::Market,
+                            qty,
+                            allocation: Some(allocation.id),
+                        }),
+                    ));
+                    if let Some(t) = self.traders.get_mut(&id) {
+                        t.phase = Phase::Entering { allocation, variant, filled: Qty::ZERO, cost: Money::ZERO };
+                    }
+                } else if time > allocation.expires_at {
+                    let reason = format!("allocation {} expired before {variant} said long", allocation.id);
+                    self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
+                }
+            }
+            Phase::InPosition { allocation, variant, qty, entry } => {
+                let c = close.to_f64();
+                let tt = &self.templates.trader;
+                let exit = !self.wants_long(pair, &variant)
+                    || c <= entry * (1.0 - tt.stop_loss)
+                    || c >= entry * (1.0 + tt.take_profit);
+                if exit {
+                    let client_id = self.next_client_id(id);
+                    queue.push_back((
+                        index,
+                        id,
+                        Event::OrderRequested(OrderRequest {
+                            client_id,
+                            pair,
+                            side: Side::Sell,
+                            kind: OrderKind::Market,
+                            qty,
+                            allocation: Some(allocation.id),
+                        }),
+                    ));
+                    if let Some(t) = self.traders.get_mut(&id) {
+                        t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn trader_gives_up(
+        &mut self,
+        id: AgentId,
+        allocation: &Allocation,
+        reason: String,
+        why: RetireReason,
+        index: usize,
+        queue: &mut Queue,
+    ) {
+        let pair = allocation.pair;
+        if let Some(h) = self.holders.get_mut(&allocation.asset) {
+            if h.outstanding == Some(allocation.id) {
+                h.outstanding = None;
+            }
+        }
+        queue.push_back((
+            index,
+            id,
+            Event::EntrySkipped(EntrySkipped { allocation: allocation.id, pair, reason: reason.clone() }),
+        ));
+        queue.push_back((index, id, Event::AgentRetired(AgentRetired { agent: id, reason: why, detail: reason })));
+    }
+
+    fn order_refused(&mut self, client_id: &crypy_core::ClientOrderId, index: usize, queue: &mut Queue) {
+        let Some(&id) = self.orders.get(client_id) else { return };
+        let Some(t) = self.traders.get_mut(&id) else { return };
+        match t.phase.clone() {
+            Phase::Entering { allocation, filled, .. } if filled.is_zero() => {
+                self.trader_gives_up(
+                    id,
+                    &allocation,
+                    format!("the desk refused order {client_id}"),
+                    RetireReason::ChanceGone,
+                    index,
+                    queue,
+                );
+            }
+            // Try again at the next bar.
+            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+                t.phase = Phase::InPosition { allocation, variant, qty: qty - sold, entry };
+            }
+            _ => {}
+        }
+    }
+
+    fn order_ended(&mut self, client_id: &crypy_core::ClientOrderId, index: usize, queue: &mut Queue) {
+        let Some(&id) = self.orders.get(client_id) else { return };
+        let Some(t) = self.traders.get_mut(&id) else { return };
+        match t.phase.clone() {
+            Phase::Entering { allocation, variant, filled, cost } => {
+                if filled.is_zero() {
+                    let reason = format!("order {client_id} ended unfilled");
+                    self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
+                } else {
+                    let entry = cost.to_f64() / filled.to_f64();
+                    t.phase = Phase::InPosition { allocation, variant, qty: filled, entry };
+                }
+            }
+            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+                t.phase = Phase::InPosition { allocation, variant, qty: qty - sold, entry };
+            }
+            _ => {}
+        }
+    }
+
+    fn trader_fill(&mut self, f: &Fill, complete: bool, index: usize, queue: &mut Queue) {
+        let Some(&id) = self.orders.get(&f.client_id) else { return };
+        let Some(t) = self.traders.get_mut(&id) else { return };
+        let holder = t.holder;
+        match t.phase.clone() {
+            Phase::Entering { allocation, variant, filled, cost } => {
+                let first = filled.is_zero();
+                let filled = filled + f.qty;
+                let cost = cost + f.price * f.qty + f.fee;
+                t.phase = if complete {
+                    Phase::InPosition { allocation, variant, qty: filled, entry: cost.to_f64() / filled.to_f64() }
+                } else {
+                    Phase::Entering { allocation, variant, filled, cost }
+                };
+                if first {
+                    self.holder_commits(holder, id, index, queue);
+                }
+            }
+            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+                let sold = sold + f.qty;
+                if complete || sold >= qty {
+                    let detail = format!("position in {} closed by {}", f.pair, f.client_id);
+                    queue.push_back((
+                        index,
+                        id,
+                        Event::AgentRetired(AgentRetired { agent: id, reason: RetireReason::PositionClosed, detail }),
+                    ));
+                } else {
+                    t.phase = Phase::Exiting { allocation, variant, qty, entry, sold };
+                }
+            }
+            _ => {}
+        }
+    }
+}

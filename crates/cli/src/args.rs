@@ -19,12 +19,63 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Trade market data through the exchange simulator: one desk, a holder per asset, a
+    /// trader per pair, every input and decision recorded in the data dir's log.
+    ///
+    /// With no options it trades the bundled Kraken XBT/EUR 15-minute candles of 2023 Q4
+    /// with the default templates and simulator configuration.
+    Sim(SimArgs),
+    /// Feed a recorded log's external events through fresh agents.
+    Replay(ReplayArgs),
     /// Inspect and feed a data dir's event log.
     #[command(subcommand)]
     Log(LogCommand),
     /// Measure crypy on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Candle files to trade, in any format `crypy log import-candles` reads (repeatable).
+    /// Default: the bundled Kraken XBT/EUR 15m 2023 Q4.
+    #[arg(long = "market", value_name = "FILE")]
+    pub markets: Vec<PathBuf>,
+    /// The pair of the --market files.
+    #[arg(long, default_value = "XBT/EUR", value_name = "PAIR")]
+    pub pair: Pair,
+    /// The interval of the --market files.
+    #[arg(long, default_value = "15m", value_name = "INTERVAL")]
+    pub interval: Interval,
+    /// A directory with desk.toml, holder.toml and/or trader.toml (defaults for missing ones).
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// The simulator's configuration (TOML). Default: EUR 10,000, XBT/EUR on Kraken terms.
+    #[arg(long, value_name = "SIM.toml")]
+    pub config: Option<PathBuf>,
+    /// Print only the summary, as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Compare the re-derived decisions with the recorded ones; exit 1 on any difference.
+    #[arg(long, required = true)]
+    pub verify: bool,
+    /// List at most this many differences.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub max_differences: usize,
+    /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

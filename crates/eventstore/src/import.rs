@@ -92,18 +92,33 @@ pub fn read_candles(
     interval: Interval,
     format: Option<CandleFormat>,
 ) -> Result<Vec<Candle>, ImportError> {
-    let err = |line: Option<usize>, message: String| ImportError { file: path.to_path_buf(), line, message };
-    let text = std::fs::read_to_string(path).map_err(|e| err(None, format!("cannot read: {e}")))?;
-    let format = match format.or_else(|| detect_format(&text)) {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse_candles(&text, path, pair, interval, format)
+}
+
+/// Like [`read_candles`], for text already in memory; `name` is used in error messages.
+pub fn parse_candles(
+    text: &str,
+    name: &Path,
+    pair: &Pair,
+    interval: Interval,
+    format: Option<CandleFormat>,
+) -> Result<Vec<Candle>, ImportError> {
+    let err = |line: Option<usize>, message: String| ImportError { file: name.to_path_buf(), line, message };
+    let format = match format.or_else(|| detect_format(text)) {
         Some(f) => f,
         None => return Err(err(None, "empty file, or not a candle file (CSV, Kraken OHLCVT or BitMEX JSON)".into())),
     };
     let candles = match format {
-        CandleFormat::Csv | CandleFormat::Kraken => parse_csv(&text, pair, interval, format),
-        CandleFormat::Bitmex => parse_bitmex(&text, pair, interval),
+        CandleFormat::Csv | CandleFormat::Kraken => parse_csv(text, pair, interval, format),
+        CandleFormat::Bitmex => parse_bitmex(text, pair, interval),
     }
     .map_err(|(line, message)| err(line, message))?;
-    check_sequence(&candles, interval).map_err(|(i, message)| err(Some(line_of(&text, format, i)), message))?;
+    check_sequence(&candles, interval).map_err(|(i, message)| err(Some(line_of(text, format, i)), message))?;
     if candles.is_empty() {
         return Err(err(None, "no candles in file".into()));
     }

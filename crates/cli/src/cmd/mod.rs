@@ -1,6 +1,7 @@
 mod bench;
 mod log;
 mod render;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -8,6 +9,8 @@ use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Sim(args) => sim::run(args),
+        Command::Replay(args) => sim::replay(args),
         Command::Log(cmd) => log::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }

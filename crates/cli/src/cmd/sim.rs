@@ -1,0 +1,228 @@
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use crypy_agents::template::{Templates, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
+use crypy_core::time::format_utc;
+use crypy_core::{Envelope, Event};
+use crypy_dataflow::sim::{run_sim, SimOptions, SimReport};
+use crypy_eventstore::LogReader;
+use crypy_exchange::sim::SimConfig;
+use serde_json::json;
+
+use crate::args::{ReplayArgs, SimArgs};
+use crate::out;
+
+/// The bundled market data, so `crypy sim` runs from anywhere.
+const BUNDLED: &str = include_str!("../../../../replays/kraken_XBTEUR_15m_2023Q4.csv");
+
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let mut candles = Vec::new();
+    if args.markets.is_empty() {
+        let name = Path::new("replays/kraken_XBTEUR_15m_2023Q4.csv");
+        candles = crypy_eventstore::import::parse_candles(BUNDLED, name, &"XBT/EUR".parse()?, "15m".parse()?, None)?;
+    }
+    for file in &args.markets {
+        candles.extend(crypy_eventstore::import::read_candles(file, &args.pair, args.interval, None)?);
+    }
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            SimConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => SimConfig::default(),
+    };
+    let (templates, texts) = match &args.templates {
+        Some(dir) => {
+            let read = |name: &str, default: &str| {
+                std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| default.to_string())
+            };
+            (
+                Templates::load(dir)?,
+                Some([
+                    read("desk.toml", DEFAULT_DESK),
+                    read("holder.toml", DEFAULT_HOLDER),
+                    read("trader.toml", DEFAULT_TRADER),
+                ]),
+            )
+        }
+        None => (Templates::default(), None),
+    };
+    let narrate = !(args.json || args.quiet);
+    let mut stdout = out::stdout();
+    let mut failed: Option<std::io::Error> = None;
+    let report = run_sim(
+        SimOptions { data_dir: args.dir.data_dir.clone(), candles, config, templates, template_texts: texts },
+        |e| {
+            if narrate && failed.is_none() {
+                if let Some(text) = story(e) {
+                    if let Err(err) = writeln!(stdout, "{}  {:<12} {text}", format_utc(e.time), e.source.to_string()) {
+                        failed = Some(err);
+                    }
+                }
+            }
+        },
+        |done, total| {
+            if !args.json {
+                eprintln!("… {} of {} candles", out::count(done), out::count(total));
+            }
+        },
+    )?;
+    if let Some(err) = failed {
+        return Err(err.into());
+    }
+    out::flush(&mut stdout)?;
+    if args.json {
+        println!("{}", summary_json(&report));
+    } else {
+        print_summary(&report, &args.dir.data_dir)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The events worth a line as they happen; evaluations and candles are too many to read.
+fn story(e: &Envelope) -> Option<String> {
+    Some(match &e.event {
+        Event::AgentSpawned(s) => format!("spawns {} (generation {})", s.agent, s.generation),
+        Event::AgentRetired(r) => format!("retires {}: {}", r.agent, r.detail),
+        Event::StrategyProposed(p) => format!(
+            "proposes {} (#{}): return {:+.2}% sharpe {:.2} drawdown {:.2}% trades {}",
+            p.strategy,
+            p.proposal,
+            p.metrics.total_return * 100.0,
+            p.metrics.sharpe,
+            p.metrics.max_drawdown * 100.0,
+            p.metrics.trades
+        ),
+        Event::ProposalAccepted(a) => format!("accepts proposal #{} of {}", a.proposal, a.trader),
+        Event::ProposalRefused(r) => format!("refuses proposal #{} of {}: {}", r.proposal, r.trader, r.reason),
+        Event::AllocationGranted(a) => {
+            format!("allocates {} {} to {} until {} (signed)", a.amount, a.asset, a.trader, format_utc(a.expires_at))
+        }
+        Event::EntryDecided(d) => format!("enters: {}", d.reason),
+        Event::EntrySkipped(s) => format!("skips: {}", s.reason),
+        Event::OrderRequested(r) => format!("asks to {} {} {} ({})", r.side, r.qty, r.pair, r.client_id),
+        Event::OrderApproved(a) => format!("approves {}", a.client_id),
+        Event::OrderRefused(r) => format!("refuses {}: {}", r.client_id, r.reason),
+        Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => format!(
+            "{} {} {} {} at {} (fee {} {}){}",
+            if matches!(e.event, Event::OrderFilled(_)) { "filled" } else { "partly filled" },
+            f.client_id,
+            f.side,
+            f.qty,
+            f.price,
+            f.fee.normalize(),
+            f.fee_asset,
+            if f.remaining.is_zero() { String::new() } else { format!(", {} left", f.remaining) }
+        ),
+        Event::OrderCanceled(c) => format!("canceled {}: {}", c.client_id, c.reason),
+        Event::OrderFailed(f) => format!("failed {}: {}", f.client_id, f.error),
+        _ => return None,
+    })
+}
+
+fn money(m: crypy_core::Money) -> String {
+    m.value().round_dp(2).to_string()
+}
+
+fn summary_json(r: &SimReport) -> serde_json::Value {
+    let per: serde_json::Map<String, serde_json::Value> = r
+        .per_strategy
+        .iter()
+        .map(|(k, v)| (k.clone(), json!({"positions": v.positions, "pnl": v.pnl.normalize().to_string(), "fees": v.fees.normalize().to_string()})))
+        .collect();
+    json!({
+        "run": r.run, "first_seq": r.first_seq, "last_seq": r.last_seq, "events": r.events, "candles": r.candles,
+        "orders": r.orders, "fills": r.fills, "positions": r.positions, "asset": r.trusted.to_string(),
+        "start_equity": r.start_equity.normalize().to_string(), "end_equity": r.end_equity.normalize().to_string(),
+        "return": r.total_return(), "fees": r.fees.normalize().to_string(), "max_drawdown": r.max_drawdown,
+        "per_strategy": per,
+        "end_balances": r.end_balances.iter().map(|b| json!({"asset": b.asset.to_string(), "free": b.free.normalize().to_string(), "reserved": b.reserved.normalize().to_string()})).collect::<Vec<_>>(),
+    })
+}
+
+fn print_summary(r: &SimReport, dir: &Path) -> anyhow::Result<()> {
+    let mut o = out::stdout();
+    let a = r.trusted;
+    writeln!(
+        o,
+        "\nrun {} in {}: {} candles, {} events (seqs {}..={})",
+        r.run,
+        dir.display(),
+        out::count(r.candles),
+        out::count(r.events),
+        r.first_seq,
+        r.last_seq
+    )?;
+    writeln!(
+        o,
+        "equity        {} {a} → {} {a} ({:+.2}%), max drawdown {:.2}%",
+        money(r.start_equity),
+        money(r.end_equity),
+        r.total_return() * 100.0,
+        r.max_drawdown * 100.0
+    )?;
+    writeln!(
+        o,
+        "trading       {} orders, {} fills, {} positions closed, fees {} {a}",
+        r.orders,
+        r.fills,
+        r.positions,
+        money(r.fees)
+    )?;
+    let balances: Vec<String> =
+        r.end_balances.iter().map(|b| format!("{} {}", b.total().normalize(), b.asset)).collect();
+    writeln!(o, "balances      {}", balances.join(", "))?;
+    if !r.per_strategy.is_empty() {
+        writeln!(o, "\n{:<24} {:>9} {:>14} {:>12}", "STRATEGY", "POSITIONS", format!("P&L {a}"), format!("FEES {a}"))?;
+        for (name, s) in &r.per_strategy {
+            writeln!(o, "{name:<24} {:>9} {:>14} {:>12}", s.positions, money(s.pnl), money(s.fees))?;
+        }
+    }
+    writeln!(
+        o,
+        "\ninspect with `crypy log show --data-dir {}`, check with `crypy replay --verify --data-dir {}`",
+        dir.display(),
+        dir.display()
+    )?;
+    out::flush(&mut o)
+}
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.dir.data_dir;
+    let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    let secret = std::fs::read(dir.join("secret"))
+        .with_context(|| format!("cannot read the data dir's secret in {}", dir.display()))?;
+    let report = crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.max_differences)?;
+    if args.json {
+        let diffs: Vec<_> = report
+            .differences
+            .iter()
+            .map(|d| json!({"seq": d.seq, "expected": d.expected, "found": d.found}))
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": report.is_ok(), "runs": report.runs, "inputs": report.inputs, "compared": report.compared, "differences": diffs})
+        );
+    } else {
+        println!(
+            "replayed {} runs: {} inputs, {} derived events compared",
+            report.runs,
+            out::count(report.inputs),
+            out::count(report.compared)
+        );
+        for d in &report.differences {
+            println!(
+                "difference at seq {}:\n  derived now: {}\n  recorded:    {}",
+                d.seq,
+                d.expected.as_deref().unwrap_or("(nothing)"),
+                d.found.as_deref().unwrap_or("(nothing)")
+            );
+        }
+        if report.is_ok() {
+            println!("ok: every recorded decision is reproduced exactly");
+        }
+    }
+    Ok(if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -9,3 +9,6 @@ mod log_cli;
 
 /// `crypy bench …`: the commands run and report what they measured (never a timing assertion).
 mod bench_cli;
+
+/// `crypy sim` and `crypy replay --verify`: determinism, replay, accounting.
+mod sim_cli;

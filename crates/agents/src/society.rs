@@ -557,7 +557,10 @@ impl Society {
         let Some(close) = self.history.get(&pair).and_then(|h| h.last_close) else { return };
         match t.phase.clone() {
             Phase::Allocated { allocation, variant } => {
-                if self.wants_long(pair, &variant) {
+                if time > allocation.expires_at {
+                    let reason = format!("allocation {} expired before {variant} said long", allocation.id);
+                    self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
+                } else if self.wants_long(pair, &variant) {
                     let (_, taker, precision) = self.fill_rules(pair, 0.0);
                     let qty = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
                     let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
@@ -588,9 +591,6 @@ impl Society {
                     if let Some(t) = self.traders.get_mut(&id) {
                         t.phase = Phase::Entering { allocation, variant, filled: Qty::ZERO, cost: Money::ZERO };
                     }
-                } else if time > allocation.expires_at {
-                    let reason = format!("allocation {} expired before {variant} said long", allocation.id);
-                    self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
                 }
             }
             Phase::InPosition { allocation, variant, qty, entry } => {

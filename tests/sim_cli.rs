@@ -1,0 +1,149 @@
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+
+use crate::util::*;
+
+/// Small templates and the first `bars` candles of the bundled quarter, so that a debug
+/// build runs a whole desk lifetime in a second or two.
+fn setup(dir: &Path, bars: usize) -> (PathBuf, PathBuf) {
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let trader = std::fs::read_to_string(root().join("templates/trader.toml"))
+        .unwrap()
+        .replace("look_back_bars = 2000", "look_back_bars = 300")
+        .replace("evaluate_every_bars = 4", "evaluate_every_bars = 8")
+        .replace("\"sma_cross fast=5..50/5 slow=20..200/20\",", "\"sma_cross fast=5..20/5 slow=30..90/30\",")
+        .replace("\"ema_cross fast=5..50/5 slow=20..200/20\",", "\"ema_cross fast=10 slow=40\",");
+    std::fs::write(templates.join("trader.toml"), trader).unwrap();
+    let holder = std::fs::read_to_string(root().join("templates/holder.toml"))
+        .unwrap()
+        .replace("min_sharpe = 0.5", "min_sharpe = 0.0");
+    std::fs::write(templates.join("holder.toml"), holder).unwrap();
+    let text = std::fs::read_to_string(root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")).unwrap();
+    let market = dir.join("market.csv");
+    std::fs::write(&market, text.lines().take(bars + 1).collect::<Vec<_>>().join("\n")).unwrap();
+    (templates, market)
+}
+
+fn sim(data: &Path, templates: &Path, market: &Path) -> serde_json::Value {
+    let out = run(crypy(data).args(["sim", "--json", "--templates"]).arg(templates).arg("--market").arg(market), 0);
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn log_without_wall(data: &Path) -> Vec<serde_json::Value> {
+    let mut lines = json_lines(&run(crypy(data).args(["log", "show", "--json"]), 0));
+    for l in &mut lines {
+        l.as_object_mut().unwrap().remove("wall");
+    }
+    lines
+}
+
+#[test]
+fn two_runs_on_the_same_inputs_give_the_same_log_but_wall() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 1500);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // The same inputs include the data dir's secret, from which holder keys derive.
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("secret"), [7u8; 32]).unwrap();
+    std::fs::write(b.join("secret"), [7u8; 32]).unwrap();
+    let ra = sim(&a, &templates, &market);
+    let rb = sim(&b, &templates, &market);
+    assert!(ra["orders"].as_u64().unwrap() > 0 && ra["fills"].as_u64().unwrap() > 0, "the agents trade: {ra}");
+    for key in ["events", "orders", "fills", "start_equity", "end_equity", "fees", "max_drawdown"] {
+        assert!(ra.get(key).is_some(), "summary lacks {key}: {ra}");
+        assert_eq!(ra[key], rb[key], "{key}");
+    }
+    let (la, lb) = (log_without_wall(&a), log_without_wall(&b));
+    assert_eq!(la.len() as u64, ra["events"].as_u64().unwrap());
+    assert!(la == lb, "the logs differ");
+}
+
+#[test]
+fn replay_verifies_a_fresh_log_and_names_an_altered_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 1500);
+    let data = dir.path().join("data");
+    sim(&data, &templates, &market);
+    let ok = run(crypy(&data).args(["replay", "--verify"]), 0);
+    assert!(ok.contains("ok: every recorded decision is reproduced exactly"), "{ok}");
+
+    // Copy the log event by event into another data dir, changing one recorded decision.
+    let events: Vec<crypy_core::Envelope> = {
+        let log = crypy_eventstore::EventLog::open(&data, crypy_eventstore::Options::default()).unwrap();
+        log.iter_from(1).collect::<Result<_, _>>().unwrap()
+    };
+    let victim = events.iter().find(|e| e.kind().name() == "allocation_granted").expect("an allocation").seq;
+    let tampered = dir.path().join("tampered");
+    {
+        let copy = crypy_eventstore::EventLog::open(&tampered, crypy_eventstore::Options::default()).unwrap();
+        copy.start_run().unwrap();
+        let batch: Vec<_> = events
+            .into_iter()
+            .map(|e| {
+                let mut event = e.event;
+                if e.seq == victim {
+                    if let crypy_core::Event::AllocationGranted(a) = &mut event {
+                        a.amount = "999999".parse().unwrap();
+                    }
+                }
+                crypy_core::NewEvent { run: e.run, time: e.time, wall: e.wall, source: e.source, cause: e.cause, event }
+            })
+            .collect();
+        copy.append(&batch).unwrap();
+    }
+    std::fs::copy(data.join("secret"), tampered.join("secret")).unwrap();
+    let out = run(crypy(&tampered).args(["replay", "--verify"]), 1);
+    assert!(out.contains(&format!("difference at seq {victim}")), "{out}");
+    assert!(out.contains("999999"), "the difference shows the recorded event: {out}");
+}
+
+#[test]
+fn end_balances_are_start_balances_plus_fills_minus_fees_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 1500);
+    let data = dir.path().join("data");
+    let report = sim(&data, &templates, &market);
+    let (mut eur, mut xbt) = (Decimal::from(10_000), Decimal::ZERO);
+    let d = |v: &serde_json::Value| v.as_str().unwrap().parse::<Decimal>().unwrap();
+    for e in json_lines(&run(
+        crypy(&data).args(["log", "show", "--json", "--kind", "order_filled,order_partially_filled"]),
+        0,
+    )) {
+        let f = &e["data"];
+        let (qty, value, fee) = (d(&f["qty"]), d(&f["qty"]) * d(&f["price"]), d(&f["fee"]));
+        if f["side"] == "buy" {
+            eur -= value + fee;
+            xbt += qty;
+        } else {
+            eur += value - fee;
+            xbt -= qty;
+        }
+    }
+    let balance = |asset: &str| {
+        report["end_balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["asset"] == asset)
+            .map_or(Decimal::ZERO, |b| d(&b["free"]) + d(&b["reserved"]))
+    };
+    assert_eq!(balance("EUR"), eur);
+    assert_eq!(balance("XBT"), xbt);
+}
+
+#[test]
+fn sim_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = run(crypy(&data).args(["sim", "--market", "no/such/file.csv"]), 2);
+    assert!(err.contains("no/such/file.csv") && err.contains("cannot read"), "{err}");
+    let config = dir.path().join("sim.toml");
+    std::fs::write(&config, "maker_fee = 0.1\n").unwrap();
+    let err = run(crypy(&data).args(["sim", "--config"]).arg(&config), 2);
+    assert!(err.contains("sim.toml") && err.contains("decimal number as a string"), "{err}");
+    let err = run(crypy(&data).args(["replay", "--verify"]), 2);
+    assert!(err.contains("no crypy log"), "{err}");
+}

@@ -73,6 +73,9 @@ pub struct ReplayArgs {
     /// List at most this many differences.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_differences: usize,
+    /// External events per dataflow epoch (the result never depends on it).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub epoch: usize,
     /// Output one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -4,19 +4,24 @@
 //! order outcomes, commands, template changes) and records what they derive, so that the log
 //! holds every input and every decision, and a replay reproduces the decisions exactly.
 //!
+//! - [`host`]: the timely dataflow whose one operator holds a desk's agents; its input is
+//!   external events in epochs, its output what the agents derive, in an order that depends
+//!   only on the inputs.
 //! - [`sim`]: the simulated desk's runtime — the exchange simulator, the log writer and the
-//!   desk executor that sends approved orders to the exchange — in lockstep, so that a run is
-//!   a pure function of its configuration, data and templates.
-//! - [`replay`]: feeds a recorded log's external events through fresh agents and compares
-//!   what they derive with what was recorded.
+//!   desk executor that sends approved orders to the exchange — in lockstep with the dataflow,
+//!   so that a run is a pure function of its configuration, data, templates and secret.
+//! - [`replay`]: feeds a recorded log's external events through a fresh dataflow and compares
+//!   what the agents derive with what was recorded.
 //!
 //! The agents' logic itself is pure (`crypy-agents`); everything with side effects (files,
-//! the exchange, clocks) is here, at the edge, and never inside the agents. Hosting the
-//! agents in a timely dataflow, partitioned across workers, is the next step of this crate;
-//! today one deterministic loop hosts them.
+//! the exchange, clocks) is here, at the edge, and never inside an operator. Still to come:
+//! one desk's traders spread over workers by pair, and differential aggregates (positions,
+//! P&L per agent and strategy).
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+/// The agents hosted in a timely dataflow.
+pub mod host;
 /// Re-deriving a recorded run's decisions and comparing them with the log.
 pub mod replay;
 /// The data dir's secret, from which holder keys derive.

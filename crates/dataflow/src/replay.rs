@@ -7,13 +7,14 @@
 
 use std::collections::VecDeque;
 
-use crypy_agents::society::{Parent, Society};
+use crypy_agents::society::{Out, Parent, Society};
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{DeskTemplate, HolderTemplate, Templates, TraderTemplate};
 use crypy_core::event::TemplateScope;
 use crypy_core::{AgentId, Envelope, Event};
 use thiserror::Error;
 
+use crate::host::Host;
 use crate::is_external;
 
 /// One mismatch between what the agents derive and what the log holds.
@@ -63,128 +64,144 @@ fn line(seq: u64, run: u32, time: i64, source: AgentId, cause: Option<u64>, even
     Envelope { seq, run, time, wall: 0, source, cause, event }.to_json_line()
 }
 
-/// Verifies every run in `events` (in seq order); stops listing after `max_differences`.
+/// Verifies every run in `events` (in seq order), feeding the agents `epoch` external
+/// events per dataflow epoch; stops listing differences after `max_differences`.
 pub fn verify(
     events: impl Iterator<Item = Result<Envelope, crypy_eventstore::Error>>,
     secret: &[u8],
+    epoch: usize,
     max_differences: usize,
 ) -> Result<ReplayReport, ReplayError> {
-    let registry = Registry::default();
-    let mut report = ReplayReport::default();
-    let mut run: Option<u32> = None;
-    let mut texts: [Option<String>; 3] = [None, None, None];
-    let mut society: Option<Society> = None;
-    let mut expected: VecDeque<Expected> = VecDeque::new();
-    let differ = |report: &mut ReplayReport, d: Difference| {
-        if report.differences.len() < max_differences {
-            report.differences.push(d);
-        }
-    };
-
+    let mut v = Verifier { secret: secret.to_vec(), epoch: epoch.max(1), max_differences, ..Verifier::default() };
     for e in events {
-        let e = e?;
-        if run != Some(e.run) {
-            for x in expected.drain(..) {
-                let found = None;
-                differ(
-                    &mut report,
-                    Difference {
-                        seq: x.seq,
-                        expected: Some(line(x.seq, run.unwrap_or(0), x.time, x.source, x.cause, x.event)),
-                        found,
-                    },
-                );
-            }
-            run = Some(e.run);
-            texts = [None, None, None];
-            society = None;
+        v.see(e?)?;
+    }
+    v.flush();
+    Ok(v.report)
+}
+
+#[derive(Default)]
+struct Verifier {
+    secret: Vec<u8>,
+    epoch: usize,
+    max_differences: usize,
+    report: ReplayReport,
+    run: Option<u32>,
+    texts: [Option<String>; 3],
+    host: Option<Host>,
+    /// The current batch as recorded: inputs fed to the host, and everything in log order.
+    batch: Vec<Envelope>,
+    inputs_in_batch: usize,
+}
+
+impl Verifier {
+    fn differ(&mut self, d: Difference) {
+        if self.report.differences.len() < self.max_differences {
+            self.report.differences.push(d);
+        }
+    }
+
+    fn see(&mut self, e: Envelope) -> Result<(), ReplayError> {
+        if self.run != Some(e.run) {
+            self.flush();
+            self.run = Some(e.run);
+            self.texts = [None, None, None];
+            self.host = None;
             if e.run > 0 {
-                report.runs += 1;
+                self.report.runs += 1;
             }
         }
         if e.run == 0 {
             // Imported data, outside any desk lifetime: nothing to derive.
-            continue;
+            return Ok(());
         }
         if is_external(e.kind()) {
-            for x in expected.drain(..) {
-                differ(
-                    &mut report,
-                    Difference {
-                        seq: x.seq,
-                        expected: Some(line(x.seq, e.run, x.time, x.source, x.cause, x.event)),
-                        found: None,
-                    },
-                );
+            if self.inputs_in_batch >= self.epoch {
+                self.flush();
             }
-            report.inputs += 1;
-            if let (Event::TemplateChanged(t), None) = (&e.event, &society) {
+            self.report.inputs += 1;
+            if let (Event::TemplateChanged(t), None) = (&e.event, &self.host) {
                 if t.scope == TemplateScope::Desk {
-                    let slot = ["desk.toml", "holder.toml", "trader.toml"].iter().position(|k| *k == t.key);
-                    if let Some(i) = slot {
-                        texts[i] = t.new.clone();
+                    if let Some(i) = ["desk.toml", "holder.toml", "trader.toml"].iter().position(|k| *k == t.key) {
+                        self.texts[i] = t.new.clone();
                     }
                 }
             }
-            if society.is_none() && !matches!(e.event, Event::TemplateChanged(_)) {
-                let templates = templates_of(e.run, &texts)?;
-                let desk = e.source;
-                society = Some(
-                    Society::new(desk, templates, &registry, secret.to_vec())
-                        .map_err(|source| ReplayError::Templates { run: e.run, source })?,
-                );
+            if self.host.is_none() && !matches!(e.event, Event::TemplateChanged(_)) {
+                let templates = templates_of(e.run, &self.texts)?;
+                let society = Society::new(e.source, templates, &Registry::default(), self.secret.clone())
+                    .map_err(|source| ReplayError::Templates { run: e.run, source })?;
+                self.host = Some(Host::new(society));
             }
-            let Some(s) = society.as_mut() else { continue };
-            let base = e.seq + 1;
-            for (i, o) in s.handle(&e).into_iter().enumerate() {
-                let cause = Some(match o.parent {
-                    Parent::Input => e.seq,
-                    Parent::Output(j) => base + j as u64,
-                });
-                expected.push_back(Expected {
-                    seq: base + i as u64,
-                    source: o.source,
-                    event: o.event,
-                    cause,
-                    time: e.time,
-                });
-            }
-        } else {
-            report.compared += 1;
-            let found = Some(line(e.seq, e.run, e.time, e.source, e.cause, e.event.clone()));
-            match expected.pop_front() {
-                Some(x) => {
-                    let same = x.source == e.source
-                        && x.event == e.event
-                        && x.cause == e.cause
-                        && x.time == e.time
-                        && x.seq == e.seq;
-                    if !same {
-                        differ(
-                            &mut report,
-                            Difference {
-                                seq: e.seq,
-                                expected: Some(line(x.seq, e.run, x.time, x.source, x.cause, x.event)),
-                                found,
-                            },
-                        );
-                    }
-                }
-                None => differ(&mut report, Difference { seq: e.seq, expected: None, found }),
+            if let Some(host) = self.host.as_mut() {
+                host.push(e.clone());
+                self.inputs_in_batch += 1;
             }
         }
+        self.batch.push(e);
+        Ok(())
     }
-    for x in expected.drain(..) {
-        differ(
-            &mut report,
-            Difference {
+
+    /// Closes the epoch and compares what the agents derived with what the log holds.
+    fn flush(&mut self) {
+        let derived = match self.host.as_mut() {
+            Some(host) if self.inputs_in_batch > 0 => host.finish_epoch(),
+            _ => Vec::new(),
+        };
+        self.inputs_in_batch = 0;
+        let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
+        let batch = std::mem::take(&mut self.batch);
+        let mut expected: VecDeque<Expected> = VecDeque::new();
+        for e in batch {
+            if is_external(e.kind()) {
+                self.missing(&mut expected, e.run);
+                let base = e.seq + 1;
+                for (i, o) in derived.remove(&e.seq).unwrap_or_default().into_iter().enumerate() {
+                    let cause = Some(match o.parent {
+                        Parent::Input => e.seq,
+                        Parent::Output(j) => base + j as u64,
+                    });
+                    expected.push_back(Expected {
+                        seq: base + i as u64,
+                        source: o.source,
+                        event: o.event,
+                        cause,
+                        time: e.time,
+                    });
+                }
+            } else {
+                self.report.compared += 1;
+                let found = Some(line(e.seq, e.run, e.time, e.source, e.cause, e.event.clone()));
+                match expected.pop_front() {
+                    Some(x) => {
+                        let same = x.source == e.source
+                            && x.event == e.event
+                            && x.cause == e.cause
+                            && x.time == e.time
+                            && x.seq == e.seq;
+                        if !same {
+                            let expected = Some(line(x.seq, e.run, x.time, x.source, x.cause, x.event));
+                            self.differ(Difference { seq: e.seq, expected, found });
+                        }
+                    }
+                    None => self.differ(Difference { seq: e.seq, expected: None, found }),
+                }
+            }
+        }
+        self.missing(&mut expected, self.run.unwrap_or(0));
+    }
+
+    /// Decisions the agents derive that the log lacks.
+    fn missing(&mut self, expected: &mut VecDeque<Expected>, run: u32) {
+        for x in expected.drain(..) {
+            let d = Difference {
                 seq: x.seq,
-                expected: Some(line(x.seq, run.unwrap_or(0), x.time, x.source, x.cause, x.event)),
+                expected: Some(line(x.seq, run, x.time, x.source, x.cause, x.event)),
                 found: None,
-            },
-        );
+            };
+            self.differ(d);
+        }
     }
-    Ok(report)
 }
 
 fn templates_of(run: u32, texts: &[Option<String>; 3]) -> Result<Templates, ReplayError> {

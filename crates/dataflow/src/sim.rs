@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crypy_agents::society::{Parent, Society};
+
+use crate::host::Host;
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
 use crypy_core::event::{Balances, Markets, OrderAcknowledged, OrderFailed, TemplateChanged, TemplateScope};
@@ -235,7 +237,7 @@ impl DeskLoop<'_, '_> {
         time: i64,
         cause: Option<u64>,
         sim: &mut Simulator,
-        society: &mut Society,
+        host: &mut Host,
     ) -> Result<(), SimError> {
         let mut queue = std::collections::VecDeque::from([(event, time, cause)]);
         while let Some((event, time, cause)) = queue.pop_front() {
@@ -243,7 +245,7 @@ impl DeskLoop<'_, '_> {
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
             self.books.see(&env.event);
             (self.observe)(&env);
-            let outs = society.handle(&env);
+            let outs = host.handle(env.clone());
             let base = seq + 1;
             let mut approved = Vec::new();
             for o in outs {
@@ -308,7 +310,7 @@ pub fn run_sim(
     let mut sim = Simulator::new(opts.config.clone(), opts.candles)?;
     let desk = sim.desk();
     let registry = Registry::default();
-    let mut society = Society::new(desk, opts.templates.clone(), &registry, secret)?;
+    let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?);
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
     let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };
@@ -348,14 +350,14 @@ pub fn run_sim(
             new: Some(text),
             reason: format!("templates of run {run}"),
         });
-        desk_loop.input(event, now, None, &mut sim, &mut society)?;
+        desk_loop.input(event, now, None, &mut sim, &mut host)?;
     }
     let capabilities = desk_loop.runtime.block_on(sim.capabilities())?;
     let markets = desk_loop.runtime.block_on(sim.markets())?;
     let balances = desk_loop.runtime.block_on(sim.balances())?;
-    desk_loop.input(Event::Capabilities(capabilities), now, None, &mut sim, &mut society)?;
-    desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut sim, &mut society)?;
-    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut sim, &mut society)?;
+    desk_loop.input(Event::Capabilities(capabilities), now, None, &mut sim, &mut host)?;
+    desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut sim, &mut host)?;
+    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut sim, &mut host)?;
 
     let mut start_equity: Option<Money> = None;
     let mut candles_done = 0u64;
@@ -366,7 +368,7 @@ pub fn run_sim(
             _ => None,
         };
         let is_candle = matches!(venue.event, Event::Candle(_));
-        desk_loop.input(venue.event, venue.time, cause, &mut sim, &mut society)?;
+        desk_loop.input(venue.event, venue.time, cause, &mut sim, &mut host)?;
         if is_candle {
             let equity = desk_loop.books.value(&sim.balances_now());
             start_equity.get_or_insert(equity);

@@ -194,7 +194,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
     let secret = std::fs::read(dir.join("secret"))
         .with_context(|| format!("cannot read the data dir's secret in {}", dir.display()))?;
-    let report = crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.max_differences)?;
+    let report = crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.epoch, args.max_differences)?;
     if args.json {
         let diffs: Vec<_> = report
             .differences

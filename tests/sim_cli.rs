@@ -142,6 +142,7 @@ fn end_balances_are_start_balances_plus_fills_minus_fees_exactly() {
     };
     assert_eq!(balance("EUR"), eur);
     assert_eq!(balance("XBT"), xbt);
+    assert_eq!(report["accounting_ok"], true, "the differential ledger agrees with the venue: {report}");
 }
 
 #[test]

@@ -20,6 +20,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+/// Balances per asset and realized P&L per strategy, maintained by differential dataflow.
+pub mod aggregates;
 /// The agents hosted in a timely dataflow.
 pub mod host;
 /// Re-deriving a recorded run's decisions and comparing them with the log.

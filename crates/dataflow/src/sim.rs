@@ -83,6 +83,9 @@ pub struct SimReport {
     pub positions: u32,
     pub per_strategy: BTreeMap<String, StrategyResult>,
     pub end_balances: Vec<crypy_core::Balance>,
+    /// Assets whose end balance differs from start + fills − fees as the differential ledger
+    /// computed it (empty: the accounting holds exactly).
+    pub accounting_mismatches: Vec<String>,
 }
 
 impl SimReport {
@@ -359,6 +362,7 @@ pub fn run_sim(
     desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut sim, &mut host)?;
     desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut sim, &mut host)?;
 
+    let start_balances = sim.balances_now();
     let mut start_equity: Option<Money> = None;
     let mut candles_done = 0u64;
     while let Some(venue) = desk_loop.runtime.block_on(sim.next_event())? {
@@ -379,11 +383,31 @@ pub fn run_sim(
             }
         }
     }
-    let DeskLoop { mut rec, books, .. } = desk_loop;
+    let DeskLoop { mut rec, mut books, .. } = desk_loop;
+    // The differential ledger's view: realized P&L per strategy, and balances from fills.
+    let totals = host.totals();
+    for (name, result) in books.per_strategy.iter_mut() {
+        if let Some(pnl) = totals.get(&format!("strategy:{name}")) {
+            result.pnl = Money::new(*pnl);
+        }
+    }
     rec.flush()?;
     log.flush()?;
     let end_balances = sim.balances_now();
     let end_equity = books.value(&end_balances);
+    let mut accounting_mismatches = Vec::new();
+    let assets: std::collections::BTreeSet<Asset> =
+        start_balances.iter().chain(&end_balances).map(|b| b.asset).collect();
+    for asset in assets {
+        let total =
+            |bs: &[crypy_core::Balance]| bs.iter().find(|b| b.asset == asset).map_or(Money::ZERO, |b| b.total());
+        let change = totals.get(&format!("asset:{asset}")).copied().unwrap_or_default();
+        let expected = total(&start_balances).value() + change;
+        if expected != total(&end_balances).value() {
+            accounting_mismatches
+                .push(format!("{asset}: start + fills − fees = {expected}, venue says {}", total(&end_balances)));
+        }
+    }
     Ok(SimReport {
         run,
         first_seq,
@@ -400,5 +424,6 @@ pub fn run_sim(
         positions: books.positions,
         per_strategy: books.per_strategy,
         end_balances,
+        accounting_mismatches,
     })
 }

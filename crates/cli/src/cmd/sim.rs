@@ -138,6 +138,8 @@ fn summary_json(r: &SimReport) -> serde_json::Value {
         "start_equity": r.start_equity.normalize().to_string(), "end_equity": r.end_equity.normalize().to_string(),
         "return": r.total_return(), "fees": r.fees.normalize().to_string(), "max_drawdown": r.max_drawdown,
         "per_strategy": per,
+        "accounting_ok": r.accounting_mismatches.is_empty(),
+        "accounting_mismatches": r.accounting_mismatches,
         "end_balances": r.end_balances.iter().map(|b| json!({"asset": b.asset.to_string(), "free": b.free.normalize().to_string(), "reserved": b.reserved.normalize().to_string()})).collect::<Vec<_>>(),
     })
 }
@@ -174,6 +176,13 @@ fn print_summary(r: &SimReport, dir: &Path) -> anyhow::Result<()> {
     let balances: Vec<String> =
         r.end_balances.iter().map(|b| format!("{} {}", b.total().normalize(), b.asset)).collect();
     writeln!(o, "balances      {}", balances.join(", "))?;
+    if r.accounting_mismatches.is_empty() {
+        writeln!(o, "accounting    end balances = start + fills − fees, exactly (differential ledger)")?;
+    } else {
+        for m in &r.accounting_mismatches {
+            writeln!(o, "accounting    MISMATCH {m}")?;
+        }
+    }
     if !r.per_strategy.is_empty() {
         writeln!(o, "\n{:<24} {:>9} {:>14} {:>12}", "STRATEGY", "POSITIONS", format!("P&L {a}"), format!("FEES {a}"))?;
         for (name, s) in &r.per_strategy {

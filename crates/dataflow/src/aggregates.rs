@@ -1,0 +1,102 @@
+//! Incremental aggregates, maintained by differential dataflow beside the agents: the net
+//! change of each asset's balance from fills, and each strategy's realized P&L.
+//!
+//! Amounts travel as exact fixed-point integers, the decimal times 10^16 in an `i128`, so
+//! that differential's integer differences add them exactly; an amount with more than 16
+//! decimals, or too large to convert back, is reported rather than rounded.
+
+use std::collections::BTreeMap;
+
+use crypy_core::{ClientOrderId, Envelope, Event, Side};
+use rust_decimal::Decimal;
+
+/// Decimal places of the fixed-point amounts.
+pub const SCALE: u32 = 16;
+
+/// The fixed-point form of `d`, or `None` when it has more than [`SCALE`] decimals or
+/// overflows.
+pub fn to_fixed(d: Decimal) -> Option<i128> {
+    let d = d.normalize();
+    if d.scale() > SCALE {
+        return None;
+    }
+    d.mantissa().checked_mul(10i128.checked_pow(SCALE - d.scale())?)
+}
+
+/// The decimal a fixed-point amount stands for, or `None` when it is out of range.
+pub fn from_fixed(v: i128) -> Option<Decimal> {
+    Decimal::try_from_i128_with_scale(v, SCALE).ok().map(|d| d.normalize())
+}
+
+/// What a fill does to the books: `(key, amount)` updates, keys `asset:<ASSET>` for balances
+/// and `strategy:<variant>` for realized P&L. Keeps the little state it needs to know which
+/// strategy an order serves (proposal → allocation → order).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    proposal_strategy: BTreeMap<u64, String>,
+    allocation_strategy: BTreeMap<u64, String>,
+    order_strategy: BTreeMap<ClientOrderId, String>,
+    /// Amounts that could not be represented exactly (never silently rounded).
+    pub unrepresentable: u64,
+}
+
+impl Ledger {
+    /// The updates `e` implies, in a fixed order.
+    pub fn updates(&mut self, e: &Envelope) -> Vec<(String, i128)> {
+        match &e.event {
+            Event::StrategyProposed(p) => {
+                self.proposal_strategy.insert(p.proposal, p.strategy.clone());
+            }
+            Event::AllocationGranted(a) => {
+                if let Some(s) = self.proposal_strategy.get(&a.proposal) {
+                    self.allocation_strategy.insert(a.id, s.clone());
+                }
+            }
+            Event::OrderRequested(r) => {
+                if let Some(s) = r.allocation.and_then(|a| self.allocation_strategy.get(&a)) {
+                    self.order_strategy.insert(r.client_id.clone(), s.clone());
+                }
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                let value = f.price.value() * f.qty.value();
+                let fee = f.fee.value();
+                let (quote, base) = match f.side {
+                    Side::Buy => (-(value + fee), f.qty.value()),
+                    Side::Sell => (value - fee, -f.qty.value()),
+                };
+                let mut out = Vec::new();
+                for (key, amount) in
+                    [(format!("asset:{}", f.pair.quote), quote), (format!("asset:{}", f.pair.base), base)]
+                {
+                    match to_fixed(amount) {
+                        Some(v) => out.push((key, v)),
+                        None => self.unrepresentable += 1,
+                    }
+                }
+                if let Some(s) = self.order_strategy.get(&f.client_id) {
+                    match to_fixed(quote) {
+                        Some(v) => out.push((format!("strategy:{s}"), v)),
+                        None => self.unrepresentable += 1,
+                    }
+                }
+                return out;
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_is_exact_or_refused() {
+        for text in ["0", "25.9298360662484", "-10780.967762435476", "0.0000000000000001"] {
+            let d: Decimal = text.parse().unwrap();
+            assert_eq!(from_fixed(to_fixed(d).unwrap()), Some(d.normalize()), "{text}");
+        }
+        assert_eq!(to_fixed("0.00000000000000001".parse().unwrap()), None);
+    }
+}

@@ -14,9 +14,9 @@
 //!   what the agents derive with what was recorded.
 //!
 //! The agents' logic itself is pure (`crypy-agents`); everything with side effects (files,
-//! the exchange, clocks) is here, at the edge, and never inside an operator. Still to come:
-//! one desk's traders spread over workers by pair, and differential aggregates (positions,
-//! P&L per agent and strategy).
+//! the exchange, clocks) is here, at the edge, and never inside an operator. Beside the agents,
+//! [`aggregates`] keeps balances per asset and realized P&L per strategy with differential
+//! dataflow. Still to come: one desk's traders spread over workers by pair.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 

@@ -158,3 +158,29 @@ fn sim_errors_are_clear() {
     let err = run(crypy(&data).args(["replay", "--verify"]), 2);
     assert!(err.contains("no crypy log"), "{err}");
 }
+
+#[test]
+fn sim_trades_candles_imported_into_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = run(crypy(&data).args(["sim", "--from-log"]), 2);
+    assert!(err.contains("no crypy log"), "{err}");
+    run(
+        crypy(&data).args([
+            "log",
+            "import-candles",
+            "--pair",
+            "XBT/EUR",
+            "--interval",
+            "15m",
+            "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv",
+        ]),
+        0,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(run(crypy(&data).args(["sim", "--from-log", "--json"]), 0).trim()).unwrap();
+    assert_eq!(report["candles"], 96);
+    assert_eq!(report["run"], 1);
+    assert_eq!(report["first_seq"], 97, "the run follows the imported candles");
+    run(crypy(&data).args(["replay", "--verify"]), 0);
+}

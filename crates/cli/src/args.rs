@@ -43,6 +43,10 @@ pub struct SimArgs {
     /// Default: the bundled Kraken XBT/EUR 15m 2023 Q4.
     #[arg(long = "market", value_name = "FILE")]
     pub markets: Vec<PathBuf>,
+    /// Trade the candles imported into the data dir's log (`crypy log import-candles`)
+    /// instead of files.
+    #[arg(long, conflicts_with = "markets")]
+    pub from_log: bool,
     /// The pair of the --market files.
     #[arg(long, default_value = "XBT/EUR", value_name = "PAIR")]
     pub pair: Pair,

@@ -19,7 +19,9 @@ const BUNDLED: &str = include_str!("../../../../replays/kraken_XBTEUR_15m_2023Q4
 
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let mut candles = Vec::new();
-    if args.markets.is_empty() {
+    if args.from_log {
+        candles = imported_candles(&args.dir.data_dir)?;
+    } else if args.markets.is_empty() {
         let name = Path::new("replays/kraken_XBTEUR_15m_2023Q4.csv");
         candles = crypy_eventstore::import::parse_candles(BUNDLED, name, &"XBT/EUR".parse()?, "15m".parse()?, None)?;
     }
@@ -79,6 +81,24 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         print_summary(&report, &args.dir.data_dir)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The candles imported into the log (run 0), in log order.
+fn imported_candles(dir: &Path) -> anyhow::Result<Vec<crypy_core::Candle>> {
+    let reader = LogReader::open(dir).with_context(|| format!("cannot read the log in {}", dir.display()))?;
+    let mut candles = Vec::new();
+    for e in reader.iter_from(1)? {
+        let e = e?;
+        if let (0, Event::Candle(c)) = (e.run, e.event) {
+            candles.push(c);
+        }
+    }
+    anyhow::ensure!(
+        !candles.is_empty(),
+        "no imported candles in {} (import some with `crypy log import-candles`)",
+        dir.display()
+    );
+    Ok(candles)
 }
 
 /// The events worth a line as they happen; evaluations and candles are too many to read.

@@ -215,8 +215,9 @@ pub enum BenchCommand {
     /// simulator's fill rule (next open, fees), indicators computed once per grid.
     Eval {
         /// Candles to evaluate on, in any format `crypy log import-candles` reads.
-        #[arg(long, default_value = "replays/kraken_XBTEUR_15m_2023Q4.csv", value_name = "FILE")]
-        data: PathBuf,
+        /// Default: the bundled Kraken XBT/EUR 15m 2023 Q4.
+        #[arg(long, value_name = "FILE")]
+        data: Option<PathBuf>,
         /// The candles' interval (sets the Sharpe ratio's annualisation).
         #[arg(long, default_value = "15m", value_name = "INTERVAL")]
         interval: Interval,

@@ -55,8 +55,10 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Eval { data, interval, strategies, fee, repeat, threads, json } => {
             anyhow::ensure!(repeat > 0, "--repeat must be at least 1");
-            let pair = "XBT/EUR".parse().expect("valid pair");
-            let candles = crypy_eventstore::import::read_candles(&data, &pair, interval, None)?;
+            let candles = match &data {
+                Some(file) => crypy_eventstore::import::read_candles(file, &"XBT/EUR".parse()?, interval, None)?,
+                None => super::sim::bundled_candles()?,
+            };
             let bars = Bars::from_candles(&candles)?;
             let registry = Registry::default();
             let grids = strategies

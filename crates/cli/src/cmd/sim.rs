@@ -17,13 +17,18 @@ use crate::out;
 /// The bundled market data, so `crypy sim` runs from anywhere.
 const BUNDLED: &str = include_str!("../../../../replays/kraken_XBTEUR_15m_2023Q4.csv");
 
+/// The bundled Kraken XBT/EUR 15-minute candles of 2023 Q4.
+pub fn bundled_candles() -> anyhow::Result<Vec<crypy_core::Candle>> {
+    let name = Path::new("replays/kraken_XBTEUR_15m_2023Q4.csv");
+    Ok(crypy_eventstore::import::parse_candles(BUNDLED, name, &"XBT/EUR".parse()?, "15m".parse()?, None)?)
+}
+
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let mut candles = Vec::new();
     if args.from_log {
         candles = imported_candles(&args.dir.data_dir)?;
     } else if args.markets.is_empty() {
-        let name = Path::new("replays/kraken_XBTEUR_15m_2023Q4.csv");
-        candles = crypy_eventstore::import::parse_candles(BUNDLED, name, &"XBT/EUR".parse()?, "15m".parse()?, None)?;
+        candles = bundled_candles()?;
     }
     for file in &args.markets {
         candles.extend(crypy_eventstore::import::read_candles(file, &args.pair, args.interval, None)?);

@@ -540,6 +540,19 @@ impl Society {
         }
     }
 
+    /// A market order of `trader` under `allocation`, with a fresh client id.
+    fn market_order(&mut self, trader: AgentId, pair: Pair, side: Side, qty: Qty, allocation: u64) -> Event {
+        let client_id = self.next_client_id(trader);
+        Event::OrderRequested(OrderRequest {
+            client_id,
+            pair,
+            side,
+            kind: OrderKind::Market,
+            qty,
+            allocation: Some(allocation),
+        })
+    }
+
     fn next_client_id(&mut self, trader: AgentId) -> crypy_core::ClientOrderId {
         self.orders_this_input += 1;
         let id: crypy_core::ClientOrderId = format!("{}-{}-{}", self.run, self.seq, self.orders_this_input)
@@ -569,25 +582,14 @@ impl Society {
                         self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
                         return;
                     }
-                    let client_id = self.next_client_id(id);
                     let reason = format!("{variant} says long at {close}");
                     queue.push_back((
                         index,
                         id,
                         Event::EntryDecided(EntryDecision { allocation: allocation.id, pair, reason }),
                     ));
-                    queue.push_back((
-                        index,
-                        id,
-                        Event::OrderRequested(OrderRequest {
-                            client_id,
-                            pair,
-                            side: Side::Buy,
-                            kind: OrderKind::Market,
-                            qty,
-                            allocation: Some(allocation.id),
-                        }),
-                    ));
+                    let order = self.market_order(id, pair, Side::Buy, qty, allocation.id);
+                    queue.push_back((index, id, order));
                     if let Some(t) = self.traders.get_mut(&id) {
                         t.phase = Phase::Entering { allocation, variant, filled: Qty::ZERO, cost: Money::ZERO };
                     }
@@ -600,19 +602,8 @@ impl Society {
                     || c <= entry * (1.0 - tt.stop_loss)
                     || c >= entry * (1.0 + tt.take_profit);
                 if exit {
-                    let client_id = self.next_client_id(id);
-                    queue.push_back((
-                        index,
-                        id,
-                        Event::OrderRequested(OrderRequest {
-                            client_id,
-                            pair,
-                            side: Side::Sell,
-                            kind: OrderKind::Market,
-                            qty,
-                            allocation: Some(allocation.id),
-                        }),
-                    ));
+                    let order = self.market_order(id, pair, Side::Sell, qty, allocation.id);
+                    queue.push_back((index, id, order));
                     if let Some(t) = self.traders.get_mut(&id) {
                         t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO };
                     }

@@ -41,6 +41,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The strategy an order serves, when it was placed under an allocation.
+    pub fn strategy_of(&self, order: &ClientOrderId) -> Option<&str> {
+        self.order_strategy.get(order).map(String::as_str)
+    }
+
     /// The updates `e` implies, in a fixed order.
     pub fn updates(&mut self, e: &Envelope) -> Vec<(String, i128)> {
         match &e.event {

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crypy_agents::society::{Parent, Society};
 
+use crate::aggregates::Ledger;
 use crate::host::Host;
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
@@ -137,9 +138,8 @@ struct Books {
     last_close: BTreeMap<Pair, Price>,
     peak: f64,
     max_drawdown: f64,
-    proposal_strategy: BTreeMap<u64, String>,
-    allocation_strategy: BTreeMap<u64, String>,
-    order_strategy: BTreeMap<ClientOrderId, String>,
+    /// Which strategy each order serves (the same mapping the differential ledger uses).
+    ledger: Ledger,
     per_strategy: BTreeMap<String, StrategyResult>,
     fees: Money,
     fills: u64,
@@ -166,41 +166,25 @@ impl Books {
             .sum()
     }
 
-    fn see(&mut self, event: &Event) {
-        match event {
+    fn see(&mut self, e: &Envelope) {
+        self.ledger.updates(e);
+        match &e.event {
             Event::Candle(c) => {
                 self.last_close.insert(c.pair, c.close);
             }
-            Event::StrategyProposed(p) => {
-                self.proposal_strategy.insert(p.proposal, p.strategy.clone());
-            }
-            Event::AllocationGranted(a) => {
-                if let Some(s) = self.proposal_strategy.get(&a.proposal) {
-                    self.allocation_strategy.insert(a.id, s.clone());
-                }
-            }
-            Event::OrderRequested(r) => {
-                self.orders += 1;
-                if let Some(s) = r.allocation.and_then(|a| self.allocation_strategy.get(&a)) {
-                    self.order_strategy.insert(r.client_id.clone(), s.clone());
-                }
-            }
+            Event::OrderRequested(_) => self.orders += 1,
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
                 self.fills += 1;
                 self.fees += f.fee;
-                if let Some(s) = self.order_strategy.get(&f.client_id) {
-                    let r = self.per_strategy.entry(s.clone()).or_default();
-                    let value = f.price * f.qty;
-                    r.fees += f.fee;
-                    match f.side {
-                        Side::Buy => r.pnl -= value + f.fee,
-                        Side::Sell => r.pnl += value - f.fee,
-                    }
+                let strategy = self.ledger.strategy_of(&f.client_id).map(str::to_owned);
+                // P&L comes from the differential ledger at the end of the run.
+                if let Some(s) = &strategy {
+                    self.per_strategy.entry(s.clone()).or_default().fees += f.fee;
                 }
-                if f.side == Side::Sell && matches!(event, Event::OrderFilled(_)) {
+                if f.side == Side::Sell && matches!(e.event, Event::OrderFilled(_)) {
                     self.positions += 1;
-                    if let Some(s) = self.order_strategy.get(&f.client_id) {
-                        self.per_strategy.entry(s.clone()).or_default().positions += 1;
+                    if let Some(s) = strategy {
+                        self.per_strategy.entry(s).or_default().positions += 1;
                     }
                 }
             }
@@ -246,7 +230,7 @@ impl DeskLoop<'_, '_> {
         while let Some((event, time, cause)) = queue.pop_front() {
             let seq = self.rec.push(self.desk, event.clone(), cause, time)?;
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
-            self.books.see(&env.event);
+            self.books.see(&env);
             (self.observe)(&env);
             let outs = host.handle(env.clone());
             let base = seq + 1;
@@ -266,7 +250,7 @@ impl DeskLoop<'_, '_> {
                 }
                 let derived =
                     Envelope { seq: out_seq, run: self.run, time, wall: 0, source: o.source, cause, event: o.event };
-                self.books.see(&derived.event);
+                self.books.see(&derived);
                 (self.observe)(&derived);
             }
             for (client_id, approval) in approved {
@@ -322,9 +306,7 @@ pub fn run_sim(
         last_close: BTreeMap::new(),
         peak: 0.0,
         max_drawdown: 0.0,
-        proposal_strategy: BTreeMap::new(),
-        allocation_strategy: BTreeMap::new(),
-        order_strategy: BTreeMap::new(),
+        ledger: Ledger::default(),
         per_strategy: BTreeMap::new(),
         fees: Money::ZERO,
         fills: 0,

@@ -34,8 +34,7 @@ mod config;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use crypy_core::event::{Balances, OrderCanceled};
-use crypy_core::order::OrderType;
+use crypy_core::event::OrderCanceled;
 use crypy_core::{
     AgentId, Asset, Balance, Candle, ClientOrderId, Event, Fill, Market, Money, OrderKind, OrderRequest, Pair, Price,
     Qty, Side,
@@ -424,16 +423,6 @@ impl Simulator {
         let e = self.queue.pop_front()?;
         self.now = self.now.max(e.time);
         Some(e)
-    }
-
-    /// Balances as an event, for the desk to log.
-    pub fn balances_event(&self) -> Event {
-        Event::Balances(Balances { balances: self.balances_now() })
-    }
-
-    /// Every order type is known: used by tests to cover the fill table.
-    pub fn supports(&self, t: OrderType) -> bool {
-        self.cfg.order_types.contains(&t)
     }
 }
 

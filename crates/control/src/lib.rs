@@ -6,5 +6,9 @@
 //! It must not change an agent's state behind the log's back: every accepted command
 //! becomes a `CommandIssued` event before it takes effect.
 //!
-//! Nothing is implemented here yet: the controlflow arrives with its own issue.
+//! So far: the command language ([`lang`]); the telnet server and the REPL come next.
 #![forbid(unsafe_code)]
+#![warn(missing_debug_implementations)]
+
+/// The command language: words, quoting, levels, commands, help.
+pub mod lang;

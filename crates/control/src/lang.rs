@@ -40,8 +40,8 @@ pub enum Watch {
     On { pairs: Vec<Pair>, kinds: Vec<EventKind> },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// Which side of a position `adjust` moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {
     Stop,
     Target,

@@ -104,7 +104,7 @@ fn wall_now() -> i64 {
 }
 
 /// Buffers events for the log with the seqs they will get, so that causes can name them
-/// before they are written; writes in large batches.
+/// before they are written; writes in large batches, each ending on an input boundary.
 struct Recorder<'a> {
     log: &'a EventLog,
     run: u32,
@@ -113,14 +113,21 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    fn push(&mut self, source: AgentId, event: Event, cause: Option<u64>, time: i64) -> Result<u64, SimError> {
+    fn push(&mut self, source: AgentId, event: Event, cause: Option<u64>, time: i64) -> u64 {
         let seq = self.next_seq;
         self.buffer.push(NewEvent { run: self.run, time, wall: wall_now(), source, cause, event });
         self.next_seq += 1;
+        seq
+    }
+
+    /// Writes out a large buffer. Called only between inputs, so that an append (atomic in
+    /// the log) never splits an input from the decisions it caused: a crash leaves whole
+    /// inputs with all their decisions, or nothing of them.
+    fn flush_if_large(&mut self) -> Result<(), SimError> {
         if self.buffer.len() >= 16_384 {
             self.flush()?;
         }
-        Ok(seq)
+        Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SimError> {
@@ -228,7 +235,7 @@ impl DeskLoop<'_, '_> {
     ) -> Result<(), SimError> {
         let mut queue = std::collections::VecDeque::from([(event, time, cause)]);
         while let Some((event, time, cause)) = queue.pop_front() {
-            let seq = self.rec.push(self.desk, event.clone(), cause, time)?;
+            let seq = self.rec.push(self.desk, event.clone(), cause, time);
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
             self.books.see(&env);
             (self.observe)(&env);
@@ -240,7 +247,7 @@ impl DeskLoop<'_, '_> {
                     Parent::Input => seq,
                     Parent::Output(i) => base + i as u64,
                 });
-                let out_seq = self.rec.push(o.source, o.event.clone(), cause, time)?;
+                let out_seq = self.rec.push(o.source, o.event.clone(), cause, time);
                 match &o.event {
                     Event::OrderRequested(r) => {
                         self.requests.insert(r.client_id.clone(), r.clone());
@@ -267,7 +274,7 @@ impl DeskLoop<'_, '_> {
                 queue.push_back((event, sim.now(), Some(approval)));
             }
         }
-        Ok(())
+        self.rec.flush_if_large()
     }
 }
 

@@ -11,6 +11,9 @@ use fs2::FileExt;
 
 use crate::{Error, Result};
 
+/// How long to wait for a lock this process itself holds (a closing handle).
+const SAME_PROCESS_WAIT: Duration = Duration::from_millis(500);
+
 #[derive(Debug)]
 pub(crate) struct DirLock {
     _file: File,
@@ -28,14 +31,19 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        let deadline = Instant::now() + wait;
+        let started = Instant::now();
         while file.try_lock_exclusive().is_err() {
-            if Instant::now() >= deadline {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked { dir: dir.to_path_buf(), pid: text.trim().parse().ok() });
+            let mut text = String::new();
+            let _ = file.seek(SeekFrom::Start(0));
+            let _ = file.read_to_string(&mut text);
+            let pid: Option<u32> = text.trim().parse().ok();
+            // A handle of this very process that is closing (its background flusher may hold
+            // it for the moment of an fsync) lets go within milliseconds: wait for it.
+            let patience = if pid == Some(std::process::id()) { wait.max(SAME_PROCESS_WAIT) } else { wait };
+            if started.elapsed() >= patience {
+                return Err(Error::Locked { dir: dir.to_path_buf(), pid });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;

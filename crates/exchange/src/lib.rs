@@ -16,6 +16,10 @@ use std::future::Future;
 use crypy_core::{AgentId, Balance, Capabilities, ClientOrderId, Event, Market, OrderRequest};
 use thiserror::Error;
 
+/// BitMEX (signing so far).
+pub mod bitmex;
+/// Kraken spot (signing so far).
+pub mod kraken;
 /// The deterministic exchange simulator.
 pub mod sim;
 

@@ -67,7 +67,7 @@ impl Indicator for Sma {
         let mut sum: f64 = closes[..n].iter().sum();
         out[n - 1] = sum * inv;
         for t in n..closes.len() {
-            if (t - n + 1) % n == 0 {
+            if (t - n + 1).is_multiple_of(n) {
                 sum = closes[t + 1 - n..=t].iter().sum();
             } else {
                 sum += closes[t] - closes[t - n];

@@ -367,7 +367,7 @@ pub fn run_sim(
             start_equity.get_or_insert(equity);
             desk_loop.books.mark(equity);
             candles_done += 1;
-            if candles_done % 1000 == 0 || candles_done == total {
+            if candles_done.is_multiple_of(1000) || candles_done == total {
                 progress(candles_done, total);
             }
         }

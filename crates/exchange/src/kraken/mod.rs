@@ -1,11 +1,14 @@
 //! Kraken spot: <https://api.kraken.com>, WebSocket v2 <wss://ws.kraken.com/v2>.
 //!
-//! So far: request signing ([`credential`]) and the WebSocket v2 order book with its
-//! checksum ([`book`]). The REST and WebSocket clients come with the venue adapters issue.
+//! So far: request signing ([`credential`]), REST responses and their errors ([`http`]),
+//! and the WebSocket v2 order book with its checksum ([`book`]). The clients themselves come
+//! with the venue adapters issue.
 
 /// The WebSocket v2 order book and its CRC32 checksum.
 pub mod book;
 /// API keys and the `API-Sign` signature.
 pub mod credential;
+/// REST responses: envelope, errors, parsers.
+pub mod http;
 
 pub use credential::KrakenCredential;

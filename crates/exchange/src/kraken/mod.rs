@@ -11,6 +11,8 @@ pub mod book;
 pub mod credential;
 /// REST responses: envelope, errors, parsers.
 pub mod http;
+/// The REST call counter, kept on our side.
+pub mod limits;
 /// Nonces that increase across restarts.
 pub mod nonce;
 

@@ -7,6 +7,7 @@
 //! | CSV     | header naming `ts` (or `time`/`timestamp`), `open`, `high`, `low`, `close`, `volume`, optionally `count`/`trades` | open time, s or ms |
 //! | Kraken  | Kraken's OHLCVT export: `time,open,high,low,close,volume,trades`, no header | open time, s |
 //! | BitMEX  | a JSON array as `GET /api/v1/trade/bucketed` returns it      | **end** of the bucket |
+//! | Parquet | columns named as for CSV; times as integers (s or ms) or Arrow timestamps; prices as decimals, integers, strings or floats (read by their shortest round-trip text) | open time |
 //!
 //! A time below 10^11 is read as seconds, otherwise as milliseconds (10^11 s is the year
 //! 5138; 10^11 ms is 1973). BitMEX volume is `homeNotional` (base asset: XBT for XBTUSD),
@@ -92,12 +93,113 @@ pub fn read_candles(
     interval: Interval,
     format: Option<CandleFormat>,
 ) -> Result<Vec<Candle>, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError {
-        file: path.to_path_buf(),
-        line: None,
-        message: format!("cannot read: {e}"),
-    })?;
+    let err = |message: String| ImportError { file: path.to_path_buf(), line: None, message };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if format.is_none() && bytes.starts_with(b"PAR1") {
+        let candles = parquet_candles(bytes, path, pair, interval)?;
+        check_sequence(&candles, interval).map_err(|(i, message)| ImportError {
+            file: path.to_path_buf(),
+            line: Some(i + 1),
+            message,
+        })?;
+        return Ok(candles);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text, nor a Parquet file".into()))?;
     parse_candles(&text, path, pair, interval, format)
+}
+
+/// One cell as exact text: integers and decimals as they are, floats by their shortest
+/// round-trip form (`25507.0` is `25507`), strings as they are.
+fn cell_text(col: &arrow_array::ArrayRef, row: usize) -> Option<String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType;
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Float64 => col.as_primitive::<Float64Type>().value(row).to_string(),
+        DataType::Float32 => col.as_primitive::<Float32Type>().value(row).to_string(),
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Int32 => col.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(row).to_string(),
+        DataType::UInt32 => col.as_primitive::<UInt32Type>().value(row).to_string(),
+        DataType::Utf8 => col.as_string::<i32>().value(row).to_string(),
+        DataType::LargeUtf8 => col.as_string::<i64>().value(row).to_string(),
+        DataType::Decimal128(_, scale) => rust_decimal::Decimal::try_from_i128_with_scale(
+            col.as_primitive::<Decimal128Type>().value(row),
+            (*scale).max(0) as u32,
+        )
+        .ok()?
+        .to_string(),
+        _ => return None,
+    })
+}
+
+/// A time cell in ms: Arrow timestamps of any unit, or whole numbers of s or ms.
+fn cell_ms(col: &arrow_array::ArrayRef, row: usize) -> Option<i64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::{DataType, TimeUnit};
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => Some(col.as_primitive::<TimestampSecondType>().value(row) * 1000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Some(col.as_primitive::<TimestampMillisecondType>().value(row))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(col.as_primitive::<TimestampMicrosecondType>().value(row) / 1000)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            Some(col.as_primitive::<TimestampNanosecondType>().value(row) / 1_000_000)
+        }
+        _ => ms_from_epoch_number(&cell_text(col, row)?).ok(),
+    }
+}
+
+/// Candles from a Parquet file with columns named as in the CSV format (`ts`/`time`/
+/// `timestamp`, `open`, `high`, `low`, `close`, `volume`, optionally `count`/`trades`).
+fn parquet_candles(bytes: Vec<u8>, path: &Path, pair: &Pair, interval: Interval) -> Result<Vec<Candle>, ImportError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let err = |line: Option<usize>, message: String| ImportError { file: path.to_path_buf(), line, message };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .and_then(|b| b.build())
+        .map_err(|e| err(None, format!("not a readable Parquet file: {e}")))?;
+    let mut candles = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| err(None, format!("Parquet: {e}")))?;
+        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().to_ascii_lowercase()).collect();
+        let fields: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cols = header_columns(&fields).map_err(|m| err(None, m))?;
+        let col = |i: usize| batch.column(cols[i].expect("required columns are always set"));
+        for row in 0..batch.num_rows() {
+            let n = candles.len() + 1;
+            let at = |m: String| err(Some(n), format!("row {n}: {m}"));
+            let text = |i: usize, name: &str| {
+                cell_text(col(i), row).ok_or_else(|| at(format!("{name} is missing or not a number")))
+            };
+            let open_time = cell_ms(col(0), row).ok_or_else(|| at("time is missing or not a time".into()))?;
+            let candle = Candle {
+                pair: *pair,
+                interval,
+                open_time,
+                open: price(&text(1, "open")?, "open").map_err(at)?,
+                high: price(&text(2, "high")?, "high").map_err(at)?,
+                low: price(&text(3, "low")?, "low").map_err(at)?,
+                close: price(&text(4, "close")?, "close").map_err(at)?,
+                volume: qty(&text(5, "volume")?, "volume").map_err(at)?,
+                trades: cols[6].and_then(|c| cell_text(batch.column(c), row)).and_then(|t| t.parse().ok()),
+            };
+            candle.check().map_err(at)?;
+            candles.push(candle);
+        }
+    }
+    if candles.is_empty() {
+        return Err(err(None, "no candles in file".into()));
+    }
+    Ok(candles)
 }
 
 /// Like [`read_candles`], for text already in memory; `name` is used in error messages.

@@ -107,3 +107,54 @@ fn a_bad_row_appends_nothing_and_overlaps_are_refused() {
     assert!(err.to_string().contains("already has XBT/EUR 15m candles"), "{err}");
     assert_eq!(log.last_seq(), 96);
 }
+
+#[test]
+fn parquet_with_float_prices_and_timestamps_imports_like_the_csv() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch, TimestampMillisecondArray};
+    use parquet::arrow::ArrowWriter;
+
+    let pair: Pair = "XBT/EUR".parse().unwrap();
+    let interval: Interval = "15m".parse().unwrap();
+    let csv = root().join("tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv");
+    let from_csv = crypy_eventstore::import::read_candles(&csv, &pair, interval, None).unwrap();
+
+    // What pandas writes: float64 prices, timestamp[ms] times.
+    let f = |get: fn(&crypy_core::Candle) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from(from_csv.iter().map(get).collect::<Vec<_>>()))
+    };
+    let ts: ArrayRef =
+        Arc::new(TimestampMillisecondArray::from(from_csv.iter().map(|c| c.open_time).collect::<Vec<_>>()));
+    let batch = RecordBatch::try_from_iter([
+        ("timestamp", ts),
+        ("open", f(|c| c.open.to_f64())),
+        ("high", f(|c| c.high.to_f64())),
+        ("low", f(|c| c.low.to_f64())),
+        ("close", f(|c| c.close.to_f64())),
+        ("volume", f(|c| c.volume.to_f64())),
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("candles.parquet");
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&file).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let from_parquet = crypy_eventstore::import::read_candles(&file, &pair, interval, None).unwrap();
+    assert_eq!(from_parquet.len(), 96);
+    for (p, c) in from_parquet.iter().zip(&from_csv) {
+        assert_eq!(p.open_time, c.open_time);
+        // Floats are read by their shortest form: 25507.0 comes back as 25507, the same number.
+        for (a, b) in
+            [(p.open.value(), c.open.value()), (p.close.value(), c.close.value()), (p.volume.value(), c.volume.value())]
+        {
+            assert_eq!(a.normalize(), b.normalize());
+        }
+    }
+
+    let broken = dir.path().join("broken.parquet");
+    std::fs::write(&broken, b"PAR1 but nothing else").unwrap();
+    let err = crypy_eventstore::import::read_candles(&broken, &pair, interval, None).unwrap_err().to_string();
+    assert!(err.contains("broken.parquet") && err.contains("not a readable Parquet file"), "{err}");
+}

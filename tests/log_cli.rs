@@ -151,18 +151,7 @@ fn crypy_eventstore_handle(dir: &std::path::Path) -> crypy_eventstore::EventLog 
 #[test]
 fn tail_follows_what_other_processes_append_without_blocking_them() {
     let dir = tempfile::tempdir().unwrap();
-    run(
-        crypy(dir.path()).args([
-            "log",
-            "import-candles",
-            "--pair",
-            "XBT/EUR",
-            "--interval",
-            "15m",
-            "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv",
-        ]),
-        0,
-    );
+    import(dir.path(), "XBT/EUR", "15m", ONE_DAY);
     let mut follower = crypy(dir.path())
         .args(["log", "tail", "-f", "-n", "1", "--json"])
         .stdout(Stdio::piped())
@@ -176,7 +165,7 @@ fn tail_follows_what_other_processes_append_without_blocking_them() {
     let days = ["2021-5-18.json", "2021-5-19.json", "2021-5-20.json"];
     for day in days {
         let file = format!("replays/bitmex_XBTUSD_1m_2021-05-18_20/{day}");
-        run(crypy(dir.path()).args(["log", "import-candles", "--pair", "XBT/USD", "--interval", "1m", &file]), 0);
+        import(dir.path(), "XBT/USD", "1m", &file);
     }
     let mut expected = 97u64;
     while expected <= 96 + 3 * 1440 {

@@ -165,18 +165,7 @@ fn sim_trades_candles_imported_into_the_log() {
     let data = dir.path().join("data");
     let err = run(crypy(&data).args(["sim", "--from-log"]), 2);
     assert!(err.contains("no crypy log"), "{err}");
-    run(
-        crypy(&data).args([
-            "log",
-            "import-candles",
-            "--pair",
-            "XBT/EUR",
-            "--interval",
-            "15m",
-            "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv",
-        ]),
-        0,
-    );
+    import(&data, "XBT/EUR", "15m", ONE_DAY);
     let report: serde_json::Value =
         serde_json::from_str(run(crypy(&data).args(["sim", "--from-log", "--json"]), 0).trim()).unwrap();
     assert_eq!(report["candles"], 96);

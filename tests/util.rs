@@ -28,17 +28,14 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
 
-pub fn import_kraken_quarter(dir: &Path) {
-    run(
-        crypy(dir).args([
-            "log",
-            "import-candles",
-            "--pair",
-            "XBT/EUR",
-            "--interval",
-            "15m",
-            "replays/kraken_XBTEUR_15m_2023Q4.csv",
-        ]),
-        0,
-    );
+/// Imports candle files into `dir`'s log, expecting success.
+pub fn import(dir: &Path, pair: &str, interval: &str, file: &str) {
+    run(crypy(dir).args(["log", "import-candles", "--pair", pair, "--interval", interval, file]), 0);
 }
+
+pub fn import_kraken_quarter(dir: &Path) {
+    import(dir, "XBT/EUR", "15m", "replays/kraken_XBTEUR_15m_2023Q4.csv");
+}
+
+/// The bundled day of Kraken XBT/EUR 15-minute candles, 96 rows.
+pub const ONE_DAY: &str = "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv";

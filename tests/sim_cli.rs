@@ -173,3 +173,34 @@ fn sim_trades_candles_imported_into_the_log() {
     assert_eq!(report["first_seq"], 97, "the run follows the imported candles");
     run(crypy(&data).args(["replay", "--verify"]), 0);
 }
+
+#[test]
+fn template_history_and_diff_show_what_changed_between_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 400);
+    let stricter = dir.path().join("stricter");
+    std::fs::create_dir_all(&stricter).unwrap();
+    for f in ["trader.toml", "holder.toml"] {
+        std::fs::copy(templates.join(f), stricter.join(f)).unwrap();
+    }
+    let holder =
+        std::fs::read_to_string(stricter.join("holder.toml")).unwrap().replace("min_sharpe = 0.0", "min_sharpe = 0.9");
+    std::fs::write(stricter.join("holder.toml"), holder).unwrap();
+
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let diff = run(crypy(dir.path()).args(["templates", "diff"]).arg(&templates).arg(&stricter), 0);
+    assert_eq!(words(&diff), "holder.toml criteria.min_sharpe 0.0 → 0.9", "{diff}");
+
+    let data = dir.path().join("data");
+    sim(&data, &templates, &market);
+    sim(&data, &stricter, &market);
+    let history = run(crypy(&data).args(["templates", "history"]), 0);
+    assert!(history.contains("holder.toml: first recorded"), "{history}");
+    assert!(words(&history).contains("holder.toml: templates of run 2 criteria.min_sharpe 0.0 → 0.9"), "{history}");
+    let changed: Vec<_> = json_lines(&run(crypy(&data).args(["templates", "history", "--json"]), 0))
+        .into_iter()
+        .filter(|l| l["run"] == 2)
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!((changed[0]["key"].as_str(), changed[0]["new"].as_str()), (Some("criteria.min_sharpe"), Some("0.9")));
+}

@@ -231,3 +231,72 @@ mod tests {
         assert_eq!(t.desk, Templates::default().desk);
     }
 }
+
+/// One field that differs between two versions of a template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldChange {
+    /// Dotted path, e.g. `criteria.min_sharpe`.
+    pub key: String,
+    /// TOML text of the old value; `None` when the field is new.
+    pub old: Option<String>,
+    /// TOML text of the new value; `None` when the field was removed.
+    pub new: Option<String>,
+}
+
+/// A template's fields as dotted paths and TOML value texts.
+///
+/// # Errors
+/// When `text` is not TOML.
+pub fn flatten(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) => walk(&key, t, out),
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &table, &mut out);
+    Ok(out)
+}
+
+/// The fields that differ from `old` to `new`, in key order.
+///
+/// # Errors
+/// When either text is not TOML.
+pub fn diff(old: &str, new: &str) -> Result<Vec<FieldChange>, String> {
+    let (a, b) = (flatten(old)?, flatten(new)?);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    Ok(keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| FieldChange { key: k.clone(), old: a.get(k).cloned(), new: b.get(k).cloned() })
+        .collect())
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+
+    #[test]
+    fn field_changes_name_the_dotted_key() {
+        let new = DEFAULT_HOLDER
+            .replace("min_sharpe = 0.5", "min_sharpe = 1.5")
+            .replace("pairs = []", "pairs = [\"XBT/EUR\"]");
+        let changes = diff(DEFAULT_HOLDER, &new).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                FieldChange { key: "criteria.min_sharpe".into(), old: Some("0.5".into()), new: Some("1.5".into()) },
+                FieldChange { key: "pairs".into(), old: Some("[]".into()), new: Some("[\"XBT/EUR\"]".into()) },
+            ]
+        );
+        assert!(diff(DEFAULT_TRADER, DEFAULT_TRADER).unwrap().is_empty(), "comments and layout do not count");
+        assert!(diff("a = ", "a = 1").is_err());
+    }
+}

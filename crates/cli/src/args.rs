@@ -30,9 +30,31 @@ pub enum Command {
     /// Inspect and feed a data dir's event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Compare templates, and see how a data dir's templates changed over its runs.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
     /// Measure crypy on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Field-by-field differences between two template directories (missing files are the defaults).
+    Diff {
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        #[arg(value_name = "B")]
+        b: PathBuf,
+    },
+    /// Every template change recorded in a data dir's log, field by field, with its reason.
+    History {
+        #[command(flatten)]
+        dir: DataDir,
+        /// One JSON object per changed field.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@ mod bench;
 mod log;
 mod render;
 mod sim;
+mod templates;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args),
         Command::Replay(args) => sim::replay(args),
         Command::Log(cmd) => log::run(cmd),
+        Command::Templates(cmd) => templates::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

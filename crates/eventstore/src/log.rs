@@ -127,12 +127,7 @@ impl EventLog {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock = DirLock::acquire(&dir, options.lock_wait)?;
         // sled's own periodic flush only calls sync_file_range; ours also fsyncs (below).
-        let db = sled::Config::new()
-            .path(dir.join("log"))
-            .mode(sled::Mode::HighThroughput)
-            .segment_size(SEGMENT_BYTES)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_sled(&dir)?;
         let db_path = dir.join("log").join("db");
         let db_file = std::fs::File::open(&db_path).map_err(|e| Error::io(&db_path, e))?;
         let chunks = db.open_tree("chunks")?;
@@ -357,6 +352,28 @@ impl EventLog {
     #[doc(hidden)]
     pub fn raw_record_for_tests(&self, key_seq: u64) -> Result<Option<Vec<u8>>> {
         Ok(self.inner.chunks.get(codec::key(key_seq))?.map(|v| v.to_vec()))
+    }
+}
+
+/// Opens sled under the data dir's lock. sled takes a file lock of its own, which its I/O
+/// threads may still hold for a moment after a previous handle in this process closed;
+/// holding the data dir's lock, such a conflict can only be that remnant, so wait it out.
+fn open_sled(dir: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir.join("log"))
+        .mode(sled::Mode::HighThroughput)
+        .segment_size(SEGMENT_BYTES)
+        .flush_every_ms(None);
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < Duration::from_secs(2) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

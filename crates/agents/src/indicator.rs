@@ -46,6 +46,14 @@ impl fmt::Display for IndicatorKey {
     }
 }
 
+/// Sizes `out` to `len` values, all `NaN`; `false` when the series is too short to have a
+/// value at `first_valid`, in which case it stays all `NaN`.
+fn nan_until(out: &mut Vec<f64>, len: usize, first_valid: usize) -> bool {
+    out.clear();
+    out.resize(len, f64::NAN);
+    len > first_valid
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Sma(pub u32);
 
@@ -58,9 +66,7 @@ impl Indicator for Sma {
     /// errors never accumulate over long windows.
     fn compute(&self, closes: &[f64], out: &mut Vec<f64>) {
         let n = self.0.max(1) as usize;
-        out.clear();
-        out.resize(closes.len(), f64::NAN);
-        if closes.len() < n {
+        if !nan_until(out, closes.len(), n - 1) {
             return;
         }
         let inv = 1.0 / n as f64;
@@ -87,9 +93,7 @@ impl Indicator for Ema {
 
     fn compute(&self, closes: &[f64], out: &mut Vec<f64>) {
         let n = self.0.max(1) as usize;
-        out.clear();
-        out.resize(closes.len(), f64::NAN);
-        if closes.len() < n {
+        if !nan_until(out, closes.len(), n - 1) {
             return;
         }
         let alpha = 2.0 / (n as f64 + 1.0);
@@ -112,9 +116,7 @@ impl Indicator for Rsi {
 
     fn compute(&self, closes: &[f64], out: &mut Vec<f64>) {
         let n = self.0.max(1) as usize;
-        out.clear();
-        out.resize(closes.len(), f64::NAN);
-        if closes.len() <= n {
+        if !nan_until(out, closes.len(), n) {
             return;
         }
         let (mut gain, mut loss) = (0.0, 0.0);
@@ -189,9 +191,7 @@ impl IndicatorCache {
                 self.prefix.push(sum);
             }
         }
-        out.clear();
-        out.resize(closes.len(), f64::NAN);
-        if closes.len() < n {
+        if !nan_until(out, closes.len(), n - 1) {
             return;
         }
         let inv = 1.0 / n as f64;

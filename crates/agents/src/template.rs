@@ -146,33 +146,46 @@ pub struct Templates {
 
 impl Default for Templates {
     fn default() -> Self {
-        Templates {
-            desk: DeskTemplate::parse("desk.toml", DEFAULT_DESK).expect("the default desk template is valid"),
-            holder: HolderTemplate::parse("holder.toml", DEFAULT_HOLDER).expect("the default holder template is valid"),
-            trader: TraderTemplate::parse("trader.toml", DEFAULT_TRADER).expect("the default trader template is valid"),
-        }
+        Templates::parse_texts(&FILES.map(|(_, text)| text.to_string()), Path::new(""))
+            .expect("the default templates are valid")
     }
 }
 
+/// The template files, in the order every list of them follows, with their defaults.
+pub const FILES: [(&str, &str); 3] =
+    [("desk.toml", DEFAULT_DESK), ("holder.toml", DEFAULT_HOLDER), ("trader.toml", DEFAULT_TRADER)];
+
+/// The texts of the three templates in `dir` (in [`FILES`] order), the default for a file
+/// it lacks.
+///
+/// # Errors
+/// A file that exists but cannot be read.
+pub fn read_texts(dir: &Path) -> Result<[String; 3], TemplateError> {
+    let read = |(name, default): (&str, &str)| {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(default.to_string()),
+            Err(e) => Err(TemplateError::Read { file: path.display().to_string(), message: e.to_string() }),
+        }
+    };
+    Ok([read(FILES[0])?, read(FILES[1])?, read(FILES[2])?])
+}
+
 impl Templates {
+    /// Parses the three texts (in [`FILES`] order); errors name the files under `origin`.
+    pub fn parse_texts(texts: &[String; 3], origin: &Path) -> Result<Self, TemplateError> {
+        let file = |i: usize| origin.join(FILES[i].0).display().to_string();
+        Ok(Templates {
+            desk: DeskTemplate::parse(&file(0), &texts[0])?,
+            holder: HolderTemplate::parse(&file(1), &texts[1])?,
+            trader: TraderTemplate::parse(&file(2), &texts[2])?,
+        })
+    }
+
     /// Reads the templates in `dir`, using the default for any file it lacks.
     pub fn load(dir: &Path) -> Result<Self, TemplateError> {
-        let read = |name: &str, default: &str| -> Result<(String, String), TemplateError> {
-            let path = dir.join(name);
-            let file = path.display().to_string();
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Ok((file, text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((file, default.to_string())),
-                Err(e) => Err(TemplateError::Read { file, message: e.to_string() }),
-            }
-        };
-        let (f, t) = read("desk.toml", DEFAULT_DESK)?;
-        let desk = DeskTemplate::parse(&f, &t)?;
-        let (f, t) = read("holder.toml", DEFAULT_HOLDER)?;
-        let holder = HolderTemplate::parse(&f, &t)?;
-        let (f, t) = read("trader.toml", DEFAULT_TRADER)?;
-        let trader = TraderTemplate::parse(&f, &t)?;
-        Ok(Templates { desk, holder, trader })
+        Templates::parse_texts(&read_texts(dir)?, dir)
     }
 }
 

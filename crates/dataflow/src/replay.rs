@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use crypy_agents::society::{Out, Parent, Society};
 use crypy_agents::strategy::Registry;
-use crypy_agents::template::{DeskTemplate, HolderTemplate, Templates, TraderTemplate};
+use crypy_agents::template::{Templates, FILES};
 use crypy_core::event::TemplateScope;
 use crypy_core::{AgentId, Envelope, Event};
 use thiserror::Error;
@@ -122,7 +122,7 @@ impl Verifier {
             self.report.inputs += 1;
             if let (Event::TemplateChanged(t), None) = (&e.event, &self.host) {
                 if t.scope == TemplateScope::Desk {
-                    if let Some(i) = ["desk.toml", "holder.toml", "trader.toml"].iter().position(|k| *k == t.key) {
+                    if let Some(i) = FILES.iter().position(|(name, _)| *name == t.key) {
                         self.texts[i] = t.new.clone();
                     }
                 }
@@ -204,21 +204,9 @@ impl Verifier {
     }
 }
 
+/// The run's templates: what it recorded, the default for what it did not.
 fn templates_of(run: u32, texts: &[Option<String>; 3]) -> Result<Templates, ReplayError> {
-    let err = |source| ReplayError::Templates { run, source };
-    let defaults = Templates::default();
-    Ok(Templates {
-        desk: match &texts[0] {
-            Some(t) => DeskTemplate::parse("desk.toml", t).map_err(err)?,
-            None => defaults.desk,
-        },
-        holder: match &texts[1] {
-            Some(t) => HolderTemplate::parse("holder.toml", t).map_err(err)?,
-            None => defaults.holder,
-        },
-        trader: match &texts[2] {
-            Some(t) => TraderTemplate::parse("trader.toml", t).map_err(err)?,
-            None => defaults.trader,
-        },
-    })
+    let text = |i: usize| texts[i].clone().unwrap_or_else(|| FILES[i].1.to_string());
+    Templates::parse_texts(&[text(0), text(1), text(2)], std::path::Path::new(""))
+        .map_err(|source| ReplayError::Templates { run, source })
 }

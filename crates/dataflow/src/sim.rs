@@ -18,7 +18,7 @@ use crypy_agents::society::{Parent, Society};
 use crate::aggregates::Ledger;
 use crate::host::Host;
 use crypy_agents::strategy::Registry;
-use crypy_agents::template::{Templates, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
+use crypy_agents::template::{Templates, FILES};
 use crypy_core::event::{Balances, Markets, OrderAcknowledged, OrderFailed, TemplateChanged, TemplateScope};
 use crypy_core::{
     AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Pair, Price, Side,
@@ -332,9 +332,8 @@ pub fn run_sim(
         observe: &mut observe,
     };
     let now = sim.now();
-    let defaults = [DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER];
-    for (i, key) in ["desk.toml", "holder.toml", "trader.toml"].iter().enumerate() {
-        let text = opts.template_texts.as_ref().map_or(defaults[i].to_string(), |t| t[i].clone());
+    for (i, (key, default)) in FILES.iter().enumerate() {
+        let text = opts.template_texts.as_ref().map_or(default.to_string(), |t| t[i].clone());
         let event = Event::TemplateChanged(TemplateChanged {
             scope: TemplateScope::Desk,
             key: key.to_string(),

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use crypy_agents::template::{Templates, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
+use crypy_agents::template::{read_texts, Templates};
 use crypy_core::time::format_utc;
 use crypy_core::{Envelope, Event};
 use crypy_dataflow::sim::{run_sim, SimOptions, SimReport};
@@ -42,17 +42,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     };
     let (templates, texts) = match &args.templates {
         Some(dir) => {
-            let read = |name: &str, default: &str| {
-                std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| default.to_string())
-            };
-            (
-                Templates::load(dir)?,
-                Some([
-                    read("desk.toml", DEFAULT_DESK),
-                    read("holder.toml", DEFAULT_HOLDER),
-                    read("trader.toml", DEFAULT_TRADER),
-                ]),
-            )
+            let texts = read_texts(dir)?;
+            (Templates::parse_texts(&texts, dir)?, Some(texts))
         }
         None => (Templates::default(), None),
     };

@@ -1,10 +1,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use crypy_agents::template::{diff, flatten, DEFAULT_DESK, DEFAULT_HOLDER, DEFAULT_TRADER};
+use crypy_agents::template::{diff, flatten, read_texts, FILES};
 use crypy_core::time::format_utc;
 use crypy_core::Event;
 use crypy_eventstore::LogReader;
@@ -12,17 +11,6 @@ use serde_json::json;
 
 use crate::args::TemplatesCommand;
 use crate::out;
-
-const FILES: [(&str, &str); 3] =
-    [("desk.toml", DEFAULT_DESK), ("holder.toml", DEFAULT_HOLDER), ("trader.toml", DEFAULT_TRADER)];
-
-fn read(dir: &Path, name: &str, default: &str) -> anyhow::Result<String> {
-    match std::fs::read_to_string(dir.join(name)) {
-        Ok(text) => Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(default.to_string()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", dir.join(name).display())),
-    }
-}
 
 fn value(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("(none)")
@@ -34,10 +22,10 @@ pub fn run(cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
         TemplatesCommand::Diff { a, b } => {
             anyhow::ensure!(a.is_dir(), "{} is not a directory", a.display());
             anyhow::ensure!(b.is_dir(), "{} is not a directory", b.display());
+            let (old, new) = (read_texts(&a)?, read_texts(&b)?);
             let mut any = false;
-            for (name, default) in FILES {
-                let changes = diff(&read(&a, name, default)?, &read(&b, name, default)?)
-                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            for (i, (name, _)) in FILES.iter().enumerate() {
+                let changes = diff(&old[i], &new[i]).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 for c in changes {
                     any = true;
                     writeln!(o, "{name:<12} {:<32} {} → {}", c.key, value(&c.old), value(&c.new))?;

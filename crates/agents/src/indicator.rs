@@ -130,25 +130,151 @@ impl Indicator for Rsi {
         }
         gain /= n as f64;
         loss /= n as f64;
-        let rsi = |gain: f64, loss: f64| {
-            if loss == 0.0 {
-                if gain == 0.0 {
-                    50.0
-                } else {
-                    100.0
-                }
-            } else {
-                100.0 - 100.0 / (1.0 + gain / loss)
-            }
-        };
-        out[n] = rsi(gain, loss);
+        out[n] = rsi_of(gain, loss);
         let alpha = 1.0 / n as f64;
         for t in n + 1..closes.len() {
             let d = closes[t] - closes[t - 1];
             gain += alpha * (d.max(0.0) - gain);
             loss += alpha * ((-d).max(0.0) - loss);
-            out[t] = rsi(gain, loss);
+            out[t] = rsi_of(gain, loss);
         }
+    }
+}
+
+/// One indicator updated bar by bar, for a trader that follows a pair as it trades: after
+/// the same closes it holds exactly (bit for bit) the last value [`Indicator::compute`] gives,
+/// so streaming and whole-window evaluations see the same signals.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    key: IndicatorKey,
+    n: usize,
+    /// Closes seen so far.
+    seen: usize,
+    /// The last `n` closes (the last `n + 1` for RSI), oldest at `head`.
+    ring: Vec<f64>,
+    head: usize,
+    /// SMA: the running sum; EMA: the average; RSI: the smoothed gain.
+    a: f64,
+    /// RSI: the smoothed loss.
+    b: f64,
+    last: f64,
+    value: f64,
+}
+
+impl Stream {
+    pub fn new(key: IndicatorKey) -> Self {
+        let n = match key {
+            IndicatorKey::Sma(n) | IndicatorKey::Ema(n) | IndicatorKey::Rsi(n) => n.max(1) as usize,
+        };
+        let size = if matches!(key, IndicatorKey::Rsi(_)) { n + 1 } else { n };
+        Stream {
+            key,
+            n,
+            seen: 0,
+            ring: Vec::with_capacity(size),
+            head: 0,
+            a: 0.0,
+            b: 0.0,
+            last: f64::NAN,
+            value: f64::NAN,
+        }
+    }
+
+    pub fn key(&self) -> IndicatorKey {
+        self.key
+    }
+
+    /// The current value, `NaN` until enough closes have been seen.
+    pub fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// The ring's closes, oldest first.
+    fn oldest_first(&self) -> impl Iterator<Item = f64> + '_ {
+        self.ring[self.head..].iter().chain(&self.ring[..self.head]).copied()
+    }
+
+    fn remember(&mut self, close: f64) -> Option<f64> {
+        let size = if matches!(self.key, IndicatorKey::Rsi(_)) { self.n + 1 } else { self.n };
+        if self.ring.len() < size {
+            self.ring.push(close);
+            None
+        } else {
+            let dropped = std::mem::replace(&mut self.ring[self.head], close);
+            self.head = (self.head + 1) % size;
+            Some(dropped)
+        }
+    }
+
+    /// Takes the next close; returns the new value.
+    pub fn push(&mut self, close: f64) -> f64 {
+        let t = self.seen;
+        self.seen += 1;
+        let n = self.n;
+        let previous = std::mem::replace(&mut self.last, close);
+        let dropped = self.remember(close);
+        match self.key {
+            IndicatorKey::Sma(_) => {
+                if t + 1 < n {
+                    return self.value;
+                }
+                if t + 1 == n || (t - n + 1).is_multiple_of(n) {
+                    self.a = self.oldest_first().sum();
+                } else {
+                    self.a += close - dropped.expect("the ring is full past warm-up");
+                }
+                self.value = self.a * (1.0 / n as f64);
+            }
+            IndicatorKey::Ema(_) => {
+                if t + 1 < n {
+                    return self.value;
+                }
+                if t + 1 == n {
+                    self.a = self.oldest_first().sum::<f64>() / n as f64;
+                } else {
+                    self.a += 2.0 / (n as f64 + 1.0) * (close - self.a);
+                }
+                self.value = self.a;
+            }
+            IndicatorKey::Rsi(_) => {
+                if t < n {
+                    return self.value;
+                }
+                if t == n {
+                    let closes: Vec<f64> = self.oldest_first().collect();
+                    let (mut gain, mut loss) = (0.0, 0.0);
+                    for w in closes.windows(2) {
+                        let d = w[1] - w[0];
+                        if d > 0.0 {
+                            gain += d;
+                        } else {
+                            loss -= d;
+                        }
+                    }
+                    self.a = gain / n as f64;
+                    self.b = loss / n as f64;
+                } else {
+                    let d = close - previous;
+                    let alpha = 1.0 / n as f64;
+                    self.a += alpha * (d.max(0.0) - self.a);
+                    self.b += alpha * ((-d).max(0.0) - self.b);
+                }
+                self.value = rsi_of(self.a, self.b);
+            }
+        }
+        self.value
+    }
+}
+
+fn rsi_of(gain: f64, loss: f64) -> f64 {
+    if loss == 0.0 {
+        if gain == 0.0 {
+            50.0
+        } else {
+            100.0
+        }
+    } else {
+        100.0 - 100.0 / (1.0 + gain / loss)
     }
 }
 
@@ -253,6 +379,18 @@ mod tests {
             let bound = 4.0 * f64::EPSILON * closes.iter().sum::<f64>() / f64::from(n);
             for (a, b) in direct.iter().zip(cache.get(IndicatorKey::Sma(n))) {
                 prop_assert!((a.is_nan() && b.is_nan()) || (a - b).abs() <= bound, "{} vs {} (bound {})", a, b, bound);
+            }
+        }
+
+        #[test]
+        fn a_stream_holds_what_the_whole_series_computes(closes in proptest::collection::vec(1.0f64..100_000.0, 1..400), n in 1u32..40, kind in 0u8..3) {
+            let key = match kind { 0 => IndicatorKey::Sma(n), 1 => IndicatorKey::Ema(n), _ => IndicatorKey::Rsi(n) };
+            let mut whole = Vec::new();
+            key.indicator().compute(&closes, &mut whole);
+            let mut stream = Stream::new(key);
+            for (t, c) in closes.iter().enumerate() {
+                let v = stream.push(*c);
+                prop_assert!(v.to_bits() == whole[t].to_bits() || (v.is_nan() && whole[t].is_nan()), "{} at {}: {} vs {}", key, t, v, whole[t]);
             }
         }
 

@@ -39,3 +39,5 @@ pub mod society;
 pub mod strategy;
 /// Desk, holder and trader templates (TOML), defaults embedded from `templates/`.
 pub mod template;
+/// Following a pair bar by bar: the whole grid scored on a sliding window incrementally.
+pub mod track;

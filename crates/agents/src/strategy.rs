@@ -48,6 +48,12 @@ pub trait Strategy: Send + Sync + fmt::Debug {
     /// closed. Bars before its indicators are valid must say `false`.
     fn signals(&self, variant: &Variant, cache: &IndicatorCache, want_long: &mut [bool]);
 
+    /// The same decision for the bar that just closed, for a trader following the market bar
+    /// by bar: `latest` holds the current value of each of [`needs`](Self::needs) in order
+    /// (`NaN` while warming up), `was_long` what it said after the bar before. Must agree with
+    /// [`signals`](Self::signals) on the same closes.
+    fn wants_now(&self, variant: &Variant, latest: &[f64], was_long: bool) -> bool;
+
     /// When `variant` is long exactly while one series is above another, those two: the
     /// evaluator then reads them directly instead of going through [`signals`](Self::signals).
     fn crossing(&self, _variant: &Variant) -> Option<(IndicatorKey, IndicatorKey)> {
@@ -258,6 +264,10 @@ impl Strategy for MaCross {
 
     fn needs(&self, variant: &Variant) -> Vec<IndicatorKey> {
         variant.params.iter().map(|p| self.key(*p)).collect()
+    }
+
+    fn wants_now(&self, _variant: &Variant, latest: &[f64], _was_long: bool) -> bool {
+        latest[0] > latest[1]
     }
 
     fn crossing(&self, variant: &Variant) -> Option<(IndicatorKey, IndicatorKey)> {

@@ -1,0 +1,473 @@
+//! Following a pair bar by bar: every variant of the grid trades along as the bars arrive,
+//! so that scoring the whole grid on the look-back window costs a few operations per
+//! variant instead of a simulation of the window per variant.
+//!
+//! **What it scores.** For each variant, the window simulation [`crate::evaluate`] describes
+//! (same fill rule, same sizing, same metrics), started flat on the window's first bar with
+//! one rule added: a variant enters only on a fresh signal inside the window (it is flat at
+//! a bar and says long at the next), not because it already said long when the window
+//! opened — a window then never starts mid-position. Quantities are not truncated to the
+//! market's step, so every result scales with the capital: results are fractions of it.
+//! With that, a window's result is a chain of whole trades, each independent of the capital
+//! it started with, and the chain can slide: [`Tracker::scores`] equals
+//! [`crate::evaluate::simulate`] run on the window with those signals, up to rounding (the
+//! tests check both agree to 1e-9).
+//!
+//! **How.** Indicators are [`Stream`]s (bit for bit what the batch computation gives on the
+//! whole series). Each variant keeps its open trade's running summary and a sliding window
+//! of its closed trades' summaries, aggregated with two stacks (amortised O(1) per trade in
+//! and out). A summary is a monoid — growth, peak, trough, worst fall from a peak, sums of
+//! per-bar returns and of their squares, fees, counts — so the window's metrics are one
+//! combination per variant.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::evaluate::{FillRules, Score};
+use crate::indicator::{IndicatorKey, Stream};
+use crate::strategy::{Strategy, Variant};
+
+/// What a run of bars did to equity, relative to the equity it started with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Summary {
+    /// Equity at the end.
+    growth: f64,
+    /// Highest and lowest equity, the start included.
+    peak: f64,
+    trough: f64,
+    /// The lowest ratio of equity to an earlier peak (1 when it never fell).
+    worst: f64,
+    /// Sums of the per-bar returns and of their squares.
+    sum: f64,
+    sum_sq: f64,
+    /// Fees paid, as a fraction of the starting equity.
+    fees: f64,
+    trades: u32,
+    closed: u32,
+    wins: u32,
+}
+
+impl Summary {
+    const EMPTY: Summary = Summary {
+        growth: 1.0,
+        peak: 1.0,
+        trough: 1.0,
+        worst: 1.0,
+        sum: 0.0,
+        sum_sq: 0.0,
+        fees: 0.0,
+        trades: 0,
+        closed: 0,
+        wins: 0,
+    };
+
+    /// `self` followed by `next`.
+    fn then(&self, next: &Summary) -> Summary {
+        let g = self.growth;
+        Summary {
+            growth: g * next.growth,
+            peak: self.peak.max(g * next.peak),
+            trough: self.trough.min(g * next.trough),
+            worst: self.worst.min(next.worst).min(g * next.trough / self.peak),
+            sum: self.sum + next.sum,
+            sum_sq: self.sum_sq + next.sum_sq,
+            fees: self.fees + g * next.fees,
+            trades: self.trades + next.trades,
+            closed: self.closed + next.closed,
+            wins: self.wins + next.wins,
+        }
+    }
+
+    /// One more bar, ending at `level` (relative to the summary's start); `previous` is the
+    /// level the bar started from.
+    #[inline(always)]
+    fn step(&mut self, previous: f64, level: f64) {
+        let r = level / previous - 1.0;
+        self.sum += r;
+        self.sum_sq += r * r;
+        if level > self.peak {
+            self.peak = level;
+        } else {
+            if level < self.trough {
+                self.trough = level;
+            }
+            let ratio = level / self.peak;
+            if ratio < self.worst {
+                self.worst = ratio;
+            }
+        }
+        self.growth = level;
+    }
+}
+
+/// A sliding window of closed trades, oldest first: two stacks, the front one holding for
+/// each trade the summary of it and every newer trade in the front.
+#[derive(Clone, Debug, Default)]
+struct TradeWindow {
+    /// (entry bar, summary from this trade to the newest of the front); oldest last.
+    front: Vec<(u64, Summary)>,
+    /// (entry bar, the trade's own summary); newest last.
+    back: Vec<(u64, Summary)>,
+    back_total: Option<Summary>,
+}
+
+impl TradeWindow {
+    fn push(&mut self, entry: u64, trade: Summary) {
+        self.back_total = Some(match &self.back_total {
+            Some(total) => total.then(&trade),
+            None => trade,
+        });
+        self.back.push((entry, trade));
+    }
+
+    /// Drops the trades entered before `first_entry`.
+    fn retire_before(&mut self, first_entry: u64) {
+        loop {
+            if self.front.is_empty() {
+                if self.back.first().is_none_or(|(entry, _)| *entry >= first_entry) {
+                    return;
+                }
+                let mut newer: Option<Summary> = None;
+                for (entry, trade) in self.back.drain(..).rev() {
+                    let total = match &newer {
+                        Some(n) => trade.then(n),
+                        None => trade,
+                    };
+                    newer = Some(total);
+                    self.front.push((entry, total));
+                }
+                self.back_total = None;
+            }
+            match self.front.last() {
+                Some((entry, _)) if *entry < first_entry => {
+                    self.front.pop();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn total(&self) -> Summary {
+        let front = self.front.last().map_or(Summary::EMPTY, |(_, s)| *s);
+        match &self.back_total {
+            Some(back) => front.then(back),
+            None => front,
+        }
+    }
+}
+
+/// A position one variant holds, in units of the cash that entered it.
+#[derive(Clone, Copy, Debug)]
+struct OpenTrade {
+    entry: u64,
+    qty: f64,
+    /// Cash left over after the buy (the order was sized at the decision's close).
+    cash: f64,
+    level: f64,
+    summary: Summary,
+}
+
+#[derive(Clone, Debug)]
+struct Follower {
+    strategy: usize,
+    /// Indices into the tracker's streams, in the order the strategy needs them.
+    inputs: Vec<usize>,
+    /// The two series a crossing variant compares, read without a call.
+    crossing: Option<(usize, usize)>,
+    /// What it said after the last bar.
+    long: bool,
+    open: Option<OpenTrade>,
+    closed: TradeWindow,
+}
+
+/// Every variant of a grid, following one pair; see the module documentation.
+pub struct Tracker {
+    strategies: Arc<[Box<dyn Strategy>]>,
+    variants: Vec<Variant>,
+    followers: Vec<Follower>,
+    streams: Vec<Stream>,
+    latest: Vec<f64>,
+    look_back: usize,
+    rules: FillRules,
+    bars: u64,
+    last_close: f64,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("variants", &self.variants.len())
+            .field("bars", &self.bars)
+            .field("look_back", &self.look_back)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Follows every variant of `strategies`, scoring windows of `look_back` bars under
+    /// `rules` (its `qty_step` and `capital` are not used: see the module documentation).
+    pub fn new(strategies: Arc<[Box<dyn Strategy>]>, look_back: usize, rules: FillRules) -> Self {
+        let mut keys: BTreeMap<IndicatorKey, usize> = BTreeMap::new();
+        let mut streams = Vec::new();
+        let mut variants = Vec::new();
+        let mut followers = Vec::new();
+        for (index, strategy) in strategies.iter().enumerate() {
+            for variant in strategy.variants() {
+                let mut slot = |key: IndicatorKey| {
+                    *keys.entry(key).or_insert_with(|| {
+                        streams.push(Stream::new(key));
+                        streams.len() - 1
+                    })
+                };
+                let inputs: Vec<usize> = strategy.needs(variant).into_iter().map(&mut slot).collect();
+                let crossing = strategy.crossing(variant).map(|(above, below)| (slot(above), slot(below)));
+                variants.push(variant.clone());
+                followers.push(Follower {
+                    strategy: index,
+                    inputs,
+                    crossing,
+                    long: false,
+                    open: None,
+                    closed: TradeWindow::default(),
+                });
+            }
+        }
+        let latest = vec![f64::NAN; streams.len()];
+        Tracker {
+            strategies,
+            variants,
+            followers,
+            streams,
+            latest,
+            look_back: look_back.max(2),
+            rules,
+            bars: 0,
+            last_close: f64::NAN,
+        }
+    }
+
+    /// The grid, in order.
+    pub fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
+    /// Bars seen so far.
+    pub fn bars(&self) -> u64 {
+        self.bars
+    }
+
+    /// Bars in the current window.
+    pub fn window(&self) -> usize {
+        (self.bars as usize).min(self.look_back)
+    }
+
+    /// Whether variant `index` wants to be long after the last bar.
+    pub fn wants_long(&self, index: usize) -> bool {
+        self.followers[index].long
+    }
+
+    /// Takes the next bar. Prices must be finite and positive (the log's candles are).
+    pub fn push(&mut self, open: f64, close: f64) {
+        let t = self.bars;
+        let (buy, sell) = (open * (1.0 + self.rules.slippage), open * (1.0 - self.rules.slippage));
+        let fee = self.rules.fee_rate;
+        let sizing_price = self.last_close * (1.0 + self.rules.slippage) * (1.0 + fee);
+        for f in &mut self.followers {
+            // Orders decided at the last close execute at this open.
+            if t > 0 {
+                match (&mut f.open, f.long) {
+                    (None, true) => {
+                        let mut qty = 1.0 / sizing_price;
+                        if qty * buy * (1.0 + fee) > 1.0 {
+                            qty = 1.0 / (buy * (1.0 + fee));
+                        }
+                        let value = qty * buy;
+                        let mut summary = Summary { trades: 1, fees: value * fee, ..Summary::EMPTY };
+                        let cash = 1.0 - value * (1.0 + fee);
+                        let level = cash + qty * close;
+                        summary.step(1.0, level);
+                        f.open = Some(OpenTrade { entry: t, qty, cash, level, summary });
+                    }
+                    (Some(trade), true) => {
+                        let level = trade.cash + trade.qty * close;
+                        trade.summary.step(trade.level, level);
+                        trade.level = level;
+                    }
+                    (Some(trade), false) => {
+                        let proceeds = trade.qty * sell;
+                        let paid = proceeds * fee;
+                        let cash = trade.cash + proceeds - paid;
+                        let mut summary = trade.summary;
+                        summary.step(trade.level, cash);
+                        summary.fees += paid;
+                        summary.closed = 1;
+                        summary.wins = u32::from(cash > 1.0);
+                        let entry = trade.entry;
+                        f.open = None;
+                        f.closed.push(entry, summary);
+                    }
+                    (None, false) => {}
+                }
+            }
+        }
+        for (stream, latest) in self.streams.iter_mut().zip(&mut self.latest) {
+            *latest = stream.push(close);
+        }
+        let latest = &self.latest;
+        let first_entry = (t + 2).saturating_sub(self.look_back as u64);
+        for (f, variant) in self.followers.iter_mut().zip(&self.variants) {
+            f.long = match f.crossing {
+                Some((above, below)) => latest[above] > latest[below],
+                None => {
+                    let values: Vec<f64> = f.inputs.iter().map(|i| latest[*i]).collect();
+                    self.strategies[f.strategy].wants_now(variant, &values, f.long)
+                }
+            };
+            f.closed.retire_before(first_entry);
+        }
+        self.bars += 1;
+        self.last_close = close;
+    }
+
+    /// Every variant's score on the current window, in grid order.
+    pub fn scores(&self, periods_per_year: f64) -> Vec<Score> {
+        let first_entry = (self.bars + 1).saturating_sub(self.look_back as u64);
+        let steps = self.window().saturating_sub(1) as f64;
+        self.followers
+            .iter()
+            .map(|f| {
+                let mut total = f.closed.total();
+                if let Some(open) = f.open.as_ref().filter(|o| o.entry >= first_entry) {
+                    total = total.then(&open.summary);
+                }
+                let sharpe = if steps > 0.0 {
+                    let mean = total.sum / steps;
+                    let var = total.sum_sq / steps - mean * mean;
+                    if var > 1e-300 {
+                        mean / var.sqrt() * periods_per_year.sqrt()
+                    } else {
+                        0.0
+                    }
+                } else {
+                    0.0
+                };
+                Score {
+                    total_return: total.growth - 1.0,
+                    sharpe,
+                    max_drawdown: 1.0 - total.worst,
+                    win_rate: if total.closed > 0 { f64::from(total.wins) / f64::from(total.closed) } else { 0.0 },
+                    trades: total.trades,
+                    fees: total.fees,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::{simulate, Bars};
+    use crate::strategy::{Registry, StrategySpec};
+    use proptest::prelude::{proptest, ProptestConfig};
+    use proptest::strategy::Strategy as _;
+
+    fn grid(specs: &[&str]) -> Arc<[Box<dyn Strategy>]> {
+        let registry = Registry::default();
+        specs.iter().map(|s| registry.build(&StrategySpec::parse(s).unwrap()).unwrap()).collect::<Vec<_>>().into()
+    }
+
+    /// Each variant's signals over the whole series, the batch way.
+    fn signals(strategies: &[Box<dyn Strategy>], closes: &[f64]) -> Vec<Vec<bool>> {
+        let mut out = Vec::new();
+        for s in strategies {
+            for v in s.variants() {
+                let (above, below) = s.crossing(v).unwrap();
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                above.indicator().compute(closes, &mut a);
+                below.indicator().compute(closes, &mut b);
+                out.push(a.iter().zip(&b).map(|(x, y)| x > y).collect());
+            }
+        }
+        out
+    }
+
+    fn close_enough(a: f64, b: f64, tolerance: f64) -> bool {
+        (a - b).abs() <= tolerance * (1.0 + a.abs().max(b.abs()))
+    }
+
+    /// Follows `open`/`close` and, after every bar from `from` on, checks each variant's score
+    /// against the window simulated from scratch with the fresh-signal rule.
+    fn check(open: &[f64], close: &[f64], look_back: usize, from: usize, every: usize, fee: f64, slippage: f64) {
+        let strategies = grid(&["sma_cross fast=2..10/3 slow=5..30/6", "ema_cross fast=2..10/4 slow=6..30/8"]);
+        let rules = FillRules { fee_rate: fee, slippage, qty_step: 0.0, capital: 1.0 };
+        let want = signals(&strategies, close);
+        let mut tracker = Tracker::new(strategies.clone(), look_back, rules);
+        for b in 0..close.len() {
+            tracker.push(open[b], close[b]);
+            for (i, w) in want.iter().enumerate() {
+                assert_eq!(tracker.wants_long(i), w[b], "variant {i} at bar {b}");
+            }
+            if b < from || (b - from) % every != 0 {
+                continue;
+            }
+            let a = (b + 1).saturating_sub(look_back);
+            let bars = Bars::new(open[a..=b].to_vec(), close[a..=b].to_vec()).unwrap();
+            let scores = tracker.scores(1000.0);
+            for (i, w) in want.iter().enumerate() {
+                let mut fresh = Vec::with_capacity(b + 1 - a);
+                for t in a..=b {
+                    let before = if t > 0 { w[t - 1] } else { false };
+                    let held = t > a && fresh[t - a - 1];
+                    fresh.push(w[t] && (held || !before));
+                }
+                let expected = simulate(&bars, &fresh, &rules, 1000.0);
+                let got = &scores[i];
+                let what = format!("variant {} bar {b}: {got:?} vs {expected:?}", tracker.variants()[i]);
+                assert_eq!(got.trades, expected.trades, "{what}");
+                assert_eq!(got.win_rate, expected.win_rate, "{what}");
+                assert!(close_enough(got.total_return, expected.total_return, 1e-9), "{what}");
+                assert!(close_enough(got.max_drawdown, expected.max_drawdown, 1e-9), "{what}");
+                assert!(close_enough(got.fees, expected.fees, 1e-9), "{what}");
+                assert!(close_enough(got.sharpe, expected.sharpe, 1e-6), "{what}");
+            }
+        }
+    }
+
+    fn walk() -> impl proptest::strategy::Strategy<Value = (Vec<f64>, Vec<f64>)> {
+        proptest::collection::vec((-0.03f64..0.03, -0.01f64..0.01), 2..260).prop_map(|steps| {
+            let mut price = 100.0;
+            let (mut open, mut close) = (Vec::new(), Vec::new());
+            for (change, gap) in steps {
+                open.push(price * (1.0 + gap));
+                price *= 1.0 + change;
+                close.push(price);
+            }
+            (open, close)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn the_sliding_scores_are_the_window_simulated_afresh(
+            (open, close) in walk(), look_back in 2usize..120, fee in 0.0f64..0.01, slippage in 0.0f64..0.005,
+        ) {
+            check(&open, &close, look_back, 0, 1, fee, slippage);
+        }
+    }
+
+    #[test]
+    fn the_bundled_quarter_scores_like_the_window_simulated_afresh() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replays/kraken_XBTEUR_15m_2023Q4.csv");
+        let text = std::fs::read_to_string(file).unwrap();
+        let (mut open, mut close) = (Vec::new(), Vec::new());
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split(',').collect();
+            open.push(cols[1].parse::<f64>().unwrap());
+            close.push(cols[4].parse::<f64>().unwrap());
+        }
+        assert!(close.len() > 8000);
+        check(&open, &close, 2000, 1990, 397, 0.0026, 0.0);
+    }
+}

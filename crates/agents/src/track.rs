@@ -408,7 +408,7 @@ mod tests {
             for (i, w) in want.iter().enumerate() {
                 assert_eq!(tracker.wants_long(i), w[b], "variant {i} at bar {b}");
             }
-            if b < from || (b - from) % every != 0 {
+            if b < from || !(b - from).is_multiple_of(every) {
                 continue;
             }
             let a = (b + 1).saturating_sub(look_back);

@@ -15,9 +15,10 @@
 //!   template); accepts a proposal that meets its criteria with a signed allocation of
 //!   `max_fraction` of its free capital, refusing others with the failed criterion; when one of
 //!   its traders buys, its capital is committed: it retires and its other traders with it.
-//! - **trader** `<PAIR>#<gen>`: every `evaluate_every_bars` bars, once its window is at least
-//!   half full, scores every variant (one `strategy_evaluated` each) and proposes the best by
-//!   return that meets its template; with an allocation, enters when the variant says long
+//! - **trader** `<PAIR>#<gen>`: on the pair's evaluation bars (every `evaluate_every_bars`
+//!   bars, once the window is at least half full; scores from the pair's
+//!   [`Tracker`](crate::track::Tracker)), reports the best variant (one `strategy_evaluated`:
+//!   the best by return among those meeting its template, with how many did) and proposes it; with an allocation, enters when the variant says long
 //!   (`entry_decided`, then a market buy sized by [`all_in_qty`]) or retires when the
 //!   allocation expires first (`entry_skipped`); in a position, sells when the variant says
 //!   flat or the close crosses the stop-loss or take-profit; retires when the position is
@@ -43,10 +44,10 @@ use rust_decimal::Decimal;
 
 use crate::auth::HolderKey;
 use crate::desk::DeskGate;
-use crate::evaluate::{all_in_qty, evaluate_grid, Bars, EvalConfig, FillRules};
-use crate::indicator::IndicatorCache;
-use crate::strategy::{Registry, Strategy, Variant};
+use crate::evaluate::{all_in_qty, FillRules};
+use crate::strategy::{Registry, Variant};
 use crate::template::Templates;
+use crate::track::{BarView, Watch};
 
 /// Where an output came from: the input event, or an earlier output of the same call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,36 +73,40 @@ struct Holder {
 }
 
 #[derive(Debug, Clone)]
+/// `variant` is an index into the grid ([`Society::variants`]).
 enum Phase {
     Evaluating,
-    Proposed { proposal: u64, variant: Variant },
-    Allocated { allocation: Allocation, variant: Variant },
-    Entering { allocation: Allocation, variant: Variant, filled: Qty, cost: Money },
-    InPosition { allocation: Allocation, variant: Variant, qty: Qty, entry: f64 },
-    Exiting { allocation: Allocation, variant: Variant, qty: Qty, entry: f64, sold: Qty },
+    Proposed { proposal: u64, variant: usize },
+    Allocated { allocation: Allocation, variant: usize },
+    Entering { allocation: Allocation, variant: usize, filled: Qty, cost: Money },
+    InPosition { allocation: Allocation, variant: usize, qty: Qty, entry: f64 },
+    Exiting { allocation: Allocation, variant: usize, qty: Qty, entry: f64, sold: Qty },
 }
 
 struct Trader {
     holder: Asset,
     pair: Pair,
-    bars_since_evaluation: u32,
     phase: Phase,
 }
 
-/// The recent bars of a pair, shared by its traders (a new generation starts informed).
+/// What a pair's traders know of its last bar (a new generation starts informed).
 #[derive(Default)]
 struct History {
-    opens: VecDeque<f64>,
-    closes: VecDeque<f64>,
     last_close: Option<Price>,
-    interval_secs: u32,
+    /// Every variant's signal after the last bar (see [`BarView::wants`]).
+    wants: Vec<u64>,
 }
 
 /// See the module documentation.
 pub struct Society {
     desk: AgentId,
     templates: Templates,
-    strategies: Vec<Box<dyn Strategy>>,
+    /// The grid, in the order trackers score it.
+    variants: Vec<Variant>,
+    /// The trackers, unless the host runs them elsewhere ([`Society::take_watch`]).
+    watch: Option<Watch>,
+    /// The view of the bar being handled.
+    view: Option<BarView>,
     /// Derives holder keys; never logged, never shown.
     secret: Vec<u8>,
     gate: DeskGate,
@@ -146,12 +151,17 @@ impl Society {
         registry: &Registry,
         secret: Vec<u8>,
     ) -> Result<Self, crate::template::TemplateError> {
-        let strategies = templates.trader.build_strategies(registry, "trader template")?;
+        let strategies: std::sync::Arc<[_]> = templates.trader.build_strategies(registry, "trader template")?.into();
+        let variants = strategies.iter().flat_map(|s| s.variants().iter().cloned()).collect();
+        let watch =
+            Watch::new(strategies, templates.trader.look_back_bars as usize, templates.trader.evaluate_every_bars);
         Ok(Society {
             gate: DeskGate::new(templates.desk.limits.clone()),
             desk,
             templates,
-            strategies,
+            variants,
+            watch: Some(watch),
+            view: None,
             secret,
             markets: BTreeMap::new(),
             capabilities: None,
@@ -171,6 +181,17 @@ impl Society {
         })
     }
 
+    /// Hands the trackers to the caller, who must then pass each input's view to
+    /// [`handle_viewed`](Self::handle_viewed): a host runs them partitioned by pair.
+    pub fn take_watch(&mut self) -> Option<Watch> {
+        self.watch.take()
+    }
+
+    /// The grid the traders score, in order.
+    pub fn variants(&self) -> &[Variant] {
+        &self.variants
+    }
+
     pub fn live_traders(&self) -> impl Iterator<Item = &AgentId> {
         self.traders.keys()
     }
@@ -183,6 +204,14 @@ impl Society {
     /// derived earlier are not inputs: feed only external events (market data, account
     /// reports, order outcomes, commands, template changes).
     pub fn handle(&mut self, input: &Envelope) -> Vec<Out> {
+        let view = self.watch.as_mut().and_then(|w| w.see(&input.event));
+        self.handle_viewed(input, view)
+    }
+
+    /// [`handle`](Self::handle) with the input's view computed elsewhere: what the pair's
+    /// [`Watch`] returned for this input (`None` for anything but a candle).
+    pub fn handle_viewed(&mut self, input: &Envelope, view: Option<BarView>) -> Vec<Out> {
+        self.view = view;
         self.run = input.run;
         self.seq = input.seq;
         self.orders_this_input = 0;
@@ -198,6 +227,7 @@ impl Society {
             });
             self.route(input.time, &source, &event, index, &mut queue);
         }
+        self.view = None;
         out
     }
 
@@ -220,16 +250,11 @@ impl Society {
             },
             Event::AgentRetired(r) => self.retired(r, index, queue),
             Event::Candle(c) => {
-                let look_back = self.templates.trader.look_back_bars as usize;
                 let h = self.history.entry(c.pair).or_default();
-                h.opens.push_back(c.open.to_f64());
-                h.closes.push_back(c.close.to_f64());
-                while h.closes.len() > look_back {
-                    h.opens.pop_front();
-                    h.closes.pop_front();
-                }
                 h.last_close = Some(c.close);
-                h.interval_secs = c.interval.secs();
+                if let Some(view) = self.view.as_ref().filter(|v| v.pair == c.pair) {
+                    h.wants.clone_from(&view.wants);
+                }
                 let ids: Vec<AgentId> =
                     self.traders.iter().filter(|(_, t)| t.pair == c.pair).map(|(id, _)| *id).collect();
                 for id in ids {
@@ -246,7 +271,7 @@ impl Society {
                 let Some(t) = self.traders.get_mut(&a.trader) else { return };
                 if let Phase::Proposed { proposal, variant } = &t.phase {
                     if *proposal == a.proposal {
-                        t.phase = Phase::Allocated { allocation: (**a).clone(), variant: variant.clone() };
+                        t.phase = Phase::Allocated { allocation: (**a).clone(), variant: *variant };
                         self.trader_check(a.trader, time, index, queue);
                     }
                 }
@@ -358,7 +383,7 @@ impl Society {
         };
         let agent = AgentId::Trader { pair, generation };
         h.traders.push(agent);
-        self.traders.insert(agent, Trader { holder, pair, bars_since_evaluation: 0, phase: Phase::Evaluating });
+        self.traders.insert(agent, Trader { holder, pair, phase: Phase::Evaluating });
         let parent = AgentId::Holder(holder);
         queue.push_back((
             index,
@@ -459,83 +484,61 @@ impl Society {
         (rules, taker, qty_precision)
     }
 
-    /// Whether `variant` wants to be long after the last bar of the pair's history.
-    fn wants_long(&self, pair: Pair, variant: &Variant) -> bool {
-        let Some(h) = self.history.get(&pair) else { return false };
-        let Some(strategy) = self.strategies.iter().find(|s| s.family() == variant.family) else { return false };
-        let closes: Vec<f64> = h.closes.iter().copied().collect();
-        let mut cache = IndicatorCache::default();
-        cache.fill(&closes, strategy.needs(variant));
-        let mut want = vec![false; closes.len()];
-        strategy.signals(variant, &cache, &mut want);
-        want.last().copied().unwrap_or(false)
+    /// Whether `variant` wants to be long after the pair's last bar.
+    fn wants_long(&self, pair: Pair, variant: usize) -> bool {
+        self.history.get(&pair).is_some_and(|h| h.wants.get(variant / 64).is_some_and(|w| w >> (variant % 64) & 1 == 1))
     }
 
     fn trader_bar(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
-        let Some(t) = self.traders.get_mut(&id) else { return };
-        t.bars_since_evaluation += 1;
+        let Some(t) = self.traders.get(&id) else { return };
         match t.phase {
-            Phase::Evaluating => {
-                let tt = &self.templates.trader;
-                let enough =
-                    self.history.get(&t.pair).is_some_and(|h| h.closes.len() * 2 >= tt.look_back_bars as usize);
-                if enough && t.bars_since_evaluation >= tt.evaluate_every_bars {
-                    t.bars_since_evaluation = 0;
-                    self.trader_evaluates(id, index, queue);
-                }
-            }
+            Phase::Evaluating => self.trader_evaluates(id, index, queue),
             Phase::Allocated { .. } | Phase::InPosition { .. } => self.trader_check(id, time, index, queue),
             _ => {}
         }
     }
 
+    /// On the pair's evaluation bars: reports the best variant and proposes it if it passes.
     fn trader_evaluates(&mut self, id: AgentId, index: usize, queue: &mut Queue) {
         let t = &self.traders[&id];
         let (pair, holder) = (t.pair, t.holder);
-        let h = &self.history[&pair];
-        let Ok(bars) = Bars::new(h.opens.iter().copied().collect(), h.closes.iter().copied().collect()) else { return };
-        let capital = self.free.get(&holder).map_or(0.0, |m| m.to_f64());
-        let (rules, _, _) = self.fill_rules(pair, capital);
-        let cfg =
-            EvalConfig { rules, periods_per_year: 365.0 * 86_400.0 / f64::from(h.interval_secs.max(1)), threads: 1 };
-        let results = evaluate_grid(&bars, &self.strategies, &cfg);
-        let capital_money = Money::new(Decimal::from_f64(capital).unwrap_or_default().round_dp(8));
+        let Some((bars, scores)) = self.view.as_ref().filter(|v| v.pair == pair).and_then(|v| v.scores.as_ref()) else {
+            return;
+        };
+        let capital = self.free.get(&holder).copied().unwrap_or_default();
+        let capital_money = Money::new(capital.value().round_dp(8));
         let tt = &self.templates.trader;
-        let mut best: Option<(usize, f64)> = None;
-        for (i, r) in results.iter().enumerate() {
-            let metrics = r.score.metrics(capital_money);
-            queue.push_back((
-                index,
-                id,
-                Event::StrategyEvaluated(StrategyEvaluated {
-                    pair,
-                    strategy: r.variant.to_string(),
-                    bars: bars.len() as u32,
-                    metrics,
-                }),
-            ));
-            let ok = r.score.total_return >= tt.propose_min_return && r.score.trades >= tt.propose_min_trades;
-            if ok && best.is_none_or(|(_, ret)| r.score.total_return > ret) {
-                best = Some((i, r.score.total_return));
-            }
-        }
-        if let Some((i, _)) = best {
+        let passes =
+            |i: &usize| scores[*i].total_return >= tt.propose_min_return && scores[*i].trades >= tt.propose_min_trades;
+        let by_return =
+            |a: &usize, b: &usize| scores[*a].total_return.total_cmp(&scores[*b].total_return).then(b.cmp(a));
+        let passing = (0..scores.len()).filter(passes).count();
+        let best_passing = (0..scores.len()).filter(passes).max_by(by_return);
+        let Some(best) = best_passing.or_else(|| (0..scores.len()).max_by(by_return)) else { return };
+        let metrics: Metrics = scores[best].metrics(capital_money);
+        let strategy = self.variants[best].to_string();
+        queue.push_back((
+            index,
+            id,
+            Event::StrategyEvaluated(StrategyEvaluated {
+                pair,
+                strategy: strategy.clone(),
+                bars: *bars,
+                variants: scores.len() as u32,
+                passing: passing as u32,
+                metrics: metrics.clone(),
+            }),
+        ));
+        if best_passing.is_some() {
             let proposal = self.next_proposal;
             self.next_proposal += 1;
-            let chosen = &results[i];
-            let metrics: Metrics = chosen.score.metrics(capital_money);
             if let Some(t) = self.traders.get_mut(&id) {
-                t.phase = Phase::Proposed { proposal, variant: chosen.variant.clone() };
+                t.phase = Phase::Proposed { proposal, variant: best };
             }
             queue.push_back((
                 index,
                 id,
-                Event::StrategyProposed(StrategyProposed {
-                    proposal,
-                    pair,
-                    strategy: chosen.variant.to_string(),
-                    metrics,
-                }),
+                Event::StrategyProposed(StrategyProposed { proposal, pair, strategy, metrics }),
             ));
         }
     }
@@ -571,9 +574,10 @@ impl Society {
         match t.phase.clone() {
             Phase::Allocated { allocation, variant } => {
                 if time > allocation.expires_at {
-                    let reason = format!("allocation {} expired before {variant} said long", allocation.id);
+                    let reason =
+                        format!("allocation {} expired before {} said long", allocation.id, self.variants[variant]);
                     self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
-                } else if self.wants_long(pair, &variant) {
+                } else if self.wants_long(pair, variant) {
                     let (_, taker, precision) = self.fill_rules(pair, 0.0);
                     let qty = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
                     let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
@@ -582,7 +586,7 @@ impl Society {
                         self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
                         return;
                     }
-                    let reason = format!("{variant} says long at {close}");
+                    let reason = format!("{} says long at {close}", self.variants[variant]);
                     queue.push_back((
                         index,
                         id,
@@ -598,7 +602,7 @@ impl Society {
             Phase::InPosition { allocation, variant, qty, entry } => {
                 let c = close.to_f64();
                 let tt = &self.templates.trader;
-                let exit = !self.wants_long(pair, &variant)
+                let exit = !self.wants_long(pair, variant)
                     || c <= entry * (1.0 - tt.stop_loss)
                     || c >= entry * (1.0 + tt.take_profit);
                 if exit {

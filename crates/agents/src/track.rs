@@ -23,6 +23,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crypy_core::{Event, Pair};
+use rust_decimal::prelude::ToPrimitive;
+
 use crate::evaluate::{FillRules, Score};
 use crate::indicator::{IndicatorKey, Stream};
 use crate::strategy::{Strategy, Variant};
@@ -181,6 +184,7 @@ struct Follower {
 }
 
 /// Every variant of a grid, following one pair; see the module documentation.
+#[derive(Clone)]
 pub struct Tracker {
     strategies: Arc<[Box<dyn Strategy>]>,
     variants: Vec<Variant>,
@@ -361,6 +365,79 @@ impl Tracker {
                 }
             })
             .collect()
+    }
+}
+
+/// What the traders of one pair learn from one bar: every variant's signal and, on an
+/// evaluation bar, the grid's scores on the window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BarView {
+    pub pair: Pair,
+    /// Bit `i % 64` of word `i / 64`: variant `i` wants to be long after this bar.
+    pub wants: Vec<u64>,
+    /// On evaluation bars: the window's length in bars and every variant's score, in grid order.
+    pub scores: Option<(u32, Vec<Score>)>,
+}
+
+impl BarView {
+    pub fn wants_long(&self, variant: usize) -> bool {
+        self.wants.get(variant / 64).is_some_and(|w| w >> (variant % 64) & 1 == 1)
+    }
+}
+
+/// The traders' shared eyes on the market: a [`Tracker`] per pair, created at the pair's
+/// first candle. Every `evaluate_every` bars, once the window is at least half full, a bar's
+/// view carries the grid's scores. Fees come from the venue's capabilities.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    strategies: Arc<[Box<dyn Strategy>]>,
+    look_back: usize,
+    evaluate_every: u64,
+    fee_rate: f64,
+    trackers: BTreeMap<Pair, Tracker>,
+}
+
+impl Watch {
+    pub fn new(strategies: Arc<[Box<dyn Strategy>]>, look_back: usize, evaluate_every: u32) -> Self {
+        Watch {
+            strategies,
+            look_back,
+            evaluate_every: u64::from(evaluate_every.max(1)),
+            // Kraken's base taker fee until the venue says otherwise.
+            fee_rate: 0.0026,
+            trackers: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one input event: capabilities set the fee, a candle moves its pair's tracker
+    /// and yields the bar's view. Anything else is ignored.
+    pub fn see(&mut self, event: &Event) -> Option<BarView> {
+        match event {
+            Event::Capabilities(c) => {
+                self.fee_rate = c.taker_fee.to_f64().unwrap_or(self.fee_rate);
+                for tracker in self.trackers.values_mut() {
+                    tracker.rules.fee_rate = self.fee_rate;
+                }
+                None
+            }
+            Event::Candle(c) => {
+                let (strategies, look_back) = (&self.strategies, self.look_back);
+                let rules = FillRules { fee_rate: self.fee_rate, slippage: 0.0, qty_step: 0.0, capital: 1.0 };
+                let tracker =
+                    self.trackers.entry(c.pair).or_insert_with(|| Tracker::new(strategies.clone(), look_back, rules));
+                tracker.push(c.open.to_f64(), c.close.to_f64());
+                let mut wants = vec![0u64; tracker.followers.len().div_ceil(64)];
+                for (i, f) in tracker.followers.iter().enumerate() {
+                    wants[i / 64] |= u64::from(f.long) << (i % 64);
+                }
+                let window = tracker.window();
+                let due = tracker.bars().is_multiple_of(self.evaluate_every) && window * 2 >= look_back;
+                let periods_per_year = 365.0 * 86_400.0 / f64::from(c.interval.secs().max(1));
+                let scores = due.then(|| (window as u32, tracker.scores(periods_per_year)));
+                Some(BarView { pair: c.pair, wants, scores })
+            }
+            _ => None,
+        }
     }
 }
 

@@ -202,9 +202,16 @@ pub fn event() -> impl Strategy<Value = Event> {
             reason,
             detail
         })),
-        (pair(), text(), any::<u32>(), metrics()).prop_map(|(pair, strategy, bars, metrics)| Event::StrategyEvaluated(
-            StrategyEvaluated { pair, strategy, bars, metrics }
-        )),
+        (pair(), text(), any::<u32>(), any::<(u32, u32)>(), metrics()).prop_map(
+            |(pair, strategy, bars, (variants, passing), metrics)| Event::StrategyEvaluated(StrategyEvaluated {
+                pair,
+                strategy,
+                bars,
+                variants,
+                passing,
+                metrics
+            })
+        ),
         (any::<u64>(), pair(), text(), metrics()).prop_map(|(proposal, pair, strategy, metrics)| {
             Event::StrategyProposed(StrategyProposed { proposal, pair, strategy, metrics })
         }),

@@ -347,10 +347,14 @@ pub struct Metrics {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StrategyEvaluated {
     pub pair: Pair,
-    /// The variant, e.g. `sma_cross:10:30`.
+    /// The best variant of the grid, e.g. `sma_cross:10:30`: the best by return among those
+    /// that pass the trader's threshold, or among all when none does.
     pub strategy: String,
     /// Bars in the look-back window.
     pub bars: u32,
+    /// How many variants were scored, and how many passed the threshold.
+    pub variants: u32,
+    pub passing: u32,
     pub metrics: Metrics,
 }
 

@@ -19,8 +19,9 @@ use crypy_core::{Envelope, NewEvent};
 use crate::{Error, Problem, Result, VerifyReport};
 
 const MAGIC: [u8; 2] = [0xC7, 0x59];
-/// The version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The version this build writes, and the only one it reads (2: `strategy_evaluated` carries
+/// the grid's size and how many variants passed).
+pub const FORMAT_VERSION: u16 = 2;
 pub(crate) const HEADER_LEN: usize = 20;
 
 fn bincode_config() -> bincode::config::Configuration {
@@ -105,11 +106,11 @@ pub(crate) fn open_chunk(key_seq: u64, bytes: &[u8]) -> Result<Chunk<'_>> {
         return Err(corrupt("bad magic bytes: not a crypy record".into()));
     }
     let version = u16::from_le_bytes([bytes[2], bytes[3]]);
-    if version > FORMAT_VERSION {
-        return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
-    }
     if version == 0 {
         return Err(corrupt("format version 0".into()));
+    }
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat { found: version, supported: FORMAT_VERSION });
     }
     let stored_crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
     let crc = crc32fast::hash(&bytes[8..]);
@@ -254,7 +255,7 @@ pub(crate) fn verify_records<B: AsRef<[u8]>>(records: impl Iterator<Item = Resul
                 break;
             }
             Err(Error::UnsupportedFormat { found, supported }) => {
-                let reason = format!("written by a newer format version {found} (this crypy reads up to {supported})");
+                let reason = format!("written in format version {found} (this crypy reads version {supported})");
                 report.problem = Some(Problem { seq: key_seq, reason });
                 break;
             }

@@ -20,10 +20,8 @@ pub enum Error {
     /// The writer serving this log to other processes reported a problem.
     #[error("the process writing the log reports: {0}")]
     Remote(String),
-    /// The log, or one record in it, was written by a newer crypy.
-    #[error(
-        "log format version {found} is newer than this crypy supports (up to {supported}); upgrade crypy to read it"
-    )]
+    /// The log, or one record in it, was written in another format version than this crypy's.
+    #[error("log format version {found}, but this crypy reads version {supported}: {}", format_advice(*.found, *.supported))]
     UnsupportedFormat { found: u16, supported: u16 },
     /// A record fails its checks: bad checksum, wrong header, undecodable event, a gap.
     #[error("corrupt log at seq {seq}: {reason}")]
@@ -54,5 +52,13 @@ impl Error {
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Storage(e)
+    }
+}
+
+fn format_advice(found: u16, supported: u16) -> &'static str {
+    if found > supported {
+        "upgrade crypy to read it"
+    } else {
+        "it was written before a format change; import its market data into a new data dir"
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! Events are stored in chunks, one sled value per appended batch (see [`codec`] for the
 //! record layout): each record carries a format version and a CRC-32, checked on every read.
-//! A log or record written by a newer format is refused, never misread.
+//! A log or record written in another format version is refused, never misread.
 //!
 //! It must not interpret events beyond what storage needs (kinds and pairs for filtering):
 //! no agent logic, no exchange access.

@@ -139,7 +139,7 @@ impl EventLog {
                         .try_into()
                         .map_err(|_| Error::Corrupt { seq: 0, reason: "bad format version in log metadata".into() })?,
                 );
-                if found > FORMAT_VERSION {
+                if found != FORMAT_VERSION {
                     return Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION });
                 }
             }

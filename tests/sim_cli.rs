@@ -12,7 +12,7 @@ fn setup(dir: &Path, bars: usize) -> (PathBuf, PathBuf) {
     let trader = std::fs::read_to_string(root().join("templates/trader.toml"))
         .unwrap()
         .replace("look_back_bars = 2000", "look_back_bars = 300")
-        .replace("evaluate_every_bars = 4", "evaluate_every_bars = 8")
+        .replace("evaluate_every_minutes = 60", "evaluate_every_minutes = 120")
         .replace("\"sma_cross fast=5..50/5 slow=20..200/20\",", "\"sma_cross fast=5..20/5 slow=30..90/30\",")
         .replace("\"ema_cross fast=5..50/5 slow=20..200/20\",", "\"ema_cross fast=10 slow=40\",");
     std::fs::write(templates.join("trader.toml"), trader).unwrap();
@@ -27,7 +27,18 @@ fn setup(dir: &Path, bars: usize) -> (PathBuf, PathBuf) {
 }
 
 fn sim(data: &Path, templates: &Path, market: &Path) -> serde_json::Value {
-    let out = run(crypy(data).args(["sim", "--json", "--templates"]).arg(templates).arg("--market").arg(market), 0);
+    sim_on(data, templates, market, 1)
+}
+
+fn sim_on(data: &Path, templates: &Path, market: &Path, workers: u32) -> serde_json::Value {
+    let out = run(
+        crypy(data)
+            .args(["sim", "--json", "--workers", &workers.to_string(), "--templates"])
+            .arg(templates)
+            .arg("--market")
+            .arg(market),
+        0,
+    );
     serde_json::from_str(out.trim()).unwrap()
 }
 
@@ -40,7 +51,7 @@ fn log_without_wall(data: &Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn two_runs_on_the_same_inputs_give_the_same_log_but_wall() {
+fn two_runs_on_the_same_inputs_give_the_same_log_but_wall_whatever_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let (templates, market) = setup(dir.path(), 1500);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -50,7 +61,8 @@ fn two_runs_on_the_same_inputs_give_the_same_log_but_wall() {
     std::fs::write(a.join("secret"), [7u8; 32]).unwrap();
     std::fs::write(b.join("secret"), [7u8; 32]).unwrap();
     let ra = sim(&a, &templates, &market);
-    let rb = sim(&b, &templates, &market);
+    // The second on two dataflow workers: the pair's tracker then runs on the other one.
+    let rb = sim_on(&b, &templates, &market, 2);
     assert!(ra["orders"].as_u64().unwrap() > 0 && ra["fills"].as_u64().unwrap() > 0, "the agents trade: {ra}");
     for key in ["events", "orders", "fills", "start_equity", "end_equity", "fees", "max_drawdown"] {
         assert!(ra.get(key).is_some(), "summary lacks {key}: {ra}");
@@ -69,13 +81,15 @@ fn replay_verifies_a_fresh_log_and_names_an_altered_decision() {
     sim(&data, &templates, &market);
     let ok = run(crypy(&data).args(["replay", "--verify"]), 0);
     assert!(ok.contains("ok: every recorded decision is reproduced exactly"), "{ok}");
-    // Any epoch batching gives the same derived events.
+    // Any epoch batching and any number of workers give the same derived events.
     let mut compared = Vec::new();
-    for epoch in ["1", "7", "100000"] {
-        let r: serde_json::Value =
-            serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json", "--epoch", epoch]), 0).trim())
-                .unwrap();
-        assert_eq!(r["ok"], true, "epoch {epoch}: {r}");
+    for (epoch, workers) in [("1", "1"), ("7", "2"), ("100000", "3")] {
+        let r: serde_json::Value = serde_json::from_str(
+            run(crypy(&data).args(["replay", "--verify", "--json", "--epoch", epoch, "--workers", workers]), 0).trim(),
+        )
+        .unwrap();
+        assert_eq!(r["ok"], true, "epoch {epoch}, {workers} workers: {r}");
+        assert_eq!(r["workers"], workers.parse::<u64>().unwrap());
         compared.push(r["compared"].as_u64().unwrap());
     }
     assert!(compared[0] > 0 && compared.iter().all(|c| *c == compared[0]), "{compared:?}");

@@ -155,7 +155,7 @@ impl Default for EvalConfig {
 }
 
 /// A variant's result on one window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     pub total_return: f64,
     pub sharpe: f64,

@@ -15,8 +15,8 @@
 //!   template); accepts a proposal that meets its criteria with a signed allocation of
 //!   `max_fraction` of its free capital, refusing others with the failed criterion; when one of
 //!   its traders buys, its capital is committed: it retires and its other traders with it.
-//! - **trader** `<PAIR>#<gen>`: on the pair's evaluation bars (every `evaluate_every_bars`
-//!   bars, once the window is at least half full; scores from the pair's
+//! - **trader** `<PAIR>#<gen>`: on the pair's evaluation bars (every
+//!   `evaluate_every_minutes` of market time, once the window is at least half full; scores from the pair's
 //!   [`Tracker`](crate::track::Tracker)), reports the best variant (one `strategy_evaluated`:
 //!   the best by return among those meeting its template, with how many did) and proposes it; with an allocation, enters when the variant says long
 //!   (`entry_decided`, then a market buy sized by [`all_in_qty`]) or retires when the
@@ -154,7 +154,7 @@ impl Society {
         let strategies: std::sync::Arc<[_]> = templates.trader.build_strategies(registry, "trader template")?.into();
         let variants = strategies.iter().flat_map(|s| s.variants().iter().cloned()).collect();
         let watch =
-            Watch::new(strategies, templates.trader.look_back_bars as usize, templates.trader.evaluate_every_bars);
+            Watch::new(strategies, templates.trader.look_back_bars as usize, templates.trader.evaluate_every_minutes);
         Ok(Society {
             gate: DeskGate::new(templates.desk.limits.clone()),
             desk,

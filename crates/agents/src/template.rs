@@ -70,7 +70,7 @@ pub struct Criteria {
 #[serde(deny_unknown_fields)]
 pub struct TraderTemplate {
     pub look_back_bars: u32,
-    pub evaluate_every_bars: u32,
+    pub evaluate_every_minutes: u32,
     pub strategies: Vec<String>,
     pub propose_min_return: f64,
     pub propose_min_trades: u32,
@@ -116,8 +116,11 @@ impl HolderTemplate {
 impl TraderTemplate {
     pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
         let t: TraderTemplate = parse(file, text)?;
-        if t.look_back_bars < 2 || t.evaluate_every_bars == 0 {
-            return Err(invalid(file, "look_back_bars must be at least 2 and evaluate_every_bars at least 1".into()));
+        if t.look_back_bars < 2 || t.evaluate_every_minutes == 0 {
+            return Err(invalid(
+                file,
+                "look_back_bars must be at least 2 and evaluate_every_minutes at least 1".into(),
+            ));
         }
         if !(t.stop_loss > 0.0 && t.stop_loss < 1.0 && t.take_profit > 0.0) {
             return Err(invalid(file, "stop_loss must be in (0, 1) and take_profit positive".into()));
@@ -198,7 +201,7 @@ mod tests {
         let t = Templates::default();
         assert_eq!(t.desk.trusted_asset.as_str(), "EUR");
         assert_eq!(t.trader.build_strategies(&Registry::default(), "trader.toml").unwrap().len(), 2);
-        assert!(t.trader.evaluate_every_bars * 15 <= 60, "re-evaluates at least hourly on 15m bars");
+        assert!(t.trader.evaluate_every_minutes <= 60, "re-evaluates at least hourly");
     }
 
     #[test]

@@ -94,9 +94,9 @@ impl Summary {
             if level < self.trough {
                 self.trough = level;
             }
-            let ratio = level / self.peak;
-            if ratio < self.worst {
-                self.worst = ratio;
+            // Divide only when this may be the worst fall yet.
+            if level < self.peak * self.worst {
+                self.worst = self.worst.min(level / self.peak);
             }
         }
         self.growth = level;
@@ -115,6 +115,14 @@ struct TradeWindow {
 }
 
 impl TradeWindow {
+    /// The entry bar of the oldest trade held, `u64::MAX` when none.
+    fn oldest(&self) -> u64 {
+        match self.front.last() {
+            Some((entry, _)) => *entry,
+            None => self.back.first().map_or(u64::MAX, |(entry, _)| *entry),
+        }
+    }
+
     fn push(&mut self, entry: u64, trade: Summary) {
         self.back_total = Some(match &self.back_total {
             Some(total) => total.then(&trade),
@@ -170,17 +178,28 @@ struct OpenTrade {
     summary: Summary,
 }
 
-#[derive(Clone, Debug)]
+/// What one variant needs at every bar, kept small so that a grid's worth stays in the
+/// first-level cache; the rest lives in the tracker's other per-variant vectors.
+#[derive(Clone, Copy, Debug)]
 struct Follower {
+    /// The two series a crossing variant compares, read without a call.
+    above: u32,
+    below: u32,
+    crossing: bool,
+    /// What it said after the last bar.
+    long: bool,
+    /// Whether it holds a position (in the tracker's `trades`).
+    open: bool,
+    /// The entry bar of its oldest closed trade in the window, `u64::MAX` when none.
+    oldest_closed: u64,
+}
+
+/// How a variant that is not a plain crossing decides.
+#[derive(Clone, Debug)]
+struct Rule {
     strategy: usize,
     /// Indices into the tracker's streams, in the order the strategy needs them.
     inputs: Vec<usize>,
-    /// The two series a crossing variant compares, read without a call.
-    crossing: Option<(usize, usize)>,
-    /// What it said after the last bar.
-    long: bool,
-    open: Option<OpenTrade>,
-    closed: TradeWindow,
 }
 
 /// Every variant of a grid, following one pair; see the module documentation.
@@ -189,6 +208,10 @@ pub struct Tracker {
     strategies: Arc<[Box<dyn Strategy>]>,
     variants: Vec<Variant>,
     followers: Vec<Follower>,
+    /// Per variant: its position (meaningful while `open`), its rule, its closed trades.
+    trades: Vec<OpenTrade>,
+    rules_of: Vec<Rule>,
+    windows: Vec<TradeWindow>,
     streams: Vec<Stream>,
     latest: Vec<f64>,
     look_back: usize,
@@ -215,6 +238,7 @@ impl Tracker {
         let mut streams = Vec::new();
         let mut variants = Vec::new();
         let mut followers = Vec::new();
+        let mut rules_of = Vec::new();
         for (index, strategy) in strategies.iter().enumerate() {
             for variant in strategy.variants() {
                 let mut slot = |key: IndicatorKey| {
@@ -226,19 +250,25 @@ impl Tracker {
                 let inputs: Vec<usize> = strategy.needs(variant).into_iter().map(&mut slot).collect();
                 let crossing = strategy.crossing(variant).map(|(above, below)| (slot(above), slot(below)));
                 variants.push(variant.clone());
+                let (above, below) = crossing.map_or((0, 0), |(a, b)| (a as u32, b as u32));
                 followers.push(Follower {
-                    strategy: index,
-                    inputs,
-                    crossing,
+                    above,
+                    below,
+                    crossing: crossing.is_some(),
                     long: false,
-                    open: None,
-                    closed: TradeWindow::default(),
+                    open: false,
+                    oldest_closed: u64::MAX,
                 });
+                rules_of.push(Rule { strategy: index, inputs });
             }
         }
         let latest = vec![f64::NAN; streams.len()];
+        let empty = OpenTrade { entry: 0, qty: 0.0, cash: 0.0, level: 0.0, summary: Summary::EMPTY };
         Tracker {
             strategies,
+            trades: vec![empty; variants.len()],
+            windows: vec![TradeWindow::default(); variants.len()],
+            rules_of,
             variants,
             followers,
             streams,
@@ -276,61 +306,81 @@ impl Tracker {
         let (buy, sell) = (open * (1.0 + self.rules.slippage), open * (1.0 - self.rules.slippage));
         let fee = self.rules.fee_rate;
         let sizing_price = self.last_close * (1.0 + self.rules.slippage) * (1.0 + fee);
-        for f in &mut self.followers {
-            // Orders decided at the last close execute at this open.
-            if t > 0 {
-                match (&mut f.open, f.long) {
-                    (None, true) => {
-                        let mut qty = 1.0 / sizing_price;
-                        if qty * buy * (1.0 + fee) > 1.0 {
-                            qty = 1.0 / (buy * (1.0 + fee));
-                        }
-                        let value = qty * buy;
-                        let mut summary = Summary { trades: 1, fees: value * fee, ..Summary::EMPTY };
-                        let cash = 1.0 - value * (1.0 + fee);
-                        let level = cash + qty * close;
-                        summary.step(1.0, level);
-                        f.open = Some(OpenTrade { entry: t, qty, cash, level, summary });
-                    }
-                    (Some(trade), true) => {
-                        let level = trade.cash + trade.qty * close;
-                        trade.summary.step(trade.level, level);
-                        trade.level = level;
-                    }
-                    (Some(trade), false) => {
-                        let proceeds = trade.qty * sell;
-                        let paid = proceeds * fee;
-                        let cash = trade.cash + proceeds - paid;
-                        let mut summary = trade.summary;
-                        summary.step(trade.level, cash);
-                        summary.fees += paid;
-                        summary.closed = 1;
-                        summary.wins = u32::from(cash > 1.0);
-                        let entry = trade.entry;
-                        f.open = None;
-                        f.closed.push(entry, summary);
-                    }
-                    (None, false) => {}
-                }
-            }
-        }
         for (stream, latest) in self.streams.iter_mut().zip(&mut self.latest) {
             *latest = stream.push(close);
         }
         let latest = &self.latest;
         let first_entry = (t + 2).saturating_sub(self.look_back as u64);
-        for (f, variant) in self.followers.iter_mut().zip(&self.variants) {
-            f.long = match f.crossing {
-                Some((above, below)) => latest[above] > latest[below],
-                None => {
-                    let values: Vec<f64> = f.inputs.iter().map(|i| latest[*i]).collect();
-                    self.strategies[f.strategy].wants_now(variant, &values, f.long)
-                }
+        for (i, f) in self.followers.iter_mut().enumerate() {
+            // The order decided at the last close executes at this open; then this bar's
+            // close is the next decision.
+            if t > 0 && (f.long || f.open) {
+                Self::execute(f, &mut self.trades[i], &mut self.windows[i], t, buy, sell, close, fee, sizing_price);
+            }
+            f.long = if f.crossing {
+                latest[f.above as usize] > latest[f.below as usize]
+            } else {
+                let rule = &self.rules_of[i];
+                let values: Vec<f64> = rule.inputs.iter().map(|i| latest[*i]).collect();
+                self.strategies[rule.strategy].wants_now(&self.variants[i], &values, f.long)
             };
-            f.closed.retire_before(first_entry);
+            if f.oldest_closed < first_entry {
+                let window = &mut self.windows[i];
+                window.retire_before(first_entry);
+                f.oldest_closed = window.oldest();
+            }
         }
         self.bars += 1;
         self.last_close = close;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn execute(
+        f: &mut Follower,
+        trade: &mut OpenTrade,
+        window: &mut TradeWindow,
+        t: u64,
+        buy: f64,
+        sell: f64,
+        close: f64,
+        fee: f64,
+        sizing_price: f64,
+    ) {
+        match (f.open, f.long) {
+            (false, false) => {}
+            (true, true) => {
+                let level = trade.cash + trade.qty * close;
+                trade.summary.step(trade.level, level);
+                trade.level = level;
+            }
+            (false, true) => {
+                let mut qty = 1.0 / sizing_price;
+                if qty * buy * (1.0 + fee) > 1.0 {
+                    qty = 1.0 / (buy * (1.0 + fee));
+                }
+                let value = qty * buy;
+                let mut summary = Summary { trades: 1, fees: value * fee, ..Summary::EMPTY };
+                let cash = 1.0 - value * (1.0 + fee);
+                let level = cash + qty * close;
+                summary.step(1.0, level);
+                *trade = OpenTrade { entry: t, qty, cash, level, summary };
+                f.open = true;
+            }
+            (true, false) => {
+                let proceeds = trade.qty * sell;
+                let paid = proceeds * fee;
+                let cash = trade.cash + proceeds - paid;
+                let mut summary = trade.summary;
+                summary.step(trade.level, cash);
+                summary.fees += paid;
+                summary.closed = 1;
+                summary.wins = u32::from(cash > 1.0);
+                f.open = false;
+                window.push(trade.entry, summary);
+                f.oldest_closed = f.oldest_closed.min(trade.entry);
+            }
+        }
     }
 
     /// Every variant's score on the current window, in grid order.
@@ -339,10 +389,12 @@ impl Tracker {
         let steps = self.window().saturating_sub(1) as f64;
         self.followers
             .iter()
-            .map(|f| {
-                let mut total = f.closed.total();
-                if let Some(open) = f.open.as_ref().filter(|o| o.entry >= first_entry) {
-                    total = total.then(&open.summary);
+            .zip(&self.windows)
+            .zip(&self.trades)
+            .map(|((f, window), trade)| {
+                let mut total = window.total();
+                if f.open && trade.entry >= first_entry {
+                    total = total.then(&trade.summary);
                 }
                 let sharpe = if steps > 0.0 {
                     let mean = total.sum / steps;
@@ -370,7 +422,7 @@ impl Tracker {
 
 /// What the traders of one pair learn from one bar: every variant's signal and, on an
 /// evaluation bar, the grid's scores on the window.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BarView {
     pub pair: Pair,
     /// Bit `i % 64` of word `i / 64`: variant `i` wants to be long after this bar.
@@ -386,23 +438,25 @@ impl BarView {
 }
 
 /// The traders' shared eyes on the market: a [`Tracker`] per pair, created at the pair's
-/// first candle. Every `evaluate_every` bars, once the window is at least half full, a bar's
+/// first candle. On the first bar closing at or after each multiple of `evaluate_every`
+/// minutes (every bar when bars are longer), once the window is at least half full, a bar's
 /// view carries the grid's scores. Fees come from the venue's capabilities.
 #[derive(Clone, Debug)]
 pub struct Watch {
     strategies: Arc<[Box<dyn Strategy>]>,
     look_back: usize,
-    evaluate_every: u64,
+    /// Milliseconds.
+    evaluate_every: i64,
     fee_rate: f64,
     trackers: BTreeMap<Pair, Tracker>,
 }
 
 impl Watch {
-    pub fn new(strategies: Arc<[Box<dyn Strategy>]>, look_back: usize, evaluate_every: u32) -> Self {
+    pub fn new(strategies: Arc<[Box<dyn Strategy>]>, look_back: usize, evaluate_every_minutes: u32) -> Self {
         Watch {
             strategies,
             look_back,
-            evaluate_every: u64::from(evaluate_every.max(1)),
+            evaluate_every: i64::from(evaluate_every_minutes.max(1)) * 60_000,
             // Kraken's base taker fee until the venue says otherwise.
             fee_rate: 0.0026,
             trackers: BTreeMap::new(),
@@ -431,7 +485,8 @@ impl Watch {
                     wants[i / 64] |= u64::from(f.long) << (i % 64);
                 }
                 let window = tracker.window();
-                let due = tracker.bars().is_multiple_of(self.evaluate_every) && window * 2 >= look_back;
+                let closes_at = c.open_time + c.interval.millis();
+                let due = closes_at.rem_euclid(self.evaluate_every) < c.interval.millis() && window * 2 >= look_back;
                 let periods_per_year = 365.0 * 86_400.0 / f64::from(c.interval.secs().max(1));
                 let scores = due.then(|| (window as u32, tracker.scores(periods_per_year)));
                 Some(BarView { pair: c.pair, wants, scores })

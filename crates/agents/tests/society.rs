@@ -15,7 +15,7 @@ fn templates() -> Templates {
     // A small grid and window, so the test runs quickly in a debug build.
     let trader = DEFAULT_TRADER
         .replace("look_back_bars = 2000", "look_back_bars = 400")
-        .replace("evaluate_every_bars = 4", "evaluate_every_bars = 8")
+        .replace("evaluate_every_minutes = 60", "evaluate_every_minutes = 120")
         .replace("\"sma_cross fast=5..50/5 slow=20..200/20\",", "\"sma_cross fast=5..20/5 slow=30..90/30\",")
         .replace("\"ema_cross fast=5..50/5 slow=20..200/20\",", "\"ema_cross fast=10 slow=40\",");
     let mut t = Templates { trader: TraderTemplate::parse("trader.toml", &trader).unwrap(), ..Templates::default() };

@@ -87,6 +87,9 @@ pub struct SimArgs {
     /// Print only the summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Dataflow worker threads; traders' trackers are spread over them by pair.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +105,10 @@ pub struct ReplayArgs {
     /// External events per dataflow epoch (the result never depends on it).
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub epoch: usize,
+    /// Dataflow worker threads; traders' trackers are spread over them by pair (the result
+    /// never depends on it).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
     /// Output one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -591,7 +591,7 @@ pub struct NewEvent {
 }
 
 /// An event as the log holds it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Assigned by the log: contiguous from 1.
     pub seq: u64,

@@ -1,37 +1,42 @@
-//! The agents hosted in a timely dataflow.
+//! The agents hosted in a timely dataflow, on timely's own worker threads.
 //!
-//! One operator, `Society`, holds a desk's agents. Its input is the external events, in
-//! epochs (a batch of log seqs per epoch); once the frontier has passed an epoch, it
-//! processes that epoch's events in seq order — whatever order they arrived in — and emits,
-//! for each input, what the agents derived from it. So the output depends only on the input
-//! events, never on batching or scheduling, which `replay --verify` relies on.
+//! Two operators carry the agents:
+//! - `Watch`, on every worker: the traders' per-pair trackers ([`Watch`]), partitioned by
+//!   pair — each candle goes to the worker its pair hashes to, capabilities to every worker.
+//!   This is where a trader's work is: following every variant of its grid bar by bar.
+//! - `Society`, on worker 0: the desk, holders and traders' decisions, which are cheap but
+//!   chained (a proposal is judged, granted, gated within one input), so they stay together.
+//!   It joins each input with its pair's view and processes an epoch's events in seq order
+//!   once the frontier has passed the epoch — whatever order they arrived in, from whichever
+//!   worker — so the output depends only on the inputs, never on batching, scheduling or
+//!   the number of workers, which `replay --verify` relies on.
 //!
-//! The worker is single-threaded and stepped by its owner (timely's "threadless" mode): the
-//! simulated desk advances it one input at a time, in lockstep with the exchange; a replay
-//! pushes large epochs. A desk is one partition; spreading a desk's traders over workers by
-//! pair is still to do.
+//! A `Ledger` operator turns inputs and decisions into balance and P&L changes, which
+//! differential dataflow's `count_total` keeps as totals, partitioned by key.
+//!
+//! The caller talks to the workers through channels: an epoch of input events goes in, what
+//! the agents derived comes out once every worker has finished the epoch.
 
-use std::sync::mpsc::{channel, Receiver};
-
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 
 use crypy_agents::society::{Out, Society};
-use crypy_core::Envelope;
+use crypy_agents::track::BarView;
+use crypy_core::{Envelope, Event, Pair};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use timely::communication::allocator::thread::Thread;
-use timely::communication::Allocator;
+use timely::communication::WorkerGuards;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
-use timely::worker::Worker;
 
 use crate::aggregates::Ledger;
-use timely::WorkerConfig;
 
 /// What the agents derived from one input: its seq, and the outputs in order.
 pub type Derived = (u64, Vec<Out>);
@@ -42,139 +47,342 @@ type TotalUpdate = ((String, i128), u64, isize);
 /// What the books read: (seq, position in the seq's group, source, event).
 type Book = (u64, usize, crypy_core::AgentId, crypy_core::Event);
 
-/// A single-threaded timely worker hosting one desk's agents; see the module doc.
+/// An input on its way to the worker with this index.
+type Routed = (u64, Envelope);
+
+/// One epoch for one worker: the events (worker 0 only) and the epoch's number.
+type Command = (u64, Vec<Envelope>);
+
+/// The worker a pair's tracker lives on: with more than one, any but worker 0, which
+/// carries the desk's decisions.
+fn worker_of(pair: &Pair, peers: usize) -> u64 {
+    if peers <= 1 {
+        return 0;
+    }
+    let mut h = DefaultHasher::new();
+    pair.hash(&mut h);
+    1 + h.finish() % (peers as u64 - 1)
+}
+
+/// The desk's agents on `workers` timely threads; see the module doc.
 pub struct Host {
-    worker: Worker,
-    input: InputHandle<u64, CapacityContainerBuilder<Vec<Envelope>>>,
-    probe: ProbeHandle<u64>,
+    commands: Vec<Sender<Command>>,
+    acks: Vec<Receiver<u64>>,
     output: Receiver<Captured<u64, Vec<Derived>>>,
     /// `count_total`'s output: ((key, total), epoch, ±1) updates.
     totals: Receiver<Captured<u64, Vec<TotalUpdate>>>,
+    guards: Option<WorkerGuards<()>>,
+    pending: Vec<Envelope>,
+    /// Outputs and total updates that came for epochs not collected yet, by timely time.
+    ready: BTreeMap<u64, Vec<Derived>>,
+    ready_totals: BTreeMap<u64, Vec<TotalUpdate>>,
+    /// The highest epoch every worker has acknowledged.
+    acknowledged: u64,
     current: BTreeMap<String, i128>,
     epoch: u64,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host").field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("Host")
+            .field("workers", &self.commands.len())
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Closing the command channels ends the workers' loops; then wait for them.
+        self.commands.clear();
+        if let Some(guards) = self.guards.take() {
+            let _ = guards.join();
+        }
     }
 }
 
 impl Host {
-    pub fn new(society: Society) -> Self {
-        let allocator = Allocator::Thread(Thread::default());
-        let mut worker = Worker::new(WorkerConfig::default(), allocator, None);
-        let mut input = InputHandle::new();
-        let probe = ProbeHandle::new();
-        let (sender, output) = channel();
+    /// Starts `workers` (at least 1) threads hosting `society`.
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread.
+    pub fn new(mut society: Society, workers: usize) -> Self {
+        let workers = workers.max(1);
+        let watch = society.take_watch().expect("a fresh society has its trackers");
+        let society = Arc::new(Mutex::new(Some(society)));
+        let (mut command_senders, mut command_receivers) = (Vec::new(), Vec::new());
+        let (mut ack_senders, mut ack_receivers) = (Vec::new(), Vec::new());
+        for _ in 0..workers {
+            let (s, r) = channel::<Command>();
+            command_senders.push(s);
+            command_receivers.push(Some(r));
+            let (s, r) = channel::<u64>();
+            ack_senders.push(Some(s));
+            ack_receivers.push(r);
+        }
+        let command_receivers = Mutex::new(command_receivers);
+        let ack_senders = Mutex::new(ack_senders);
+        let (output_sender, output) = channel();
         let (totals_sender, totals) = channel();
-        worker.dataflow::<u64, _, _>(|scope| {
-            let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
-            let derived = inputs
-                .clone()
-                .unary_frontier(Pipeline, "Society", move |_capability, _info| {
-                    let mut society = society;
-                    let mut pending: std::collections::BTreeMap<
-                        u64,
-                        (timely::dataflow::operators::Capability<u64>, Vec<Envelope>),
-                    > = std::collections::BTreeMap::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            if let Some(cap) = cap.retain_least(output.output_index()) {
-                                let entry = pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
-                                entry.1.append(data);
+        let output_sender = Mutex::new(output_sender);
+        let totals_sender = Mutex::new(totals_sender);
+
+        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let commands = command_receivers.lock().expect("not poisoned")[index].take().expect("one per worker");
+            let ack = ack_senders.lock().expect("not poisoned")[index].take().expect("one per worker");
+            let society = if index == 0 { society.lock().expect("not poisoned").take() } else { None };
+            let output_sender = output_sender.lock().expect("not poisoned").clone();
+            let totals_sender = totals_sender.lock().expect("not poisoned").clone();
+            let mut watch = watch.clone();
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Envelope>>>::new();
+            let probe = ProbeHandle::new();
+
+            worker.dataflow::<u64, _, _>(|scope| {
+                let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
+                // Each candle to its pair's worker, capabilities to every worker.
+                let views = inputs
+                    .clone()
+                    .flat_map(move |e: Envelope| {
+                        let targets = match &e.event {
+                            Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
+                            Event::Capabilities(_) => 0..peers as u64,
+                            _ => 0..0,
+                        };
+                        targets.map(move |t| (t, e.clone()))
+                    })
+                    .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
+                        Exchange::new(|(target, _): &(u64, Envelope)| *target),
+                        "Watch",
+                        move |_capability, _info| {
+                            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
+                            move |(input, frontier), output| {
+                                input.for_each(|cap, data| {
+                                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                                        pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                                    }
+                                });
+                                let complete: Vec<u64> =
+                                    pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
+                                for time in complete {
+                                    let (cap, mut events) = pending.remove(&time).expect("listed above");
+                                    events.sort_by_key(|(_, e)| e.seq);
+                                    let mut session = output.session(&cap);
+                                    for (_, e) in events {
+                                        if let Some(view) = watch.see(&e.event) {
+                                            session.give((e.seq, view));
+                                        }
+                                    }
+                                }
                             }
-                        });
-                        let complete: Vec<u64> = pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
-                        for time in complete {
-                            let (cap, mut events) = pending.remove(&time).expect("listed above");
-                            events.sort_by_key(|e| e.seq);
-                            let mut session = output.session(&cap);
-                            for e in events {
-                                let outs = society.handle(&e);
-                                session.give((e.seq, outs));
-                            }
-                        }
-                    }
-                })
-                .container::<Vec<Derived>>();
-            // The books see every input and every decision: (seq, position, source, event),
-            // position 0 for the input and i + 1 for its i-th decision.
-            let decisions = derived.clone().flat_map(|(seq, outs): Derived| {
-                outs.into_iter().enumerate().map(move |(i, o)| (seq, i + 1, o.source, o.event))
-            });
-            inputs
-                .map(|e: Envelope| (e.seq, 0usize, e.source, e.event))
-                .concat(decisions)
-                .unary_frontier::<CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _>(
+                        },
+                    );
+                let derived = inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
+                    views,
                     Pipeline,
-                    "Ledger",
+                    Exchange::new(|_: &(u64, BarView)| 0),
+                    "Society",
                     move |_capability, _info| {
-                        let mut ledger = Ledger::default();
-                        let mut pending: BTreeMap<u64, (timely::dataflow::operators::Capability<u64>, Vec<Book>)> =
-                            BTreeMap::new();
-                        move |(input, frontier), output| {
-                            input.for_each(|cap, data| {
+                        let mut society = society;
+                        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Envelope>)> = BTreeMap::new();
+                        let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
+                        move |(events, events_frontier), (seen, views_frontier), output| {
+                            events.for_each(|cap, data| {
                                 if let Some(cap) = cap.retain_least(output.output_index()) {
                                     pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
                                 }
                             });
-                            let complete: Vec<u64> =
-                                pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
+                            seen.for_each(|cap, data| {
+                                if let Some(time) = cap.least() {
+                                    views.entry(*time).or_default().extend(data.drain(..));
+                                }
+                            });
+                            let complete: Vec<u64> = pending
+                                .keys()
+                                .filter(|t| !events_frontier.less_equal(*t) && !views_frontier.less_equal(*t))
+                                .copied()
+                                .collect();
                             for time in complete {
-                                let (cap, mut batch) = pending.remove(&time).expect("listed above");
-                                batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
+                                let (cap, mut events) = pending.remove(&time).expect("listed above");
+                                let mut epoch_views = views.remove(&time).unwrap_or_default();
+                                let Some(society) = society.as_mut() else { continue };
+                                events.sort_by_key(|e| e.seq);
                                 let mut session = output.session(&cap);
-                                for (seq, _, source, event) in batch {
-                                    let env = Envelope { seq, run: 0, time: 0, wall: 0, source, cause: None, event };
-                                    for (key, amount) in ledger.updates(&env) {
-                                        session.give((key, time, amount));
+                                for e in events {
+                                    let view = epoch_views.remove(&e.seq);
+                                    let outs = society.handle_viewed(&e, view);
+                                    session.give((e.seq, outs));
+                                }
+                            }
+                            // Views of epochs with no events left to join (none expected).
+                            views.retain(|t, _| views_frontier.less_equal(t) || pending.contains_key(t));
+                        }
+                    },
+                );
+                // The books see every input and every decision: (seq, position, source, event),
+                // position 0 for the input and i + 1 for its i-th decision.
+                let decisions = derived.clone().flat_map(|(seq, outs): Derived| {
+                    outs.into_iter().enumerate().map(move |(i, o)| (seq, i + 1, o.source, o.event))
+                });
+                inputs
+                    .map(|e: Envelope| (e.seq, 0usize, e.source, e.event))
+                    .concat(decisions)
+                    .unary_frontier::<CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _>(
+                        Pipeline,
+                        "Ledger",
+                        move |_capability, _info| {
+                            let mut ledger = Ledger::default();
+                            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Book>)> = BTreeMap::new();
+                            move |(input, frontier), output| {
+                                input.for_each(|cap, data| {
+                                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                                        pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                                    }
+                                });
+                                let complete: Vec<u64> =
+                                    pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
+                                for time in complete {
+                                    let (cap, mut batch) = pending.remove(&time).expect("listed above");
+                                    batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
+                                    let mut session = output.session(&cap);
+                                    for (seq, _, source, event) in batch {
+                                        let env =
+                                            Envelope { seq, run: 0, time: 0, wall: 0, source, cause: None, event };
+                                        for (key, amount) in ledger.updates(&env) {
+                                            session.give((key, time, amount));
+                                        }
                                     }
                                 }
                             }
+                        },
+                    )
+                    .as_collection()
+                    .count_total()
+                    .inner
+                    .probe_with(&probe)
+                    .capture_into(totals_sender);
+                derived.probe_with(&probe).capture_into(output_sender);
+            });
+
+            // Epochs are pipelined: a worker takes new epochs while older ones are still in
+            // flight elsewhere, and acknowledges each once the whole dataflow is past it.
+            let (mut fed, mut acked) = (0u64, 0u64);
+            loop {
+                let next = if fed == acked {
+                    // Idle: wait for work.
+                    commands.recv().map_err(|_| TryRecvError::Disconnected)
+                } else {
+                    commands.try_recv()
+                };
+                match next {
+                    Ok((epoch, events)) => {
+                        for e in events {
+                            input.send(e);
                         }
-                    },
-                )
-                .as_collection()
-                .count_total()
-                .inner
-                .capture_into(totals_sender);
-            derived.probe_with(&probe).capture_into(sender);
-        });
-        Host { worker, input, probe, output, totals, current: BTreeMap::new(), epoch: 0 }
+                        input.advance_to(epoch);
+                        fed = epoch;
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) if fed == acked => break,
+                    Err(_) => {}
+                }
+                worker.step_or_park(Some(std::time::Duration::from_micros(200)));
+                while acked < fed && !probe.less_than(&(acked + 1)) {
+                    acked += 1;
+                    if ack.send(acked).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("timely starts its worker threads");
+
+        Host {
+            commands: command_senders,
+            acks: ack_receivers,
+            output,
+            totals,
+            guards: Some(guards),
+            pending: Vec::new(),
+            ready: BTreeMap::new(),
+            ready_totals: BTreeMap::new(),
+            acknowledged: 0,
+            current: BTreeMap::new(),
+            epoch: 0,
+        }
     }
 
     /// Adds an event to the current epoch.
     pub fn push(&mut self, event: Envelope) {
-        self.input.send(event);
+        self.pending.push(event);
     }
 
-    /// Closes the current epoch, runs the dataflow until it is done with it, and returns
-    /// what the agents derived, in input seq order.
+    /// Closes the current epoch, lets every worker finish it, and returns what the agents
+    /// derived, in input seq order.
+    ///
+    /// # Panics
+    /// If a worker died (its own panic is reported first).
     pub fn finish_epoch(&mut self) -> Vec<Derived> {
+        let epoch = self.submit_epoch();
+        self.collect(epoch)
+    }
+
+    /// Closes the current epoch and hands it to the workers without waiting: several epochs
+    /// may be in flight. Returns its number for [`collect`](Self::collect).
+    ///
+    /// # Panics
+    /// If a worker died.
+    pub fn submit_epoch(&mut self) -> u64 {
         self.epoch += 1;
-        self.input.advance_to(self.epoch);
-        while self.probe.less_than(self.input.time()) {
-            self.worker.step();
+        let mut events = Some(std::mem::take(&mut self.pending));
+        for sender in &self.commands {
+            let batch = events.take().unwrap_or_default();
+            sender.send((self.epoch, batch)).expect("dataflow worker stopped");
         }
-        let mut derived = Vec::new();
+        self.epoch
+    }
+
+    /// Waits until every epoch up to `epoch` is done and returns what the agents derived in
+    /// `epoch`, in input seq order; the totals then include it. Collect epochs in order.
+    ///
+    /// # Panics
+    /// If a worker died (its own panic is reported first).
+    pub fn collect(&mut self, epoch: u64) -> Vec<Derived> {
+        while self.acknowledged < epoch {
+            for ack in &self.acks {
+                ack.recv().expect("dataflow worker stopped");
+            }
+            self.acknowledged += 1;
+        }
+        // Epoch e's events were sent at timely time e − 1.
         for event in self.output.try_iter() {
-            if let Captured::Messages(_, mut data) = event {
-                derived.append(&mut data);
+            if let Captured::Messages(stamp, mut data) = event {
+                // The society emits each epoch under its own capability: one time per message.
+                let time = stamp.least().copied().unwrap_or_default();
+                self.ready.entry(time).or_default().append(&mut data);
             }
         }
-        derived.sort_by_key(|(seq, _)| *seq);
         for event in self.totals.try_iter() {
             if let Captured::Messages(_, updates) = event {
-                // Retractions first, so that a key's new total replaces its old one.
-                let (mut adds, removes): (Vec<_>, Vec<_>) = updates.into_iter().partition(|(_, _, diff)| *diff > 0);
-                for ((key, _), _, _) in removes {
-                    self.current.remove(&key);
-                }
-                for ((key, total), _, _) in adds.drain(..) {
-                    self.current.insert(key, total);
+                for update in updates {
+                    self.ready_totals.entry(update.1).or_default().push(update);
                 }
             }
+        }
+        let mut derived = self.ready.remove(&(epoch - 1)).unwrap_or_default();
+        derived.sort_by_key(|(seq, _)| *seq);
+        let later = self.ready_totals.split_off(&epoch);
+        let updates: Vec<TotalUpdate> =
+            std::mem::replace(&mut self.ready_totals, later).into_values().flatten().collect();
+        // Retractions first, so that a key's new total replaces its old one, in whatever
+        // order the workers' messages came.
+        let (adds, removes): (Vec<_>, Vec<_>) = updates.into_iter().partition(|(_, _, diff)| *diff > 0);
+        for ((key, _), _, _) in removes {
+            self.current.remove(&key);
+        }
+        for ((key, total), _, _) in adds {
+            self.current.insert(key, total);
         }
         derived
     }

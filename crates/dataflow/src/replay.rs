@@ -32,6 +32,8 @@ pub struct ReplayReport {
     pub runs: u32,
     /// External events fed to the agents.
     pub inputs: u64,
+    /// Of which market data (candles, trades, quotes).
+    pub market_events: u64,
     /// Derived events compared.
     pub compared: u64,
     pub differences: Vec<Difference>,
@@ -70,13 +72,21 @@ pub fn verify(
     events: impl Iterator<Item = Result<Envelope, crypy_eventstore::Error>>,
     secret: &[u8],
     epoch: usize,
+    workers: usize,
     max_differences: usize,
 ) -> Result<ReplayReport, ReplayError> {
-    let mut v = Verifier { secret: secret.to_vec(), epoch: epoch.max(1), max_differences, ..Verifier::default() };
+    let mut v = Verifier {
+        secret: secret.to_vec(),
+        epoch: epoch.max(1),
+        workers: workers.max(1),
+        max_differences,
+        ..Verifier::default()
+    };
     for e in events {
         v.see(e?)?;
     }
     v.flush();
+    v.settle_all();
     Ok(v.report)
 }
 
@@ -84,6 +94,7 @@ pub fn verify(
 struct Verifier {
     secret: Vec<u8>,
     epoch: usize,
+    workers: usize,
     max_differences: usize,
     report: ReplayReport,
     run: Option<u32>,
@@ -92,7 +103,14 @@ struct Verifier {
     /// The current batch as recorded: inputs fed to the host, and everything in log order.
     batch: Vec<Envelope>,
     inputs_in_batch: usize,
+    /// Batches handed to the workers and not compared yet, with their epoch (`None` when
+    /// nothing was fed), oldest first.
+    in_flight: VecDeque<(Option<u64>, Vec<Envelope>)>,
 }
+
+/// Epochs the workers may have in hand at once: enough that one worker's trackers run ahead
+/// while another's society catches up.
+const EPOCHS_IN_FLIGHT: usize = 4;
 
 impl Verifier {
     fn differ(&mut self, d: Difference) {
@@ -104,6 +122,7 @@ impl Verifier {
     fn see(&mut self, e: Envelope) -> Result<(), ReplayError> {
         if self.run != Some(e.run) {
             self.flush();
+            self.settle_all();
             self.run = Some(e.run);
             self.texts = [None, None, None];
             self.host = None;
@@ -120,6 +139,9 @@ impl Verifier {
                 self.flush();
             }
             self.report.inputs += 1;
+            if e.kind().group() == crypy_core::event::EventGroup::Market {
+                self.report.market_events += 1;
+            }
             if let (Event::TemplateChanged(t), None) = (&e.event, &self.host) {
                 if t.scope == TemplateScope::Desk {
                     if let Some(i) = FILES.iter().position(|(name, _)| *name == t.key) {
@@ -131,7 +153,7 @@ impl Verifier {
                 let templates = templates_of(e.run, &self.texts)?;
                 let society = Society::new(e.source, templates, &Registry::default(), self.secret.clone())
                     .map_err(|source| ReplayError::Templates { run: e.run, source })?;
-                self.host = Some(Host::new(society));
+                self.host = Some(Host::new(society, self.workers));
             }
             if let Some(host) = self.host.as_mut() {
                 host.push(e.clone());
@@ -142,15 +164,34 @@ impl Verifier {
         Ok(())
     }
 
-    /// Closes the epoch and compares what the agents derived with what the log holds.
+    /// Closes the epoch and hands it to the workers; compares the oldest epochs in flight.
     fn flush(&mut self) {
-        let derived = match self.host.as_mut() {
-            Some(host) if self.inputs_in_batch > 0 => host.finish_epoch(),
-            _ => Vec::new(),
+        let epoch = match self.host.as_mut() {
+            Some(host) if self.inputs_in_batch > 0 => Some(host.submit_epoch()),
+            _ => None,
         };
         self.inputs_in_batch = 0;
-        let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
         let batch = std::mem::take(&mut self.batch);
+        self.in_flight.push_back((epoch, batch));
+        while self.in_flight.len() > EPOCHS_IN_FLIGHT {
+            self.settle_one();
+        }
+    }
+
+    fn settle_all(&mut self) {
+        while !self.in_flight.is_empty() {
+            self.settle_one();
+        }
+    }
+
+    /// Compares what the agents derived in the oldest epoch in flight with what the log holds.
+    fn settle_one(&mut self) {
+        let Some((epoch, batch)) = self.in_flight.pop_front() else { return };
+        let derived = match (epoch, self.host.as_mut()) {
+            (Some(epoch), Some(host)) => host.collect(epoch),
+            _ => Vec::new(),
+        };
+        let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
         let mut expected: VecDeque<Expected> = VecDeque::new();
         for e in batch {
             if is_external(e.kind()) {

@@ -38,6 +38,8 @@ pub struct SimOptions {
     pub templates: Templates,
     /// The template files' text, recorded at the start of the run (defaults when `None`).
     pub template_texts: Option<[String; 3]>,
+    /// Dataflow worker threads.
+    pub workers: usize,
 }
 
 #[derive(Debug, Error)]
@@ -304,7 +306,7 @@ pub fn run_sim(
     let mut sim = Simulator::new(opts.config.clone(), opts.candles)?;
     let desk = sim.desk();
     let registry = Registry::default();
-    let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?);
+    let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?, opts.workers);
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
     let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };

@@ -51,7 +51,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let mut stdout = out::stdout();
     let mut failed: Option<std::io::Error> = None;
     let report = run_sim(
-        SimOptions { data_dir: args.dir.data_dir.clone(), candles, config, templates, template_texts: texts },
+        SimOptions {
+            data_dir: args.dir.data_dir.clone(),
+            candles,
+            config,
+            templates,
+            template_texts: texts,
+            workers: usize::from(args.workers),
+        },
         |e| {
             if narrate && failed.is_none() {
                 if let Some(text) = story(e) {
@@ -219,7 +226,12 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
     let secret = std::fs::read(dir.join("secret"))
         .with_context(|| format!("cannot read the data dir's secret in {}", dir.display()))?;
-    let report = crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.epoch, args.max_differences)?;
+    let workers = usize::from(args.workers);
+    let started = std::time::Instant::now();
+    let report =
+        crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.epoch, workers, args.max_differences)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = report.market_events as f64 / seconds.max(1e-9);
     if args.json {
         let diffs: Vec<_> = report
             .differences
@@ -228,7 +240,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            json!({"ok": report.is_ok(), "runs": report.runs, "inputs": report.inputs, "compared": report.compared, "differences": diffs})
+            json!({
+                "ok": report.is_ok(), "runs": report.runs, "inputs": report.inputs,
+                "market_events": report.market_events, "compared": report.compared, "differences": diffs,
+                "workers": workers, "seconds": seconds, "market_events_per_s": rate,
+            })
         );
     } else {
         println!(
@@ -236,6 +252,12 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             report.runs,
             out::count(report.inputs),
             out::count(report.compared)
+        );
+        println!(
+            "{} market events in {seconds:.3} s: {} market events/s on {workers} worker{}",
+            out::count(report.market_events),
+            out::count(rate as u64),
+            if workers == 1 { "" } else { "s" }
         );
         for d in &report.differences {
             println!(

@@ -265,13 +265,26 @@ fn ms_from_epoch_number(text: &str) -> Result<i64, String> {
     Ok(if value < 100_000_000_000 { value * 1000 } else { value })
 }
 
+/// A decimal as exports write them: plain, or in scientific notation (Kraken's OHLCVT files
+/// have volumes like `1E+1`), read exactly either way.
+fn decimal(field: &str) -> Result<rust_decimal::Decimal, ()> {
+    let text = field.trim();
+    match parse_decimal(text) {
+        Ok(d) => Ok(d),
+        Err(_) if text.contains(['e', 'E']) => {
+            rust_decimal::Decimal::from_scientific(&text.replace("e+", "e").replace("E+", "E")).map_err(|_| ())
+        }
+        Err(_) => Err(()),
+    }
+}
+
 fn price(field: &str, name: &str) -> Result<Price, String> {
-    let d = parse_decimal(field).map_err(|_| format!("{name} {:?} is not a decimal number", field.trim()))?;
+    let d = decimal(field).map_err(|_| format!("{name} {:?} is not a decimal number", field.trim()))?;
     Price::new_checked(d).map_err(|_| format!("{name} {} must be positive", field.trim()))
 }
 
 fn qty(field: &str, name: &str) -> Result<Qty, String> {
-    parse_decimal(field).map(Qty::new).map_err(|_| format!("{name} {:?} is not a decimal number", field.trim()))
+    decimal(field).map(Qty::new).map_err(|_| format!("{name} {:?} is not a decimal number", field.trim()))
 }
 
 fn parse_csv(text: &str, pair: &Pair, interval: Interval, format: CandleFormat) -> Result<Vec<Candle>, RowError> {
@@ -441,6 +454,17 @@ fn check_sequence(candles: &[Candle], interval: Interval) -> Result<(), (usize, 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod decimal_tests {
+    #[test]
+    fn scientific_notation_is_read_exactly() {
+        assert_eq!(super::decimal("1E+1").unwrap().to_string(), "10");
+        assert_eq!(super::decimal(" 2.5e-3 ").unwrap().to_string(), "0.0025");
+        assert_eq!(super::decimal("0.10").unwrap().to_string(), "0.10");
+        assert!(super::decimal("1E+").is_err() && super::decimal("abc").is_err() && super::decimal("NaN").is_err());
+    }
 }
 
 #[cfg(test)]

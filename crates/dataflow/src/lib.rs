@@ -4,9 +4,10 @@
 //! order outcomes, commands, template changes) and records what they derive, so that the log
 //! holds every input and every decision, and a replay reproduces the decisions exactly.
 //!
-//! - [`host`]: the timely dataflow whose one operator holds a desk's agents; its input is
+//! - [`host`]: the timely dataflow, on its own worker threads, that holds a desk's agents:
+//!   traders' trackers partitioned by pair, the desk's decisions on worker 0; its input is
 //!   external events in epochs, its output what the agents derive, in an order that depends
-//!   only on the inputs.
+//!   only on the inputs (not on epochs, scheduling or the number of workers).
 //! - [`sim`]: the simulated desk's runtime — the exchange simulator, the log writer and the
 //!   desk executor that sends approved orders to the exchange — in lockstep with the dataflow,
 //!   so that a run is a pure function of its configuration, data, templates and secret.
@@ -16,7 +17,8 @@
 //! The agents' logic itself is pure (`crypy-agents`); everything with side effects (files,
 //! the exchange, clocks) is here, at the edge, and never inside an operator. Beside the agents,
 //! [`aggregates`] keeps balances per asset and realized P&L per strategy with differential
-//! dataflow. Still to come: one desk's traders spread over workers by pair.
+//! dataflow. The runtime hands epochs to the workers and takes their results over channels;
+//! only the runtime writes the log.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 

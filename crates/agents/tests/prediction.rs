@@ -34,8 +34,18 @@ fn the_prediction_for_each_variant_is_what_the_simulator_does() {
     let start = cfg.balances[&"EUR".parse().unwrap()];
     let mut cache = IndicatorCache::default();
     let mut checked_trades = 0;
+    // The trader's own path: the tracker following the same bars, its window the whole quarter.
+    let grid: std::sync::Arc<[Box<dyn crypy_agents::strategy::Strategy>]> = vec![Registry::default()
+        .build(&StrategySpec::parse("sma_cross fast=5..20/5 slow=30..60/30").unwrap())
+        .unwrap()]
+    .into();
+    let mut tracker = crypy_agents::track::Tracker::new(grid, bars.len(), rules);
+    for (open, close) in bars.open().iter().zip(bars.close()) {
+        tracker.push(*open, *close);
+    }
+    let tracked = tracker.scores(1.0);
 
-    for variant in strategy.variants() {
+    for (index, variant) in strategy.variants().iter().enumerate() {
         cache.fill(bars.close(), strategy.needs(variant));
         let mut want = vec![false; bars.len()];
         strategy.signals(variant, &cache, &mut want);
@@ -105,6 +115,16 @@ fn the_prediction_for_each_variant_is_what_the_simulator_does() {
             "{variant}: predicted fees {} actual {actual_fees}",
             predicted.fees
         );
+        // The tracker does not truncate quantities to the market's step (its results are
+        // fractions of any capital), which moves a result by about 1e-8 per trade.
+        let t = &tracked[index];
+        assert_eq!(t.trades, entries, "{variant} tracked");
+        assert!(
+            (t.total_return - actual_return).abs() < 1e-6,
+            "{variant}: tracked {} actual {actual_return}",
+            t.total_return
+        );
+        assert!((t.fees - actual_fees).abs() < 1e-6, "{variant}: tracked fees {} actual {actual_fees}", t.fees);
         checked_trades += entries;
     }
     assert!(checked_trades > 100, "the variants trade: {checked_trades} entries");

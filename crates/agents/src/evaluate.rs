@@ -319,18 +319,7 @@ fn simulate_with(
     sum += sum_b;
     sum_sq += sum_sq_b;
 
-    let steps = n.saturating_sub(1) as f64;
-    let sharpe = if steps > 0.0 {
-        let mean = sum / steps;
-        let var = sum_sq / steps - mean * mean;
-        if var > 1e-300 {
-            mean / var.sqrt() * periods_per_year.sqrt()
-        } else {
-            0.0
-        }
-    } else {
-        0.0
-    };
+    let sharpe = sharpe(sum, sum_sq, n.saturating_sub(1) as f64, periods_per_year);
     Score {
         total_return: equity / capital - 1.0,
         sharpe,
@@ -338,6 +327,21 @@ fn simulate_with(
         win_rate: if closed > 0 { f64::from(wins) / f64::from(closed) } else { 0.0 },
         trades,
         fees: fees / capital,
+    }
+}
+
+/// The annualised Sharpe ratio of `steps` per-bar returns given their sum and sum of squares
+/// (0 when they do not vary).
+pub(crate) fn sharpe(sum: f64, sum_sq: f64, steps: f64, periods_per_year: f64) -> f64 {
+    if steps <= 0.0 {
+        return 0.0;
+    }
+    let mean = sum / steps;
+    let var = sum_sq / steps - mean * mean;
+    if var > 1e-300 {
+        mean / var.sqrt() * periods_per_year.sqrt()
+    } else {
+        0.0
     }
 }
 

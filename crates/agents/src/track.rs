@@ -396,20 +396,9 @@ impl Tracker {
                 if f.open && trade.entry >= first_entry {
                     total = total.then(&trade.summary);
                 }
-                let sharpe = if steps > 0.0 {
-                    let mean = total.sum / steps;
-                    let var = total.sum_sq / steps - mean * mean;
-                    if var > 1e-300 {
-                        mean / var.sqrt() * periods_per_year.sqrt()
-                    } else {
-                        0.0
-                    }
-                } else {
-                    0.0
-                };
                 Score {
                     total_return: total.growth - 1.0,
-                    sharpe,
+                    sharpe: crate::evaluate::sharpe(total.sum, total.sum_sq, steps, periods_per_year),
                     max_drawdown: 1.0 - total.worst,
                     win_rate: if total.closed > 0 { f64::from(total.wins) / f64::from(total.closed) } else { 0.0 },
                     trades: total.trades,

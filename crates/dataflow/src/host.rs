@@ -53,6 +53,31 @@ type Routed = (u64, Envelope);
 /// One epoch for one worker: the events (worker 0 only) and the epoch's number.
 type Command = (u64, Vec<Envelope>);
 
+/// An operator's inputs, held by epoch until the frontier has passed it.
+struct Held<D> {
+    epochs: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+}
+
+impl<D> Held<D> {
+    fn new() -> Self {
+        Held { epochs: BTreeMap::new() }
+    }
+
+    fn hold(&mut self, cap: Capability<u64>, data: &mut Vec<D>) {
+        self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+    }
+
+    fn holds(&self, time: &u64) -> bool {
+        self.epochs.contains_key(time)
+    }
+
+    /// Takes every epoch `open` no longer says may grow, oldest first.
+    fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<(Capability<u64>, Vec<D>)> {
+        let done: Vec<u64> = self.epochs.keys().filter(|t| !open(t)).copied().collect();
+        done.into_iter().filter_map(|t| self.epochs.remove(&t)).collect()
+    }
+}
+
 /// The worker a pair's tracker lives on: with more than one, any but worker 0, which
 /// carries the desk's decisions.
 fn worker_of(pair: &Pair, peers: usize) -> u64 {
@@ -156,17 +181,14 @@ impl Host {
                         Exchange::new(|(target, _): &(u64, Envelope)| *target),
                         "Watch",
                         move |_capability, _info| {
-                            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
+                            let mut held = Held::<Routed>::new();
                             move |(input, frontier), output| {
                                 input.for_each(|cap, data| {
                                     if let Some(cap) = cap.retain_least(output.output_index()) {
-                                        pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                                        held.hold(cap, data);
                                     }
                                 });
-                                let complete: Vec<u64> =
-                                    pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
-                                for time in complete {
-                                    let (cap, mut events) = pending.remove(&time).expect("listed above");
+                                for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
                                     events.sort_by_key(|(_, e)| e.seq);
                                     let mut session = output.session(&cap);
                                     for (_, e) in events {
@@ -185,12 +207,12 @@ impl Host {
                     "Society",
                     move |_capability, _info| {
                         let mut society = society;
-                        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Envelope>)> = BTreeMap::new();
+                        let mut held = Held::<Envelope>::new();
                         let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
                         move |(events, events_frontier), (seen, views_frontier), output| {
                             events.for_each(|cap, data| {
                                 if let Some(cap) = cap.retain_least(output.output_index()) {
-                                    pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                                    held.hold(cap, data);
                                 }
                             });
                             seen.for_each(|cap, data| {
@@ -198,14 +220,9 @@ impl Host {
                                     views.entry(*time).or_default().extend(data.drain(..));
                                 }
                             });
-                            let complete: Vec<u64> = pending
-                                .keys()
-                                .filter(|t| !events_frontier.less_equal(*t) && !views_frontier.less_equal(*t))
-                                .copied()
-                                .collect();
-                            for time in complete {
-                                let (cap, mut events) = pending.remove(&time).expect("listed above");
-                                let mut epoch_views = views.remove(&time).unwrap_or_default();
+                            let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
+                            for (cap, mut events) in held.complete(open) {
+                                let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
                                 let Some(society) = society.as_mut() else { continue };
                                 events.sort_by_key(|e| e.seq);
                                 let mut session = output.session(&cap);
@@ -216,7 +233,7 @@ impl Host {
                                 }
                             }
                             // Views of epochs with no events left to join (none expected).
-                            views.retain(|t, _| views_frontier.less_equal(t) || pending.contains_key(t));
+                            views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
                         }
                     },
                 );
@@ -233,17 +250,15 @@ impl Host {
                         "Ledger",
                         move |_capability, _info| {
                             let mut ledger = Ledger::default();
-                            let mut pending: BTreeMap<u64, (Capability<u64>, Vec<Book>)> = BTreeMap::new();
+                            let mut held = Held::<Book>::new();
                             move |(input, frontier), output| {
                                 input.for_each(|cap, data| {
                                     if let Some(cap) = cap.retain_least(output.output_index()) {
-                                        pending.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+                                        held.hold(cap, data);
                                     }
                                 });
-                                let complete: Vec<u64> =
-                                    pending.keys().filter(|t| !frontier.less_equal(*t)).copied().collect();
-                                for time in complete {
-                                    let (cap, mut batch) = pending.remove(&time).expect("listed above");
+                                for (cap, mut batch) in held.complete(|t| frontier.less_equal(t)) {
+                                    let time = *cap.time();
                                     batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
                                     let mut session = output.session(&cap);
                                     for (seq, _, source, event) in batch {

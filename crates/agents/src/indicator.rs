@@ -150,6 +150,8 @@ pub struct Stream {
     n: usize,
     /// Closes seen so far.
     seen: usize,
+    /// Closes the ring holds once full: `n`, or `n + 1` for RSI's `n` changes.
+    size: usize,
     /// The last `n` closes (the last `n + 1` for RSI), oldest at `head`.
     ring: Vec<f64>,
     head: usize,
@@ -171,6 +173,7 @@ impl Stream {
             key,
             n,
             seen: 0,
+            size,
             ring: Vec::with_capacity(size),
             head: 0,
             a: 0.0,
@@ -195,13 +198,12 @@ impl Stream {
     }
 
     fn remember(&mut self, close: f64) -> Option<f64> {
-        let size = if matches!(self.key, IndicatorKey::Rsi(_)) { self.n + 1 } else { self.n };
-        if self.ring.len() < size {
+        if self.ring.len() < self.size {
             self.ring.push(close);
             None
         } else {
             let dropped = std::mem::replace(&mut self.ring[self.head], close);
-            self.head = (self.head + 1) % size;
+            self.head = (self.head + 1) % self.size;
             Some(dropped)
         }
     }

@@ -39,15 +39,15 @@ use crypy_core::event::{
 use crypy_core::{
     AgentId, Asset, Capabilities, Envelope, Event, Fill, Market, Money, OrderKind, OrderRequest, Pair, Price, Qty, Side,
 };
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 
 use crate::auth::HolderKey;
 use crate::desk::DeskGate;
-use crate::evaluate::{all_in_qty, FillRules};
+use crate::evaluate::all_in_qty;
 use crate::strategy::{Registry, Variant};
 use crate::template::Templates;
-use crate::track::{BarView, Watch};
+use crate::track::{wants_bit, BarView, Watch, DEFAULT_TAKER_FEE};
 
 /// Where an output came from: the input event, or an earlier output of the same call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,21 +472,15 @@ impl Society {
 
     // --- traders ---------------------------------------------------------------------
 
-    fn fill_rules(&self, pair: Pair, capital: f64) -> (FillRules, Decimal, u32) {
-        let taker = self.capabilities.as_ref().map_or(Decimal::new(26, 4), |c| c.taker_fee);
-        let qty_precision = self.markets.get(&pair).map_or(8, |m| m.qty_precision);
-        let rules = FillRules {
-            fee_rate: taker.to_f64().unwrap_or(0.0),
-            slippage: 0.0,
-            qty_step: 10f64.powi(-(qty_precision as i32)),
-            capital: capital.max(1.0),
-        };
-        (rules, taker, qty_precision)
+    /// The taker fee and quantity precision an order on `pair` is sized with.
+    fn sizing(&self, pair: Pair) -> (Decimal, u32) {
+        let taker = self.capabilities.as_ref().map_or(DEFAULT_TAKER_FEE, |c| c.taker_fee);
+        (taker, self.markets.get(&pair).map_or(8, |m| m.qty_precision))
     }
 
     /// Whether `variant` wants to be long after the pair's last bar.
     fn wants_long(&self, pair: Pair, variant: usize) -> bool {
-        self.history.get(&pair).is_some_and(|h| h.wants.get(variant / 64).is_some_and(|w| w >> (variant % 64) & 1 == 1))
+        self.history.get(&pair).is_some_and(|h| wants_bit(&h.wants, variant))
     }
 
     fn trader_bar(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
@@ -578,7 +572,7 @@ impl Society {
                         format!("allocation {} expired before {} said long", allocation.id, self.variants[variant]);
                     self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
                 } else if self.wants_long(pair, variant) {
-                    let (_, taker, precision) = self.fill_rules(pair, 0.0);
+                    let (taker, precision) = self.sizing(pair);
                     let qty = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
                     let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
                     if qty.is_zero() || qty < min {

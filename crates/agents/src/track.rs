@@ -300,6 +300,15 @@ impl Tracker {
         self.followers[index].long
     }
 
+    /// Every variant's signal after the last bar, as a [`BarView::wants`] bit set.
+    pub fn wants(&self) -> Vec<u64> {
+        let mut wants = vec![0u64; self.followers.len().div_ceil(64)];
+        for (i, f) in self.followers.iter().enumerate() {
+            wants[i / 64] |= u64::from(f.long) << (i % 64);
+        }
+        wants
+    }
+
     /// Takes the next bar. Prices must be finite and positive (the log's candles are).
     pub fn push(&mut self, open: f64, close: f64) {
         let t = self.bars;
@@ -422,9 +431,17 @@ pub struct BarView {
 
 impl BarView {
     pub fn wants_long(&self, variant: usize) -> bool {
-        self.wants.get(variant / 64).is_some_and(|w| w >> (variant % 64) & 1 == 1)
+        wants_bit(&self.wants, variant)
     }
 }
+
+/// Variant `i`'s signal in a [`BarView::wants`] bit set.
+pub fn wants_bit(wants: &[u64], i: usize) -> bool {
+    wants.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 == 1)
+}
+
+/// Kraken's base taker fee, assumed until the venue reports its capabilities.
+pub const DEFAULT_TAKER_FEE: rust_decimal::Decimal = rust_decimal::Decimal::from_parts(26, 0, 0, false, 4);
 
 /// The traders' shared eyes on the market: a [`Tracker`] per pair, created at the pair's
 /// first candle. On the first bar closing at or after each multiple of `evaluate_every`
@@ -446,8 +463,7 @@ impl Watch {
             strategies,
             look_back,
             evaluate_every: i64::from(evaluate_every_minutes.max(1)) * 60_000,
-            // Kraken's base taker fee until the venue says otherwise.
-            fee_rate: 0.0026,
+            fee_rate: DEFAULT_TAKER_FEE.to_f64().unwrap_or_default(),
             trackers: BTreeMap::new(),
         }
     }
@@ -469,10 +485,7 @@ impl Watch {
                 let tracker =
                     self.trackers.entry(c.pair).or_insert_with(|| Tracker::new(strategies.clone(), look_back, rules));
                 tracker.push(c.open.to_f64(), c.close.to_f64());
-                let mut wants = vec![0u64; tracker.followers.len().div_ceil(64)];
-                for (i, f) in tracker.followers.iter().enumerate() {
-                    wants[i / 64] |= u64::from(f.long) << (i % 64);
-                }
+                let wants = tracker.wants();
                 let window = tracker.window();
                 let closes_at = c.open_time + c.interval.millis();
                 let due = closes_at.rem_euclid(self.evaluate_every) < c.interval.millis() && window * 2 >= look_back;

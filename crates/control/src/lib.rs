@@ -6,9 +6,10 @@
 //! It must not change an agent's state behind the log's back: every accepted command
 //! becomes a `CommandIssued` event before it takes effect.
 //!
-//! So far: the command language ([`lang`]); the telnet server and the REPL come next.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
 /// The command language: words, quoting, levels, commands, help.
 pub mod lang;
+/// What passes between a terminal session and the desk.
+pub mod link;

@@ -55,6 +55,12 @@ impl DeskGate {
         self.kill_switch
     }
 
+    /// New limits from a template setting; the kill switch stays as it is (the template's
+    /// `kill_switch` is where a run starts).
+    pub fn set_limits(&mut self, limits: DeskLimits) {
+        self.limits = limits;
+    }
+
     pub fn open_orders(&self) -> usize {
         self.open_orders.len()
     }

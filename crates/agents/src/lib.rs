@@ -35,6 +35,8 @@ pub mod evaluate;
 pub mod indicator;
 /// The agents of one desk as one deterministic state machine.
 pub mod society;
+/// Human steering commands the agents act on, in their logged form.
+pub mod steer;
 /// Strategies, their parameter grids and the registry.
 pub mod strategy;
 /// Desk, holder and trader templates (TOML), defaults embedded from `templates/`.

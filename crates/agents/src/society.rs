@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crypy_core::event::{
-    AgentRetired, AgentSpawned, Allocation, EntryDecision, EntrySkipped, Metrics, ProposalAccepted, ProposalRefused,
-    RetireReason, Signature, StrategyEvaluated, StrategyProposed,
+    AgentRetired, AgentSpawned, Allocation, CommandIssued, EntryDecision, EntrySkipped, Metrics, ProposalAccepted,
+    ProposalRefused, RetireReason, Signature, StrategyEvaluated, StrategyProposed, TemplateChanged, TemplateScope,
 };
 use crypy_core::{
     AgentId, Asset, Capabilities, Envelope, Event, Fill, Market, Money, OrderKind, OrderRequest, Pair, Price, Qty, Side,
@@ -44,9 +44,10 @@ use rust_decimal::Decimal;
 
 use crate::auth::HolderKey;
 use crate::desk::DeskGate;
-use crate::evaluate::all_in_qty;
+use crate::evaluate::{all_in_qty, Score};
+use crate::steer::{Bound, Steer};
 use crate::strategy::{Registry, Variant};
-use crate::template::Templates;
+use crate::template::{set_field, DeskTemplate, FieldChange, HolderTemplate, Templates, TraderTemplate};
 use crate::track::{wants_bit, BarView, Watch, DEFAULT_TAKER_FEE};
 
 /// Where an output came from: the input event, or an earlier output of the same call.
@@ -87,6 +88,73 @@ struct Trader {
     holder: Asset,
     pair: Pair,
     phase: Phase,
+    /// The latest proposal it made.
+    last_proposal: Option<u64>,
+    /// Exit prices a human set, instead of the template's fractions of the entry.
+    stop: Option<Price>,
+    target: Option<Price>,
+}
+
+/// What became of a proposal.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProposalStatus {
+    /// Made, not judged yet.
+    Waiting,
+    Refused(String),
+    Accepted { allocation: Option<u64> },
+}
+
+/// A proposal as the holder's terminal shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProposalRecord {
+    pub proposal: u64,
+    pub trader: AgentId,
+    pub pair: Pair,
+    pub strategy: String,
+    pub metrics: Metrics,
+    pub status: ProposalStatus,
+    variant: usize,
+}
+
+/// Proposals the society remembers for the terminals, newest last.
+const PROPOSALS_KEPT: usize = 1000;
+
+/// A live holder, for the terminals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HolderState {
+    pub asset: Asset,
+    pub generation: u32,
+    /// Its free capital.
+    pub free: Money,
+    pub traders: Vec<AgentId>,
+    /// The allocation it granted and that is not used or given back yet.
+    pub outstanding: Option<u64>,
+}
+
+/// A live trader, for the terminals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraderState {
+    pub id: AgentId,
+    pub holder: Asset,
+    pub pair: Pair,
+    /// `evaluating`, `proposed`, `allocated`, `entering`, `in position`, `exiting`.
+    pub phase: &'static str,
+    /// The variant it proposed or trades.
+    pub strategy: Option<String>,
+    pub proposal: Option<u64>,
+    pub allocation: Option<Allocation>,
+    /// In a position: quantity, entry price (fees included), stop and target prices.
+    pub position: Option<PositionState>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PositionState {
+    pub qty: Qty,
+    pub entry: f64,
+    pub stop: f64,
+    pub target: f64,
+    /// Whether a human set the stop or the target.
+    pub adjusted: bool,
 }
 
 /// What a pair's traders know of its last bar (a new generation starts informed).
@@ -120,6 +188,12 @@ pub struct Society {
     traders: BTreeMap<AgentId, Trader>,
     trader_generations: BTreeMap<Pair, u32>,
     history: BTreeMap<Pair, History>,
+    /// Each pair's latest evaluation: window length and every variant's score.
+    last_scores: BTreeMap<Pair, (u32, Vec<Score>)>,
+    proposals: BTreeMap<u64, ProposalRecord>,
+    /// Templates a human changed for one holder or one pair: the text and what it parses to.
+    holder_templates: BTreeMap<Asset, (String, HolderTemplate)>,
+    trader_templates: BTreeMap<Pair, (String, TraderTemplate)>,
     /// Which trader each order belongs to.
     orders: BTreeMap<crypy_core::ClientOrderId, AgentId>,
     next_proposal: u64,
@@ -141,6 +215,8 @@ impl fmt::Debug for Society {
 }
 
 type Queue = VecDeque<(usize, AgentId, Event)>;
+
+mod steering;
 
 impl Society {
     /// # Errors
@@ -172,6 +248,10 @@ impl Society {
             traders: BTreeMap::new(),
             trader_generations: BTreeMap::new(),
             history: BTreeMap::new(),
+            last_scores: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            holder_templates: BTreeMap::new(),
+            trader_templates: BTreeMap::new(),
             orders: BTreeMap::new(),
             next_proposal: 1,
             next_allocation: 1,
@@ -227,7 +307,9 @@ impl Society {
             });
             self.route(input.time, &source, &event, index, &mut queue);
         }
-        self.view = None;
+        if let Some(BarView { pair, scores: Some(scores), .. }) = self.view.take() {
+            self.last_scores.insert(pair, scores);
+        }
         out
     }
 
@@ -261,13 +343,54 @@ impl Society {
                     self.trader_bar(id, time, index, queue);
                 }
             }
-            Event::StrategyProposed(p) => self.holder_judges(*source, p, time, index, queue),
+            Event::StrategyProposed(p) => {
+                if let Some(t) = self.traders.get(source) {
+                    if let Phase::Proposed { variant, .. } = t.phase {
+                        self.proposals.insert(
+                            p.proposal,
+                            ProposalRecord {
+                                proposal: p.proposal,
+                                trader: *source,
+                                pair: p.pair,
+                                strategy: p.strategy.clone(),
+                                metrics: p.metrics.clone(),
+                                status: ProposalStatus::Waiting,
+                                variant,
+                            },
+                        );
+                        while self.proposals.len() > PROPOSALS_KEPT {
+                            self.proposals.pop_first();
+                        }
+                    }
+                }
+                self.holder_judges(*source, p, time, index, queue)
+            }
             Event::ProposalRefused(r) => {
-                if let Some(t) = self.traders.get_mut(&r.trader) {
-                    t.phase = Phase::Evaluating;
+                if let Some(p) = self.proposals.get_mut(&r.proposal) {
+                    p.status = ProposalStatus::Refused(r.reason.clone());
+                }
+                let Some(t) = self.traders.get_mut(&r.trader) else { return };
+                match &t.phase {
+                    Phase::Proposed { proposal, .. } if *proposal == r.proposal => t.phase = Phase::Evaluating,
+                    Phase::Allocated { allocation, .. } if allocation.proposal == r.proposal => {
+                        let allocation = allocation.clone();
+                        let reason = format!("allocation {} taken back: {}", allocation.id, r.reason);
+                        self.trader_gives_up(r.trader, &allocation, reason, RetireReason::Human, index, queue);
+                    }
+                    _ => {}
                 }
             }
+            Event::ProposalAccepted(a) => {
+                if let Some(p) = self.proposals.get_mut(&a.proposal) {
+                    p.status = ProposalStatus::Accepted { allocation: None };
+                }
+            }
+            Event::CommandIssued(c) => self.steered(c, time, index, queue),
+            Event::TemplateChanged(t) => self.template_changed(t),
             Event::AllocationGranted(a) => {
+                if let Some(p) = self.proposals.get_mut(&a.proposal) {
+                    p.status = ProposalStatus::Accepted { allocation: Some(a.id) };
+                }
                 let Some(t) = self.traders.get_mut(&a.trader) else { return };
                 if let Phase::Proposed { proposal, variant } = &t.phase {
                     if *proposal == a.proposal {
@@ -362,7 +485,7 @@ impl Society {
     // --- holders ---------------------------------------------------------------------
 
     fn holder_started(&mut self, asset: Asset, index: usize, queue: &mut Queue) {
-        let wanted = &self.templates.holder.pairs;
+        let wanted = &self.holder_template(asset).pairs;
         let pairs: Vec<Pair> = self
             .markets
             .keys()
@@ -383,7 +506,10 @@ impl Society {
         };
         let agent = AgentId::Trader { pair, generation };
         h.traders.push(agent);
-        self.traders.insert(agent, Trader { holder, pair, phase: Phase::Evaluating });
+        self.traders.insert(
+            agent,
+            Trader { holder, pair, phase: Phase::Evaluating, last_proposal: None, stop: None, target: None },
+        );
         let parent = AgentId::Holder(holder);
         queue.push_back((
             index,
@@ -395,9 +521,9 @@ impl Society {
     fn holder_judges(&mut self, trader: AgentId, p: &StrategyProposed, time: i64, index: usize, queue: &mut Queue) {
         let Some(t) = self.traders.get(&trader) else { return };
         let asset = t.holder;
-        let Some(holder) = self.holders.get_mut(&asset) else { return };
+        let Some(holder) = self.holders.get(&asset) else { return };
         let source = AgentId::Holder(asset);
-        let c = &self.templates.holder.criteria;
+        let c = &self.holder_template(asset).criteria;
         let m = &p.metrics;
         let refusal = if let Some(a) = holder.outstanding {
             Some(format!("capital already allocated (allocation {a})"))
@@ -412,10 +538,7 @@ impl Society {
         } else {
             None
         };
-        let free = self.free.get(&asset).copied().unwrap_or_default();
-        let fraction = Decimal::from_f64(c.max_fraction).unwrap_or(Decimal::ONE);
-        let amount =
-            Money::new((free.value() * fraction).round_dp_with_strategy(8, rust_decimal::RoundingStrategy::ToZero));
+        let amount = self.allocatable(asset);
         let refusal = refusal.or_else(|| (amount <= Money::ZERO).then(|| format!("no free {asset} to allocate")));
         if let Some(reason) = refusal {
             queue.push_back((
@@ -425,6 +548,32 @@ impl Society {
             ));
             return;
         }
+        self.grant(asset, trader, p.proposal, p.pair, time, index, queue);
+    }
+
+    /// What an allocation of `asset`'s holder would be now: `max_fraction` of its free capital.
+    fn allocatable(&self, asset: Asset) -> Money {
+        let free = self.free.get(&asset).copied().unwrap_or_default();
+        let fraction = Decimal::from_f64(self.holder_template(asset).criteria.max_fraction).unwrap_or(Decimal::ONE);
+        Money::new((free.value() * fraction).round_dp_with_strategy(8, rust_decimal::RoundingStrategy::ToZero))
+    }
+
+    /// The holder of `asset` accepts `proposal` with a signed allocation.
+    #[allow(clippy::too_many_arguments)]
+    fn grant(
+        &mut self,
+        asset: Asset,
+        trader: AgentId,
+        proposal: u64,
+        pair: Pair,
+        time: i64,
+        index: usize,
+        queue: &mut Queue,
+    ) {
+        let amount = self.allocatable(asset);
+        let ttl = self.holder_template(asset).criteria.allocation_ttl_minutes;
+        let source = AgentId::Holder(asset);
+        let Some(holder) = self.holders.get_mut(&asset) else { return };
         let nonce = {
             let n = self.holder_nonces.entry(asset).or_insert(0);
             *n += 1;
@@ -432,20 +581,20 @@ impl Society {
         };
         let mut allocation = Allocation {
             id: self.next_allocation,
-            proposal: p.proposal,
+            proposal,
             holder: source,
             trader,
-            pair: p.pair,
+            pair,
             asset,
             amount,
-            expires_at: time + i64::from(c.allocation_ttl_minutes) * 60_000,
+            expires_at: time + i64::from(ttl) * 60_000,
             nonce,
             signature: Signature([0; 64]),
         };
         self.next_allocation += 1;
         holder.key.sign(&mut allocation);
         holder.outstanding = Some(allocation.id);
-        queue.push_back((index, source, Event::ProposalAccepted(ProposalAccepted { proposal: p.proposal, trader })));
+        queue.push_back((index, source, Event::ProposalAccepted(ProposalAccepted { proposal, trader })));
         queue.push_back((index, source, Event::AllocationGranted(Box::new(allocation))));
     }
 
@@ -501,7 +650,7 @@ impl Society {
         };
         let capital = self.free.get(&holder).copied().unwrap_or_default();
         let capital_money = Money::new(capital.value().round_dp(8));
-        let tt = &self.templates.trader;
+        let tt = self.trader_template(pair);
         let passes =
             |i: &usize| scores[*i].total_return >= tt.propose_min_return && scores[*i].trades >= tt.propose_min_trades;
         let by_return =
@@ -528,6 +677,7 @@ impl Society {
             self.next_proposal += 1;
             if let Some(t) = self.traders.get_mut(&id) {
                 t.phase = Phase::Proposed { proposal, variant: best };
+                t.last_proposal = Some(proposal);
             }
             queue.push_back((
                 index,
@@ -572,33 +722,14 @@ impl Society {
                         format!("allocation {} expired before {} said long", allocation.id, self.variants[variant]);
                     self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
                 } else if self.wants_long(pair, variant) {
-                    let (taker, precision) = self.sizing(pair);
-                    let qty = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
-                    let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
-                    if qty.is_zero() || qty < min {
-                        let reason = format!("allocation {} buys {qty}, below the minimum {min}", allocation.amount);
-                        self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
-                        return;
-                    }
                     let reason = format!("{} says long at {close}", self.variants[variant]);
-                    queue.push_back((
-                        index,
-                        id,
-                        Event::EntryDecided(EntryDecision { allocation: allocation.id, pair, reason }),
-                    ));
-                    let order = self.market_order(id, pair, Side::Buy, qty, allocation.id);
-                    queue.push_back((index, id, order));
-                    if let Some(t) = self.traders.get_mut(&id) {
-                        t.phase = Phase::Entering { allocation, variant, filled: Qty::ZERO, cost: Money::ZERO };
-                    }
+                    self.trader_enters(id, allocation, variant, close, reason, index, queue);
                 }
             }
             Phase::InPosition { allocation, variant, qty, entry } => {
                 let c = close.to_f64();
-                let tt = &self.templates.trader;
-                let exit = !self.wants_long(pair, variant)
-                    || c <= entry * (1.0 - tt.stop_loss)
-                    || c >= entry * (1.0 + tt.take_profit);
+                let (stop, target) = self.exit_prices(&self.traders[&id], entry);
+                let exit = !self.wants_long(pair, variant) || c <= stop || c >= target;
                 if exit {
                     let order = self.market_order(id, pair, Side::Sell, qty, allocation.id);
                     queue.push_back((index, id, order));
@@ -609,6 +740,49 @@ impl Society {
             }
             _ => {}
         }
+    }
+
+    /// A market buy of everything `allocation` allows at `close`, or giving up when that is
+    /// below the market's minimum.
+    #[allow(clippy::too_many_arguments)]
+    fn trader_enters(
+        &mut self,
+        id: AgentId,
+        allocation: Allocation,
+        variant: usize,
+        close: Price,
+        reason: String,
+        index: usize,
+        queue: &mut Queue,
+    ) {
+        let pair = allocation.pair;
+        let qty = self.entry_qty(&allocation, close);
+        let min = self.markets.get(&pair).map_or(Qty::ZERO, |m| m.min_qty);
+        if qty.is_zero() || qty < min {
+            let reason = format!("allocation {} buys {qty}, below the minimum {min}", allocation.amount);
+            self.trader_gives_up(id, &allocation, reason, RetireReason::ChanceGone, index, queue);
+            return;
+        }
+        queue.push_back((index, id, Event::EntryDecided(EntryDecision { allocation: allocation.id, pair, reason })));
+        let order = self.market_order(id, pair, Side::Buy, qty, allocation.id);
+        queue.push_back((index, id, order));
+        if let Some(t) = self.traders.get_mut(&id) {
+            t.phase = Phase::Entering { allocation, variant, filled: Qty::ZERO, cost: Money::ZERO };
+        }
+    }
+
+    fn entry_qty(&self, allocation: &Allocation, close: Price) -> Qty {
+        let (taker, precision) = self.sizing(allocation.pair);
+        all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision)
+    }
+
+    /// The prices at or beyond which a position entered at `entry` is left.
+    fn exit_prices(&self, t: &Trader, entry: f64) -> (f64, f64) {
+        let tt = self.trader_template(t.pair);
+        (
+            t.stop.map_or(entry * (1.0 - tt.stop_loss), |p| p.to_f64()),
+            t.target.map_or(entry * (1.0 + tt.take_profit), |p| p.to_f64()),
+        )
     }
 
     fn trader_gives_up(

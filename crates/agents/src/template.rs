@@ -145,6 +145,8 @@ pub struct Templates {
     pub desk: DeskTemplate,
     pub holder: HolderTemplate,
     pub trader: TraderTemplate,
+    /// The texts they were parsed from, in [`FILES`] order: what a setting edits.
+    pub texts: [String; 3],
 }
 
 impl Default for Templates {
@@ -183,6 +185,7 @@ impl Templates {
             desk: DeskTemplate::parse(&file(0), &texts[0])?,
             holder: HolderTemplate::parse(&file(1), &texts[1])?,
             trader: TraderTemplate::parse(&file(2), &texts[2])?,
+            texts: texts.clone(),
         })
     }
 
@@ -281,6 +284,46 @@ pub fn flatten(text: &str) -> Result<std::collections::BTreeMap<String, String>,
     Ok(out)
 }
 
+/// One field of a template text set to a new value: `key` is dotted (`criteria.min_sharpe`),
+/// `value` is TOML (`0.9`, `"100000"`, `["XBT/EUR"]`); a bare word, or a number where the
+/// field holds text (decimals are strings), is taken as text, and an integer where the field
+/// holds a float as that float. Returns the change (old and new value as TOML) and the new
+/// text, which the caller validates by parsing it as its template.
+///
+/// # Errors
+/// An unknown key (the message lists the keys there are), a table instead of a value, or a
+/// value of another type than the field's.
+pub fn set_field(text: &str, key: &str, value: &str) -> Result<(FieldChange, String), String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let known = || flatten(text).map(|f| f.into_keys().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let mut slot: &mut toml::Table = &mut table;
+    let mut parts = key.split('.').peekable();
+    let old = loop {
+        let Some(part) = parts.next() else { return Err(format!("empty key; keys: {}", known())) };
+        let Some(v) = slot.get_mut(part) else { return Err(format!("no key {key:?}; keys: {}", known())) };
+        if parts.peek().is_none() {
+            break v;
+        }
+        match v {
+            toml::Value::Table(t) => slot = t,
+            _ => return Err(format!("no key {key:?}; keys: {}", known())),
+        }
+    };
+    let parsed: Option<toml::Value> =
+        toml::from_str::<toml::Table>(&format!("v = {value}")).ok().and_then(|mut t| t.remove("v"));
+    let new = match (&*old, parsed) {
+        (toml::Value::Table(_), _) => return Err(format!("{key} is a table; set one of its keys")),
+        (toml::Value::String(_), Some(toml::Value::String(s))) => toml::Value::String(s),
+        (toml::Value::String(_), _) => toml::Value::String(value.to_string()),
+        (toml::Value::Float(_), Some(toml::Value::Integer(i))) => toml::Value::Float(i as f64),
+        (old, Some(new)) if old.same_type(&new) => new,
+        (old, _) => return Err(format!("{key} takes a {}, not {value:?}", old.type_str())),
+    };
+    let change = FieldChange { key: key.to_string(), old: Some(old.to_string()), new: Some(new.to_string()) };
+    *old = new;
+    Ok((change, toml::to_string(&table).map_err(|e| e.to_string())?))
+}
+
 /// The fields that differ from `old` to `new`, in key order.
 ///
 /// # Errors
@@ -298,6 +341,30 @@ pub fn diff(old: &str, new: &str) -> Result<Vec<FieldChange>, String> {
 #[cfg(test)]
 mod diff_tests {
     use super::*;
+
+    #[test]
+    fn a_field_is_set_by_its_dotted_key_with_its_type() {
+        let (change, text) = set_field(DEFAULT_HOLDER, "criteria.min_sharpe", "0.9").unwrap();
+        assert_eq!((change.old.as_deref(), change.new.as_deref()), (Some("0.5"), Some("0.9")));
+        assert_eq!(HolderTemplate::parse("h", &text).unwrap().criteria.min_sharpe, 0.9);
+        let (_, text) = set_field(DEFAULT_HOLDER, "criteria.min_sharpe", "2").unwrap();
+        assert_eq!(HolderTemplate::parse("h", &text).unwrap().criteria.min_sharpe, 2.0);
+        let (change, text) = set_field(DEFAULT_DESK, "limits.max_order_notional", "2500.5").unwrap();
+        assert_eq!(change.new.as_deref(), Some("\"2500.5\""));
+        assert_eq!(DeskTemplate::parse("d", &text).unwrap().limits.max_order_notional.to_string(), "2500.5");
+        let (_, text) = set_field(DEFAULT_DESK, "divert", "[\"XBT\"]").unwrap();
+        assert_eq!(DeskTemplate::parse("d", &text).unwrap().divert, vec!["XBT".parse().unwrap()]);
+        for (key, value, needle) in [
+            ("criteria.min_sharp", "1", "no key \"criteria.min_sharp\"; keys: criteria.allocation_ttl_minutes"),
+            ("criteria", "1", "is a table"),
+            ("criteria.min_trades", "many", "takes a integer"),
+            ("limits.kill_switch", "maybe", "takes a boolean"),
+        ] {
+            let template = if key.starts_with("limits") { DEFAULT_DESK } else { DEFAULT_HOLDER };
+            let err = set_field(template, key, value).unwrap_err();
+            assert!(err.contains(needle), "{key}: {err}");
+        }
+    }
 
     #[test]
     fn field_changes_name_the_dotted_key() {

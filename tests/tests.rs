@@ -12,3 +12,6 @@ mod bench_cli;
 
 /// `crypy sim` and `crypy replay --verify`: determinism, replay, accounting.
 mod sim_cli;
+
+/// `crypy sim --exec`, the telnet control port, steering commands in the log.
+mod control_cli;

@@ -101,7 +101,9 @@ pub enum ProposalStatus {
     /// Made, not judged yet.
     Waiting,
     Refused(String),
-    Accepted { allocation: Option<u64> },
+    Accepted {
+        allocation: Option<u64>,
+    },
 }
 
 /// A proposal as the holder's terminal shows it.

@@ -27,6 +27,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Feed a recorded log's external events through fresh agents.
     Replay(ReplayArgs),
+    /// Open the terminal of a running crypy's control port (the same REPL as `crypy sim`'s).
+    Attach(AttachArgs),
     /// Inspect and feed a data dir's event log.
     #[command(subcommand)]
     Log(LogCommand),
@@ -90,6 +92,53 @@ pub struct SimArgs {
     /// Dataflow worker threads; traders' trackers are spread over them by pair.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+    /// Run a terminal command after the start, print its answer, and end once every one is
+    /// answered (repeatable, in order; e.g. --exec status --exec "invest EUR"). No REPL opens.
+    #[arg(long = "exec", value_name = "COMMAND")]
+    pub exec: Vec<String>,
+    /// With --exec: run the commands once this many candles are done (default: at the start).
+    #[arg(long, value_name = "CANDLES", requires = "exec", default_value_t = 0)]
+    pub after: u64,
+    /// Pace market time at N times the wall clock (e.g. 900x: a 15-minute candle a second),
+    /// so a human can follow; default: as fast as the machine goes.
+    #[arg(long, value_name = "Nx", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Keep the desk and its control port up after the data ends, until Ctrl-C (a REPL, when
+    /// one is open, keeps it up until `quit` anyway).
+    #[arg(long)]
+    pub stay: bool,
+}
+
+/// The telnet control port.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// Serve every agent's terminal over telnet at ADDR for the whole run (`--control` alone:
+    /// 127.0.0.1:7878). Any address but loopback needs --control-token.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7878")]
+    pub control: Option<std::net::SocketAddr>,
+    /// The token a client must give before any command (required off loopback).
+    #[arg(long, value_name = "TOKEN", env = "CRYPY_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let number = s.strip_suffix(['x', 'X']).unwrap_or(s);
+    match number.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a speed: give a positive factor such as 60x or 900x")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The control port of a running crypy (its `--control`).
+    #[arg(value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// The token the control port asks for, if any.
+    #[arg(long, value_name = "TOKEN", env = "CRYPY_CONTROL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]

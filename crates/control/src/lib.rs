@@ -9,7 +9,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+/// The desk's side of the terminals: answering and carrying out commands between inputs.
+pub mod console;
+/// One line of text per event, for people.
+pub mod describe;
 /// The command language: words, quoting, levels, commands, help.
 pub mod lang;
 /// What passes between a terminal session and the desk.
 pub mod link;
+/// The terminal REPLs: local, --exec lines, attach.
+pub mod repl;
+/// The telnet control server.
+pub mod server;

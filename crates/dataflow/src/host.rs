@@ -91,6 +91,8 @@ fn worker_of(pair: &Pair, peers: usize) -> u64 {
 
 /// The desk's agents on `workers` timely threads; see the module doc.
 pub struct Host {
+    /// Worker 0 handles inputs with it; between epochs the caller may read it.
+    society: Arc<Mutex<Society>>,
     commands: Vec<Sender<Command>>,
     acks: Vec<Receiver<u64>>,
     output: Receiver<Captured<u64, Vec<Derived>>>,
@@ -134,7 +136,8 @@ impl Host {
     pub fn new(mut society: Society, workers: usize) -> Self {
         let workers = workers.max(1);
         let watch = society.take_watch().expect("a fresh society has its trackers");
-        let society = Arc::new(Mutex::new(Some(society)));
+        let society = Arc::new(Mutex::new(society));
+        let shared = Arc::clone(&society);
         let (mut command_senders, mut command_receivers) = (Vec::new(), Vec::new());
         let (mut ack_senders, mut ack_receivers) = (Vec::new(), Vec::new());
         for _ in 0..workers {
@@ -157,7 +160,7 @@ impl Host {
             let peers = worker.peers();
             let commands = command_receivers.lock().expect("not poisoned")[index].take().expect("one per worker");
             let ack = ack_senders.lock().expect("not poisoned")[index].take().expect("one per worker");
-            let society = if index == 0 { society.lock().expect("not poisoned").take() } else { None };
+            let society = (index == 0).then(|| Arc::clone(&society));
             let output_sender = output_sender.lock().expect("not poisoned").clone();
             let totals_sender = totals_sender.lock().expect("not poisoned").clone();
             let mut watch = watch.clone();
@@ -206,7 +209,7 @@ impl Host {
                     Exchange::new(|_: &(u64, BarView)| 0),
                     "Society",
                     move |_capability, _info| {
-                        let mut society = society;
+                        let society = society;
                         let mut held = Held::<Envelope>::new();
                         let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
                         move |(events, events_frontier), (seen, views_frontier), output| {
@@ -223,7 +226,8 @@ impl Host {
                             let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
                             for (cap, mut events) in held.complete(open) {
                                 let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
-                                let Some(society) = society.as_mut() else { continue };
+                                let Some(society) = society.as_ref() else { continue };
+                                let mut society = society.lock().expect("the society's lock is not poisoned");
                                 events.sort_by_key(|e| e.seq);
                                 let mut session = output.session(&cap);
                                 for e in events {
@@ -314,6 +318,7 @@ impl Host {
         .expect("timely starts its worker threads");
 
         Host {
+            society: shared,
             commands: command_senders,
             acks: ack_receivers,
             output,
@@ -406,6 +411,15 @@ impl Host {
     /// `strategy:<variant>` → realized P&L in the quote asset, as exact decimals.
     pub fn totals(&self) -> BTreeMap<String, rust_decimal::Decimal> {
         self.current.iter().filter_map(|(k, v)| crate::aggregates::from_fixed(*v).map(|d| (k.clone(), d))).collect()
+    }
+
+    /// The agents as they are after the epochs collected so far (those still in flight may
+    /// be changing them): for the terminals, which only read.
+    ///
+    /// # Panics
+    /// If a worker panicked while holding it.
+    pub fn society(&self) -> std::sync::MutexGuard<'_, Society> {
+        self.society.lock().expect("the society's lock is not poisoned")
     }
 
     /// One input, one epoch: what the agents derive from `event`.

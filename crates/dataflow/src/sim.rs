@@ -8,6 +8,11 @@
 //! are recorded right behind it, each naming its cause; orders the desk approved go to the
 //! venue at once, and the venue's answer (acknowledgement or failure) is the next external
 //! event. Nothing else can interleave, which is what makes a run replayable exactly.
+//!
+//! Humans steer between two inputs: a [`Steering`] (the terminals) is called before each
+//! venue event, while a paced run waits for market time, and after the data for as long as
+//! it wants. What it does goes through the same recording: a command is an input like any
+//! other, written durably before its effects, so a replay steers alike.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,7 +24,10 @@ use crate::aggregates::Ledger;
 use crate::host::Host;
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, FILES};
-use crypy_core::event::{Balances, Markets, OrderAcknowledged, OrderFailed, TemplateChanged, TemplateScope};
+use crypy_core::event::{
+    Balances, CommandIssued, KillSwitchEngaged, KillSwitchReleased, Markets, OrderAcknowledged, OrderCanceled,
+    OrderFailed, TemplateChanged, TemplateScope,
+};
 use crypy_core::{
     AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Pair, Price, Side,
 };
@@ -40,6 +48,43 @@ pub struct SimOptions {
     pub template_texts: Option<[String; 3]>,
     /// Dataflow worker threads.
     pub workers: usize,
+    /// Market time runs this many times faster than the wall clock (`None`: as fast as the
+    /// machine goes).
+    pub speed: Option<f64>,
+}
+
+/// Whether a run goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Go,
+    Stop,
+}
+
+/// What steers a run from outside (the terminals); see the module doc.
+pub trait Steering {
+    /// Every event, as it is recorded.
+    fn observe(&mut self, event: &Envelope);
+
+    /// Between two inputs, and about every 20 ms while the run waits; `desk.ended()` says
+    /// whether the data is over. After the data the run ends at the first [`Flow::Stop`];
+    /// before, a stop ends it early.
+    fn steer(&mut self, desk: &mut Desk<'_, '_, '_>) -> Flow;
+}
+
+/// No one steers: the run goes to the end of its data.
+#[derive(Debug, Default)]
+pub struct Unsteered;
+
+impl Steering for Unsteered {
+    fn observe(&mut self, _: &Envelope) {}
+
+    fn steer(&mut self, desk: &mut Desk<'_, '_, '_>) -> Flow {
+        if desk.ended() {
+            Flow::Stop
+        } else {
+            Flow::Go
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -144,6 +189,8 @@ impl Recorder<'_> {
 /// Tracks equity, drawdown and per-strategy results as events go by.
 struct Books {
     trusted: Asset,
+    /// At the first candle.
+    start_equity: Option<Money>,
     last_close: BTreeMap<Pair, Price>,
     peak: f64,
     max_drawdown: f64,
@@ -222,9 +269,61 @@ struct DeskLoop<'a, 'o> {
     approvals: BTreeMap<ClientOrderId, u64>,
     runtime: tokio::runtime::Runtime,
     observe: &'o mut dyn FnMut(&Envelope),
+    /// Taken out while it steers.
+    steering: Option<&'o mut dyn Steering>,
+    /// Orders approved and not yet filled, canceled or failed.
+    open: std::collections::BTreeSet<ClientOrderId>,
+    /// While a command is carried out: what it recorded.
+    captured: Option<Vec<Envelope>>,
 }
 
 impl DeskLoop<'_, '_> {
+    fn see(&mut self, e: &Envelope) {
+        self.books.see(e);
+        match &e.event {
+            Event::OrderApproved(a) => {
+                self.open.insert(a.client_id.clone());
+            }
+            Event::OrderFilled(f) => {
+                self.open.remove(&f.client_id);
+            }
+            Event::OrderCanceled(c) => {
+                self.open.remove(&c.client_id);
+            }
+            Event::OrderFailed(f) => {
+                self.open.remove(&f.client_id);
+            }
+            _ => {}
+        }
+        (self.observe)(e);
+        if let Some(s) = self.steering.as_mut() {
+            s.observe(e);
+        }
+        if let Some(c) = self.captured.as_mut() {
+            c.push(e.clone());
+        }
+    }
+
+    /// Lets the steering act; false when it stops the run.
+    fn steer(
+        &mut self,
+        sim: &mut Simulator,
+        host: &mut Host,
+        log: &EventLog,
+        progress: (u64, u64),
+        ended: bool,
+    ) -> Result<Flow, SimError> {
+        let Some(steering) = self.steering.take() else { return Ok(if ended { Flow::Stop } else { Flow::Go }) };
+        let mut desk = Desk { lp: self, sim, host, log, progress, ended, failed: None };
+        let flow = steering.steer(&mut desk);
+        let failed = desk.failed.take();
+        self.steering = Some(steering);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(flow),
+        }
+    }
+
     /// Records one external event, lets the agents decide, records their decisions, and
     /// sends what the desk approved to the venue, whose answers are the next inputs.
     fn input(
@@ -239,8 +338,7 @@ impl DeskLoop<'_, '_> {
         while let Some((event, time, cause)) = queue.pop_front() {
             let seq = self.rec.push(self.desk, event.clone(), cause, time);
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
-            self.books.see(&env);
-            (self.observe)(&env);
+            self.see(&env);
             let outs = host.handle(env.clone());
             let base = seq + 1;
             let mut approved = Vec::new();
@@ -259,8 +357,7 @@ impl DeskLoop<'_, '_> {
                 }
                 let derived =
                     Envelope { seq: out_seq, run: self.run, time, wall: 0, source: o.source, cause, event: o.event };
-                self.books.see(&derived);
-                (self.observe)(&derived);
+                self.see(&derived);
             }
             for (client_id, approval) in approved {
                 self.approvals.insert(client_id.clone(), approval);
@@ -280,6 +377,200 @@ impl DeskLoop<'_, '_> {
     }
 }
 
+/// The running desk as a [`Steering`] sees it between two inputs: what it can read, and the
+/// commands it can carry out. Each command is recorded (durably) before it takes effect and
+/// returns every event it led to, the command first.
+pub struct Desk<'a, 'b, 'o> {
+    lp: &'a mut DeskLoop<'b, 'o>,
+    sim: &'a mut Simulator,
+    host: &'a mut Host,
+    log: &'a EventLog,
+    progress: (u64, u64),
+    ended: bool,
+    failed: Option<SimError>,
+}
+
+impl std::fmt::Debug for Desk<'_, '_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Desk").field("desk", &self.lp.desk).field("run", &self.lp.run).finish_non_exhaustive()
+    }
+}
+
+/// The run's figures so far, in the trusted asset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFigures {
+    pub trusted: Asset,
+    pub start_equity: Option<Money>,
+    pub equity: Money,
+    pub max_drawdown: f64,
+    pub orders: u64,
+    pub fills: u64,
+    pub positions: u32,
+    pub fees: Money,
+}
+
+impl Desk<'_, '_, '_> {
+    pub fn id(&self) -> AgentId {
+        self.lp.desk
+    }
+
+    pub fn run(&self) -> u32 {
+        self.lp.run
+    }
+
+    /// Whether the market data is over.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Candles done, and in all.
+    pub fn progress(&self) -> (u64, u64) {
+        self.progress
+    }
+
+    /// The venue's clock (ms).
+    pub fn market_time(&self) -> i64 {
+        self.sim.now()
+    }
+
+    /// The agents, to read.
+    pub fn society(&self) -> std::sync::MutexGuard<'_, Society> {
+        self.host.society()
+    }
+
+    /// The account's balances as the venue reports them.
+    pub fn balances(&self) -> Vec<crypy_core::Balance> {
+        self.sim.balances_now()
+    }
+
+    /// Orders approved and not yet filled, canceled or failed.
+    pub fn open_orders(&self) -> Vec<OrderRequest> {
+        self.lp.open.iter().filter_map(|id| self.lp.requests.get(id).cloned()).collect()
+    }
+
+    pub fn figures(&self) -> RunFigures {
+        let b = &self.lp.books;
+        RunFigures {
+            trusted: b.trusted,
+            start_equity: b.start_equity,
+            equity: b.value(&self.sim.balances_now()),
+            max_drawdown: b.max_drawdown,
+            orders: b.orders,
+            fills: b.fills,
+            positions: b.positions,
+            fees: b.fees,
+        }
+    }
+
+    /// Records `inputs` in order, each caused by `cause` or else by the first, and flushes
+    /// the log to disk.
+    fn record(&mut self, inputs: Vec<Event>, cause: Option<u64>) -> Result<Vec<Envelope>, String> {
+        self.lp.captured = Some(Vec::new());
+        let time = self.sim.now();
+        let mut first: Option<u64> = cause;
+        let mut result = Ok(());
+        for event in inputs {
+            let seq = self.lp.rec.next_seq;
+            if let Err(e) = self.lp.input(event, time, first, self.sim, self.host) {
+                result = Err(e);
+                break;
+            }
+            first.get_or_insert(seq);
+        }
+        let result = result.and_then(|()| self.lp.rec.flush()).and_then(|()| Ok(self.log.flush()?));
+        let recorded = self.lp.captured.take().unwrap_or_default();
+        match result {
+            Ok(()) => Ok(recorded),
+            Err(e) => {
+                let message = format!("the log could not record the command: {e}");
+                self.failed = Some(e);
+                Err(message)
+            }
+        }
+    }
+
+    fn issued(&self, agent: AgentId, command: &str, session: &str) -> Event {
+        Event::CommandIssued(CommandIssued { agent, command: command.to_string(), session: session.to_string() })
+    }
+
+    /// Records a command of `agent`'s terminal; the agents act on it (or, for a query, not).
+    ///
+    /// # Errors
+    /// When the log cannot record it: the run then stops.
+    pub fn command(&mut self, agent: AgentId, command: &str, session: &str) -> Result<Vec<Envelope>, String> {
+        let event = self.issued(agent, command, session);
+        self.record(vec![event], None)
+    }
+
+    /// The kill switch: every new order refused, every open order canceled at the venue.
+    /// Returns the recorded events and how many orders were canceled.
+    ///
+    /// # Errors
+    /// When the log cannot record it: the run then stops.
+    pub fn kill(&mut self, command: &str, session: &str) -> Result<(u32, Vec<Envelope>), String> {
+        let issued = self.issued(self.lp.desk, command, session);
+        let mut recorded = self.record(vec![issued], None)?;
+        let cause = recorded.first().map(|e| e.seq);
+        let open: Vec<ClientOrderId> = self.lp.open.iter().cloned().collect();
+        let mut canceled = Vec::new();
+        for id in open {
+            // An order the venue no longer knows has filled or ended: its report follows.
+            if self.sim.cancel_now(&id).is_ok() {
+                canceled.push(id);
+            }
+        }
+        let mut inputs = vec![Event::KillSwitchEngaged(KillSwitchEngaged {
+            reason: format!("by {session}"),
+            canceled: canceled.len() as u32,
+        })];
+        inputs.extend(
+            canceled
+                .iter()
+                .map(|id| Event::OrderCanceled(OrderCanceled { client_id: id.clone(), reason: "kill switch".into() })),
+        );
+        recorded.extend(self.record(inputs, cause)?);
+        Ok((canceled.len() as u32, recorded))
+    }
+
+    /// Releases the kill switch.
+    ///
+    /// # Errors
+    /// When the log cannot record it: the run then stops.
+    pub fn resume(&mut self, command: &str, session: &str) -> Result<Vec<Envelope>, String> {
+        let inputs = vec![
+            self.issued(self.lp.desk, command, session),
+            Event::KillSwitchReleased(KillSwitchReleased { reason: format!("by {session}") }),
+        ];
+        self.record(inputs, None)
+    }
+
+    /// Records a template setting (checked with [`Society::check_setting`]) and the command
+    /// that asked for it.
+    ///
+    /// # Errors
+    /// When the log cannot record it: the run then stops.
+    pub fn set_template(
+        &mut self,
+        agent: AgentId,
+        scope: TemplateScope,
+        change: crypy_agents::template::FieldChange,
+        command: &str,
+        session: &str,
+    ) -> Result<Vec<Envelope>, String> {
+        let inputs = vec![
+            self.issued(agent, command, session),
+            Event::TemplateChanged(TemplateChanged {
+                scope,
+                key: change.key,
+                old: change.old,
+                new: change.new,
+                reason: format!("set by {session}"),
+            }),
+        ];
+        self.record(inputs, None)
+    }
+}
+
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
 /// recorded and `progress` with (candles done, candles in all).
 ///
@@ -287,8 +578,21 @@ impl DeskLoop<'_, '_> {
 /// Log, configuration, template or secret problems; the log keeps what was recorded.
 pub fn run_sim(
     opts: SimOptions,
+    observe: impl FnMut(&Envelope),
+    progress: impl FnMut(u64, u64),
+) -> Result<SimReport, SimError> {
+    run_steered(opts, observe, progress, &mut Unsteered)
+}
+
+/// [`run_sim`] with a [`Steering`] (see the module doc).
+///
+/// # Errors
+/// As [`run_sim`].
+pub fn run_steered(
+    opts: SimOptions,
     mut observe: impl FnMut(&Envelope),
     mut progress: impl FnMut(u64, u64),
+    steering: &mut dyn Steering,
 ) -> Result<SimReport, SimError> {
     if opts.candles.is_empty() {
         return Err(SimError::NoData);
@@ -312,6 +616,7 @@ pub fn run_sim(
     let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };
     let books = Books {
         trusted: opts.templates.desk.trusted_asset,
+        start_equity: None,
         last_close: BTreeMap::new(),
         peak: 0.0,
         max_drawdown: 0.0,
@@ -332,6 +637,9 @@ pub fn run_sim(
         approvals: BTreeMap::new(),
         runtime,
         observe: &mut observe,
+        steering: Some(steering),
+        open: std::collections::BTreeSet::new(),
+        captured: None,
     };
     let now = sim.now();
     for (i, (key, default)) in FILES.iter().enumerate() {
@@ -353,9 +661,37 @@ pub fn run_sim(
     desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut sim, &mut host)?;
 
     let start_balances = sim.balances_now();
-    let mut start_equity: Option<Money> = None;
     let mut candles_done = 0u64;
-    while let Some(venue) = desk_loop.runtime.block_on(sim.next_event())? {
+    // Pacing: market time `t` is due at wall time `started + (t - first) / speed`.
+    let pace = opts.speed.filter(|s| *s > 0.0 && s.is_finite());
+    let mut clock: Option<(std::time::Instant, i64)> = None;
+    let tick = std::time::Duration::from_millis(20);
+    loop {
+        if desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+            break;
+        }
+        let Some(venue) = desk_loop.runtime.block_on(sim.next_event())? else {
+            // The data is over: the steering may keep the desk up (a terminal is open).
+            while desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), true)? == Flow::Go {
+                std::thread::sleep(tick);
+            }
+            break;
+        };
+        if let Some(speed) = pace {
+            let (started, first) = *clock.get_or_insert((std::time::Instant::now(), venue.time));
+            let due = started + std::time::Duration::from_secs_f64((venue.time - first).max(0) as f64 / 1000.0 / speed);
+            let mut stopped = false;
+            while let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait.min(tick));
+                if desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+                    stopped = true;
+                    break;
+                }
+            }
+            if stopped {
+                break;
+            }
+        }
         let cause = match &venue.event {
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => desk_loop.approvals.get(&f.client_id).copied(),
             Event::OrderCanceled(c) => desk_loop.approvals.get(&c.client_id).copied(),
@@ -365,7 +701,7 @@ pub fn run_sim(
         desk_loop.input(venue.event, venue.time, cause, &mut sim, &mut host)?;
         if is_candle {
             let equity = desk_loop.books.value(&sim.balances_now());
-            start_equity.get_or_insert(equity);
+            desk_loop.books.start_equity.get_or_insert(equity);
             desk_loop.books.mark(equity);
             candles_done += 1;
             if candles_done.is_multiple_of(1000) || candles_done == total {
@@ -407,7 +743,7 @@ pub fn run_sim(
         orders: books.orders,
         fills: books.fills,
         trusted: books.trusted,
-        start_equity: start_equity.unwrap_or(end_equity),
+        start_equity: books.start_equity.unwrap_or(end_equity),
         end_equity,
         fees: books.fees,
         max_drawdown: books.max_drawdown,

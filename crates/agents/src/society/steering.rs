@@ -233,11 +233,10 @@ impl Society {
     fn holders_proposal(&self, asset: Asset, n: u64) -> Result<(&Holder, &ProposalRecord, &Trader), String> {
         let holder = self.holders.get(&asset).ok_or_else(|| format!("{asset} has no live holder"))?;
         let record = self.proposals.get(&n).ok_or_else(|| format!("no proposal #{n} (see `proposals`)"))?;
-        let trader = self
-            .traders
-            .get(&record.trader)
-            .filter(|t| t.holder == asset)
-            .ok_or_else(|| format!("proposal #{n}'s trader {} is no longer one of {asset}'s traders", record.trader))?;
+        let trader =
+            self.traders.get(&record.trader).filter(|t| t.holder == asset).ok_or_else(|| {
+                format!("proposal #{n}'s trader {} is no longer one of {asset}'s traders", record.trader)
+            })?;
         Ok((holder, record, trader))
     }
 
@@ -254,9 +253,7 @@ impl Society {
         let next_run = |k: &str| format!("{k} takes effect at the next run: edit the template file");
         match scope {
             TemplateScope::Desk if key == "trusted_asset" => return Err(next_run(key)),
-            TemplateScope::Trader(_)
-                if matches!(key, "look_back_bars" | "evaluate_every_minutes" | "strategies") =>
-            {
+            TemplateScope::Trader(_) if matches!(key, "look_back_bars" | "evaluate_every_minutes" | "strategies") => {
                 return Err(next_run(key))
             }
             _ => {}
@@ -301,7 +298,8 @@ impl Society {
             }
             Steer::Enter => {
                 let t = &self.traders[&id];
-                let (Phase::Allocated { allocation, variant }, Some(close)) = (t.phase.clone(), self.last_close(t.pair))
+                let (Phase::Allocated { allocation, variant }, Some(close)) =
+                    (t.phase.clone(), self.last_close(t.pair))
                 else {
                     return;
                 };

@@ -12,6 +12,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Replay(args) => sim::replay(args),
+        Command::Attach(args) => {
+            crypy_control::repl::attach(&args.addr, args.token.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Log(cmd) => log::run(cmd),
         Command::Templates(cmd) => templates::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

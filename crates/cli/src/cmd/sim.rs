@@ -1,12 +1,15 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use crypy_agents::template::{read_texts, Templates};
+use crypy_control::console::{Console, Script};
+use crypy_control::describe::story;
+use crypy_control::server::{Server, ServerOptions};
 use crypy_core::time::format_utc;
-use crypy_core::{Envelope, Event};
-use crypy_dataflow::sim::{run_sim, SimOptions, SimReport};
+use crypy_core::Event;
+use crypy_dataflow::sim::{run_steered, SimOptions, SimReport};
 use crypy_eventstore::LogReader;
 use crypy_exchange::sim::SimConfig;
 use serde_json::json;
@@ -47,10 +50,50 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         }
         None => (Templates::default(), None),
     };
-    let narrate = !(args.json || args.quiet);
+    let scripted = !args.exec.is_empty();
+    let repl = std::io::stdin().is_terminal() && !args.json && !scripted;
+    let desk_name = crypy_core::AgentId::desk("sim", &config.account)?.to_string();
+    let (link, inbox) = crypy_control::link::link();
+    let mut console = Console::new(desk_name.clone(), inbox, repl || args.stay);
+    if scripted {
+        let mut stdout = out::stdout();
+        console = console.with_script(Script {
+            lines: args.exec.clone(),
+            after: args.after,
+            write: Box::new(move |text| {
+                // A closed stdout (a pipe into `head`) only ends the output, not the run.
+                let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+            }),
+        });
+    }
+    let stopper = console.stopper();
+    let server = match args.control.control {
+        Some(addr) => {
+            let mut options = ServerOptions::new(addr, desk_name.clone());
+            options.token = args.control.control_token.clone();
+            let server = Server::start(options, link.clone())?;
+            eprintln!("control: telnet {} (or `crypy attach {}`)", server.local_addr(), server.local_addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let terminal = repl.then(|| {
+        let link = link.clone();
+        let name = desk_name.clone();
+        let history = args.dir.data_dir.join("history");
+        let stopper = std::sync::Arc::clone(&stopper);
+        eprintln!("{name}: the desk runs; type `help` for its commands, `quit` to end");
+        std::thread::spawn(move || {
+            let result = crypy_control::repl::run_local(link, &name, Some(history));
+            stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        })
+    });
+    drop(link);
+    let narrate = !(args.json || args.quiet || repl || scripted);
     let mut stdout = out::stdout();
     let mut failed: Option<std::io::Error> = None;
-    let report = run_sim(
+    let report = run_steered(
         SimOptions {
             data_dir: args.dir.data_dir.clone(),
             candles,
@@ -58,6 +101,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             templates,
             template_texts: texts,
             workers: usize::from(args.workers),
+            speed: args.speed,
         },
         |e| {
             if narrate && failed.is_none() {
@@ -69,15 +113,25 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             }
         },
         |done, total| {
-            if !args.json {
+            if !(args.json || repl || scripted) {
                 eprintln!("… {} of {} candles", out::count(done), out::count(total));
             }
         },
+        &mut console,
     )?;
+    drop(server);
+    if let Some(terminal) = terminal {
+        if let Ok(Err(e)) = terminal.join() {
+            eprintln!("the terminal stopped: {e}");
+        }
+    }
     if let Some(err) = failed {
         return Err(err.into());
     }
     out::flush(&mut stdout)?;
+    if scripted {
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         println!("{}", summary_json(&report));
     } else {
@@ -102,47 +156,6 @@ fn imported_candles(dir: &Path) -> anyhow::Result<Vec<crypy_core::Candle>> {
         dir.display()
     );
     Ok(candles)
-}
-
-/// The events worth a line as they happen; evaluations and candles are too many to read.
-fn story(e: &Envelope) -> Option<String> {
-    Some(match &e.event {
-        Event::AgentSpawned(s) => format!("spawns {} (generation {})", s.agent, s.generation),
-        Event::AgentRetired(r) => format!("retires {}: {}", r.agent, r.detail),
-        Event::StrategyProposed(p) => format!(
-            "proposes {} (#{}): return {:+.2}% sharpe {:.2} drawdown {:.2}% trades {}",
-            p.strategy,
-            p.proposal,
-            p.metrics.total_return * 100.0,
-            p.metrics.sharpe,
-            p.metrics.max_drawdown * 100.0,
-            p.metrics.trades
-        ),
-        Event::ProposalAccepted(a) => format!("accepts proposal #{} of {}", a.proposal, a.trader),
-        Event::ProposalRefused(r) => format!("refuses proposal #{} of {}: {}", r.proposal, r.trader, r.reason),
-        Event::AllocationGranted(a) => {
-            format!("allocates {} {} to {} until {} (signed)", a.amount, a.asset, a.trader, format_utc(a.expires_at))
-        }
-        Event::EntryDecided(d) => format!("enters: {}", d.reason),
-        Event::EntrySkipped(s) => format!("skips: {}", s.reason),
-        Event::OrderRequested(r) => format!("asks to {} {} {} ({})", r.side, r.qty, r.pair, r.client_id),
-        Event::OrderApproved(a) => format!("approves {}", a.client_id),
-        Event::OrderRefused(r) => format!("refuses {}: {}", r.client_id, r.reason),
-        Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => format!(
-            "{} {} {} {} at {} (fee {} {}){}",
-            if matches!(e.event, Event::OrderFilled(_)) { "filled" } else { "partly filled" },
-            f.client_id,
-            f.side,
-            f.qty,
-            f.price,
-            f.fee.normalize(),
-            f.fee_asset,
-            if f.remaining.is_zero() { String::new() } else { format!(", {} left", f.remaining) }
-        ),
-        Event::OrderCanceled(c) => format!("canceled {}: {}", c.client_id, c.reason),
-        Event::OrderFailed(f) => format!("failed {}: {}", f.client_id, f.error),
-        _ => return None,
-    })
 }
 
 fn money(m: crypy_core::Money) -> String {

@@ -7,7 +7,7 @@ use std::path::Path;
 use crypy_agents::society::{Out, Parent, Society};
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, TraderTemplate, DEFAULT_TRADER};
-use crypy_core::event::{Balances, Markets, OrderAcknowledged, OrderFailed};
+use crypy_core::event::{Balances, CommandIssued, Markets, OrderAcknowledged, OrderFailed};
 use crypy_core::{AgentId, Envelope, Event, OrderRequest};
 use crypy_exchange::sim::{SimConfig, Simulator};
 
@@ -25,6 +25,16 @@ fn templates() -> Templates {
 
 /// Runs `bars` candles of the bundled quarter; returns every event in log order.
 fn run(bars: usize) -> Vec<(AgentId, Event, Option<usize>)> {
+    run_with(templates(), bars, |_| None)
+}
+
+/// [`run`] with other templates and a human: before each venue event, `human` may issue a
+/// command (agent, text), recorded and handled as an input before the venue event.
+fn run_with(
+    templates: Templates,
+    bars: usize,
+    mut human: impl FnMut(&Society) -> Option<(AgentId, String)>,
+) -> Vec<(AgentId, Event, Option<usize>)> {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replays/kraken_XBTEUR_15m_2023Q4.csv");
     let mut candles =
         crypy_eventstore::import::read_candles(&file, &"XBT/EUR".parse().unwrap(), "15m".parse().unwrap(), None)
@@ -33,7 +43,7 @@ fn run(bars: usize) -> Vec<(AgentId, Event, Option<usize>)> {
     let cfg = SimConfig { latency_ms: 0, jitter_ms: 0, ..SimConfig::default() };
     let mut sim = Simulator::new(cfg.clone(), candles).unwrap();
     let desk: AgentId = "sim:main".parse().unwrap();
-    let mut society = Society::new(desk, templates(), &Registry::default(), b"test secret".to_vec()).unwrap();
+    let mut society = Society::new(desk, templates, &Registry::default(), b"test secret".to_vec()).unwrap();
 
     let mut log: Vec<(AgentId, Event, Option<usize>)> = Vec::new();
     let mut requests: BTreeMap<String, OrderRequest> = BTreeMap::new();
@@ -43,9 +53,13 @@ fn run(bars: usize) -> Vec<(AgentId, Event, Option<usize>)> {
         Event::Balances(Balances { balances: sim.balances_now() }),
     ]);
     loop {
-        let external = match pending.pop_front() {
-            Some(e) => e,
-            None => match sim.next_now() {
+        let command = if pending.is_empty() { human(&society) } else { None };
+        let external = match (pending.pop_front(), command) {
+            (Some(e), _) => e,
+            (None, Some((agent, command))) => {
+                Event::CommandIssued(CommandIssued { agent, command, session: "test".into() })
+            }
+            (None, None) => match sim.next_now() {
                 Some(v) => v.event,
                 None => break,
             },
@@ -194,4 +208,88 @@ fn print_a_run() {
             serde_json::to_string(&e.data()).unwrap().chars().take(150).collect::<String>()
         );
     }
+}
+
+/// What a command input led to: the events recorded right behind it.
+fn effects_of<'a>(log: &'a [(AgentId, Event, Option<usize>)], command: &str) -> Vec<&'a Event> {
+    let at = log
+        .iter()
+        .position(|(_, e, _)| matches!(e, Event::CommandIssued(c) if c.command == command))
+        .unwrap_or_else(|| panic!("{command} never issued"));
+    log[at + 1..].iter().take_while(|(_, _, cause)| cause.is_some()).map(|(_, e, _)| e).collect()
+}
+
+#[test]
+fn a_human_adjusts_and_exits_a_position_and_is_refused_what_cannot_apply() {
+    use crypy_agents::steer::Steer;
+    let pair: crypy_core::Pair = "XBT/EUR".parse().unwrap();
+    let mut step = 0;
+    let mut refusals = Vec::new();
+    let log = run_with(templates(), 1500, |society| {
+        let t = society.trader(pair)?;
+        if t.phase != "in position" {
+            return None;
+        }
+        let close = society.last_close(pair)?;
+        let id = t.id;
+        step += 1;
+        match step {
+            1 => {
+                refusals.push(society.check(&id, &Steer::Enter).unwrap_err());
+                let below = close.value() * rust_decimal::Decimal::new(2, 0);
+                refusals.push(
+                    society
+                        .check(
+                            &id,
+                            &Steer::Adjust {
+                                bound: crypy_agents::steer::Bound::Stop,
+                                price: below.try_into().unwrap(),
+                            },
+                        )
+                        .unwrap_err(),
+                );
+                let refuse = Steer::Refuse { proposal: t.proposal.unwrap(), reason: String::new() };
+                refusals.push(society.check(&AgentId::Holder(pair.quote), &refuse).unwrap_err());
+                let target = close.value() * rust_decimal::Decimal::new(1001, 3);
+                Some((id, format!("adjust target {}", target.round_dp(1))))
+            }
+            2 => Some((id, "exit".to_string())),
+            _ => None,
+        }
+    });
+    assert!(refusals[0].contains("already in a position"), "{refusals:?}");
+    assert!(refusals[1].contains("not below the last price"), "{refusals:?}");
+    assert!(refusals[2].contains("already traded proposal") || refusals[2].contains("no live holder"), "{refusals:?}");
+    // An adjustment changes no order by itself; `exit` sells everything at once.
+    let adjust = log.iter().find_map(|(_, e, _)| match e {
+        Event::CommandIssued(c) if c.command.starts_with("adjust target") => Some(c.command.clone()),
+        _ => None,
+    });
+    assert!(effects_of(&log, &adjust.unwrap()).is_empty());
+    let exit = effects_of(&log, "exit");
+    assert!(matches!(exit.first(), Some(Event::OrderRequested(r)) if r.side == crypy_core::Side::Sell), "{exit:?}");
+    assert!(matches!(exit.get(1), Some(Event::OrderApproved(_))), "{exit:?}");
+}
+
+#[test]
+fn a_human_accepts_what_the_criteria_refused() {
+    let mut t = templates();
+    t.holder.criteria.min_sharpe = 1000.0;
+    let mut accepted = None;
+    let log = run_with(t, 1500, |society| {
+        if accepted.is_some() {
+            return None;
+        }
+        let last = society.proposals().last()?;
+        let trader = society.trader(last.pair)?;
+        let steer = crypy_agents::steer::Steer::Accept(last.proposal);
+        society.check(&AgentId::Holder(last.pair.quote), &steer).ok()?;
+        assert_eq!(trader.phase, "evaluating");
+        accepted = Some(last.proposal);
+        Some((AgentId::Holder(last.pair.quote), steer.to_string()))
+    });
+    let n = accepted.expect("some proposal was refused by the criteria");
+    let effects = effects_of(&log, &format!("accept {n}"));
+    assert!(matches!(effects.first(), Some(Event::ProposalAccepted(a)) if a.proposal == n), "{effects:?}");
+    assert!(matches!(effects.get(1), Some(Event::AllocationGranted(a)) if a.proposal == n), "{effects:?}");
 }

@@ -314,9 +314,13 @@ impl DeskLoop<'_, '_> {
         ended: bool,
     ) -> Result<Flow, SimError> {
         let Some(steering) = self.steering.take() else { return Ok(if ended { Flow::Stop } else { Flow::Go }) };
-        let mut desk = Desk { lp: self, sim, host, log, progress, ended, failed: None };
+        let mut desk = Desk { lp: self, sim, host, log, progress, ended, failed: None, unseen: Vec::new() };
         let flow = steering.steer(&mut desk);
         let failed = desk.failed.take();
+        // What its commands recorded, it sees like everything else (a `watch` shows it).
+        for e in std::mem::take(&mut desk.unseen) {
+            steering.observe(&e);
+        }
         self.steering = Some(steering);
         match failed {
             Some(e) => Err(e),
@@ -388,6 +392,8 @@ pub struct Desk<'a, 'b, 'o> {
     progress: (u64, u64),
     ended: bool,
     failed: Option<SimError>,
+    /// Recorded while the steering was busy, for its `observe` afterwards.
+    unseen: Vec<Envelope>,
 }
 
 impl std::fmt::Debug for Desk<'_, '_, '_> {
@@ -479,6 +485,7 @@ impl Desk<'_, '_, '_> {
         }
         let result = result.and_then(|()| self.lp.rec.flush()).and_then(|()| Ok(self.log.flush()?));
         let recorded = self.lp.captured.take().unwrap_or_default();
+        self.unseen.extend(recorded.iter().cloned());
         match result {
             Ok(()) => Ok(recorded),
             Err(e) => {

@@ -3,9 +3,12 @@
 //! Owns the controlflow: the line-oriented command language with its help, the telnet
 //! server that gives every agent a terminal, and the REPL client of `crypy <exchange>`.
 //!
-//! It must not change an agent's state behind the log's back: every accepted command
-//! becomes a `CommandIssued` event before it takes effect.
+//! Sessions (telnet, the local REPL, `--exec`) parse lines and send commands over a
+//! [`link`]; the desk's [`console`] answers them between two inputs of the run.
 //!
+//! It must not change an agent's state behind the log's back: every accepted command
+//! becomes a `CommandIssued` event before it takes effect, and what steers goes through the
+//! agents as an input. It must never make the desk wait for a client.
 #![forbid(unsafe_code)]
 #![warn(missing_debug_implementations)]
 

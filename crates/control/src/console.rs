@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crypy_agents::steer::{Bound as SteerBound, Steer};
+use crypy_agents::steer::Steer;
 use crypy_core::event::TemplateScope;
 use crypy_core::time::format_utc;
 use crypy_core::{AgentId, Asset, Envelope, EventKind, Money, Pair};
@@ -159,13 +159,7 @@ impl Console {
                 let steer = match command {
                     Command::Enter => Steer::Enter,
                     Command::Exit => Steer::Exit,
-                    Command::Adjust { which, price } => Steer::Adjust {
-                        bound: match which {
-                            Bound::Stop => SteerBound::Stop,
-                            Bound::Target => SteerBound::Target,
-                        },
-                        price: *price,
-                    },
+                    Command::Adjust { which, price } => Steer::Adjust { bound: *which, price: *price },
                     _ => unreachable!("matched above"),
                 };
                 self.steer(desk, session, trader, steer).map(|t| (t, *level))

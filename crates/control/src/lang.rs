@@ -40,12 +40,8 @@ pub enum Watch {
     On { pairs: Vec<Pair>, kinds: Vec<EventKind> },
 }
 
-/// Which side of a position `adjust` moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bound {
-    Stop,
-    Target,
-}
+/// Which side of a position `adjust` moves (the agents' own type: no translation).
+pub use crypy_agents::steer::Bound;
 
 /// A parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]

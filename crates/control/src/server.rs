@@ -347,15 +347,16 @@ impl Session {
         let deadline = Instant::now() + self.shared.idle_timeout;
         let mut chunk = [0u8; CHUNK];
         loop {
+            // Before the line they came with: the client may be waiting for them.
+            if !self.input.answers.is_empty() {
+                let answers = std::mem::take(&mut self.input.answers);
+                self.write(&answers).await?;
+            }
             if let Some(line) = self.input.lines.pop_front() {
                 return Ok(line);
             }
             if self.input.too_long {
                 return Err(Close::Say(format!("line too long (max {} bytes); closing", self.shared.max_line)));
-            }
-            if !self.input.answers.is_empty() {
-                let answers = std::mem::take(&mut self.input.answers);
-                self.write(&answers).await?;
             }
             tokio::select! {
                 biased;
@@ -379,14 +380,23 @@ impl Session {
         mut answer: oneshot::Receiver<Reply>,
         watched: &mut mpsc::Receiver<String>,
     ) -> Result<Reply, Close> {
-        loop {
+        let reply = loop {
             tokio::select! {
                 biased;
                 _ = self.stop.changed() => return Err(Close::Stop),
-                reply = &mut answer => return reply.map_err(|_| Close::Say(DESK_STOPPED.into())),
+                // The reply goes first so a desk that watches faster than the client reads
+                // cannot hold it back for ever.
+                reply = &mut answer => break reply.map_err(|_| Close::Say(DESK_STOPPED.into()))?,
                 Some(line) = watched.recv() => self.write_text(&line).await?,
             }
+        };
+        // What the desk queued before it replied is shown before the reply (`watch` shows
+        // its first lines, then says it is watching); bounded, as the desk may go on queueing.
+        for _ in 0..self.shared.outbox_lines {
+            let Ok(line) = watched.try_recv() else { break };
+            self.write_text(&line).await?;
         }
+        Ok(reply)
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Close> {
@@ -427,7 +437,10 @@ impl Session {
                 }
             }
         };
-        let _ = timeout(LINGER, drain).await;
+        tokio::select! {
+            _ = self.stop.changed() => {}
+            _ = timeout(LINGER, drain) => {}
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use rustyline::highlight::{CmdKind, Highlighter};
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
-use rustyline::{ColorMode, Context, Editor, ExternalPrinter, Helper};
+use rustyline::{ColorMode, CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 use thiserror::Error;
 
 use crate::lang::{self, Command, Level, DEFINITIONS};
@@ -103,13 +103,15 @@ fn answer(desk: &DeskLink, session: &str, level: &mut Level, line: &str, outbox:
 /// Blocks on the desk's replies, so it must not be called inside a tokio runtime.
 pub fn run_local(desk: DeskLink, desk_name: &str, history: Option<PathBuf>) -> Result<(), ReplError> {
     let level = Arc::new(Mutex::new(Level::Desk));
-    let mut editor: Editor<ReplHelper, DefaultHistory> = Editor::new()?;
-    editor.set_helper(Some(ReplHelper::new(level.clone())));
+    let mut editor = editor(level.clone())?;
     if let Some(path) = &history {
         // A missing file is just the first run.
         let _ = editor.load_history(path);
     }
     let (outbox, mut watched) = Outbox::new(LOCAL_OUTBOX);
+    // With an external printer, rustyline 17.0.2 waits on the terminal before looking at what
+    // it has already read, so pasted text stalls after its first character until the next key
+    // (kkawakam/rustyline#976, fixed upstream by #977).
     let mut printer = editor.create_external_printer()?;
     let done = Arc::new(AtomicBool::new(false));
     {
@@ -156,6 +158,14 @@ pub fn run_local(desk: DeskLink, desk_name: &str, history: Option<PathBuf>) -> R
         save_history(&mut editor, path);
     }
     result
+}
+
+/// An editor completing like bash: the common prefix first, the list on a second Tab.
+fn editor(level: Arc<Mutex<Level>>) -> Result<Editor<ReplHelper, DefaultHistory>, ReplError> {
+    let config = Config::builder().completion_type(CompletionType::List).auto_add_history(false).build();
+    let mut editor = Editor::with_config(config)?;
+    editor.set_helper(Some(ReplHelper::new(level)));
+    Ok(editor)
 }
 
 fn save_history(editor: &mut Editor<ReplHelper, DefaultHistory>, path: &std::path::Path) {
@@ -383,12 +393,13 @@ fn attach_stream(
 
 fn attach_terminal(stream: TcpStream, token: Option<&str>) -> Result<(), ReplError> {
     let level = Arc::new(Mutex::new(Level::Desk));
-    let mut editor: Editor<ReplHelper, DefaultHistory> = Editor::new()?;
-    editor.set_helper(Some(ReplHelper::new(level.clone())));
+    let mut editor = editor(level.clone())?;
     let mut printer = editor.create_external_printer()?;
     let (events, prompts) = std_mpsc::channel();
     let mut reader = stream.try_clone()?;
     let token_owned = token.map(str::to_owned);
+    let typing = Arc::new(AtomicBool::new(false));
+    let typing_seen = typing.clone();
     let reader_thread = std::thread::Builder::new().name("crypy-attach".into()).spawn(move || {
         let mut text = ServerText::default();
         let mut chunk = [0u8; 4096];
@@ -425,8 +436,10 @@ fn attach_terminal(stream: TcpStream, token: Option<&str>) -> Result<(), ReplErr
         if let Some(Piece::Line(rest)) = text.rest() {
             let _ = printer.print(format!("{rest}\n"));
         }
-        // The user may be typing at a prompt nobody will answer; say so.
-        let _ = printer.print("connection closed (press Enter)\n".into());
+        // Otherwise the user would go on typing at a prompt nobody answers any more.
+        if typing_seen.load(Ordering::SeqCst) {
+            let _ = printer.print("connection closed (press Enter)\n".into());
+        }
         let _ = events.send(FromServer::Closed);
     })?;
 
@@ -438,6 +451,7 @@ fn attach_terminal(stream: TcpStream, token: Option<&str>) -> Result<(), ReplErr
             }
             // Masking is highlighting, which rustyline skips unless colours are forced.
             editor.set_color_mode(if secret { ColorMode::Forced } else { ColorMode::Enabled });
+            typing.store(true, Ordering::SeqCst);
             let line = loop {
                 match editor.readline(&prompt) {
                     Ok(line) => break Some(line),
@@ -446,6 +460,7 @@ fn attach_terminal(stream: TcpStream, token: Option<&str>) -> Result<(), ReplErr
                     Err(e) => return Err(e.into()),
                 }
             };
+            typing.store(false, Ordering::SeqCst);
             let Some(line) = line else {
                 let _ = send_line(&stream, "quit");
                 let deadline = std::time::Instant::now() + QUIT_WAIT;

@@ -334,7 +334,9 @@ impl Session {
                         return Err(Close::Say(DESK_STOPPED.into()));
                     }
                     let reply = self.await_reply(answer, &mut watched).await?;
-                    self.write_text(&reply.text).await?;
+                    if !reply.text.is_empty() {
+                        self.write_text(&reply.text).await?;
+                    }
                     level = reply.level;
                 }
             }

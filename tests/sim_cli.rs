@@ -4,26 +4,8 @@ use rust_decimal::Decimal;
 
 use crate::util::*;
 
-/// Small templates and the first `bars` candles of the bundled quarter, so that a debug
-/// build runs a whole desk lifetime in a second or two.
 fn setup(dir: &Path, bars: usize) -> (PathBuf, PathBuf) {
-    let templates = dir.join("templates");
-    std::fs::create_dir_all(&templates).unwrap();
-    let trader = std::fs::read_to_string(root().join("templates/trader.toml"))
-        .unwrap()
-        .replace("look_back_bars = 2000", "look_back_bars = 300")
-        .replace("evaluate_every_minutes = 60", "evaluate_every_minutes = 120")
-        .replace("\"sma_cross fast=5..50/5 slow=20..200/20\",", "\"sma_cross fast=5..20/5 slow=30..90/30\",")
-        .replace("\"ema_cross fast=5..50/5 slow=20..200/20\",", "\"ema_cross fast=10 slow=40\",");
-    std::fs::write(templates.join("trader.toml"), trader).unwrap();
-    let holder = std::fs::read_to_string(root().join("templates/holder.toml"))
-        .unwrap()
-        .replace("min_sharpe = 0.5", "min_sharpe = 0.0");
-    std::fs::write(templates.join("holder.toml"), holder).unwrap();
-    let text = std::fs::read_to_string(root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")).unwrap();
-    let market = dir.join("market.csv");
-    std::fs::write(&market, text.lines().take(bars + 1).collect::<Vec<_>>().join("\n")).unwrap();
-    (templates, market)
+    small_desk(dir, bars, "0.0")
 }
 
 fn sim(data: &Path, templates: &Path, market: &Path) -> serde_json::Value {

@@ -39,3 +39,26 @@ pub fn import_kraken_quarter(dir: &Path) {
 
 /// The bundled day of Kraken XBT/EUR 15-minute candles, 96 rows.
 pub const ONE_DAY: &str = "tests/fixtures/csv_ms_XBTEUR_15m_2023-10-01.csv";
+
+/// Small templates (holder `min_sharpe` as given) and the first `bars` candles of the bundled
+/// quarter, so that a debug build runs a whole desk lifetime in a second or two. Returns the
+/// templates dir and the market file.
+pub fn small_desk(dir: &Path, bars: usize, min_sharpe: &str) -> (PathBuf, PathBuf) {
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let trader = std::fs::read_to_string(root().join("templates/trader.toml"))
+        .unwrap()
+        .replace("look_back_bars = 2000", "look_back_bars = 300")
+        .replace("evaluate_every_minutes = 60", "evaluate_every_minutes = 120")
+        .replace("\"sma_cross fast=5..50/5 slow=20..200/20\",", "\"sma_cross fast=5..20/5 slow=30..90/30\",")
+        .replace("\"ema_cross fast=5..50/5 slow=20..200/20\",", "\"ema_cross fast=10 slow=40\",");
+    std::fs::write(templates.join("trader.toml"), trader).unwrap();
+    let holder = std::fs::read_to_string(root().join("templates/holder.toml"))
+        .unwrap()
+        .replace("min_sharpe = 0.5", &format!("min_sharpe = {min_sharpe}"));
+    std::fs::write(templates.join("holder.toml"), holder).unwrap();
+    let text = std::fs::read_to_string(root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")).unwrap();
+    let market = dir.join("market.csv");
+    std::fs::write(&market, text.lines().take(bars + 1).collect::<Vec<_>>().join("\n")).unwrap();
+    (templates, market)
+}

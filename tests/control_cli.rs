@@ -27,6 +27,11 @@ fn commands_in_log(data: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The text of every command the log recorded, in order.
+fn logged_commands(data: &Path) -> Vec<String> {
+    commands_in_log(data).iter().map(|c| c["command"].as_str().unwrap().to_string()).collect()
+}
+
 fn replay_ok(data: &Path) {
     let out = run(crypy(data).args(["replay", "--verify", "--json"]), 0);
     let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -59,8 +64,7 @@ fn exec_prints_each_levels_answers_and_logs_the_commands() {
     assert!(out.contains("error: unknown command \"stauts\" (did you mean `status`?)"), "{out}");
     assert!(at("sim:main> holders") > at("EUR> back"), "{out}");
     // Every accepted command is in the log, in order, with its session; the typo is not.
-    let logged: Vec<String> =
-        commands_in_log(&data).iter().map(|c| c["command"].as_str().unwrap().to_string()).collect();
+    let logged = logged_commands(&data);
     assert_eq!(logged, ["status", "invest EUR", "status", "trade XBT/EUR", "strategies", "holders"]);
     assert!(commands_in_log(&data).iter().all(|c| c["session"] == "exec"));
     replay_ok(&data);
@@ -94,8 +98,7 @@ fn a_human_accepts_a_refused_proposal_and_the_replay_steers_alike() {
     assert!(out.contains("enters: ") && out.contains("approves"), "{out}");
     assert!(out.contains("XBT/EUR> exit\nerror: an order is on its way"), "{out}");
     assert!(out.contains("phase       entering"), "{out}");
-    let logged: Vec<String> =
-        commands_in_log(&data).iter().map(|c| c["command"].as_str().unwrap().to_string()).collect();
+    let logged = logged_commands(&data);
     assert_eq!(logged, ["invest EUR", format!("accept {id}").as_str(), "trade XBT/EUR", "status"]);
     replay_ok(&data);
 }

@@ -65,6 +65,11 @@ impl DeskGate {
         self.open_orders.len()
     }
 
+    /// The orders approved and not yet filled, canceled or failed.
+    pub fn open_order_ids(&self) -> impl Iterator<Item = &ClientOrderId> {
+        self.open_orders.iter()
+    }
+
     /// Learns from an event (prices, markets, keys, allocations, order outcomes, kill
     /// switch); returns the verdict when it is an order request. `time` is the event time.
     pub fn handle(&mut self, time: i64, source: &AgentId, event: &Event) -> Option<Event> {

@@ -18,7 +18,7 @@ use crypy_dataflow::sim::{Desk, Flow, Steering};
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::describe;
-use crate::lang::{self, Bound, Command, Level, Setting, Watch};
+use crate::lang::{self, Command, Level, Setting, Watch};
 use crate::link::{prompt, up, DeskInbox, Outbox, Reply, Request};
 
 /// Commands run once, without a terminal (`--exec`), when the run has done `after` candles.
@@ -141,18 +141,18 @@ impl Console {
         command: &Command,
         outbox: &Outbox,
     ) -> Result<(String, Level), String> {
-        let line = canonical(command);
+        let line = command.to_string();
         let agent = agent_of(desk, level);
         let stay = |text: String| Ok((text, *level));
         match (level, command) {
             (_, Command::Help(_) | Command::Quit | Command::Back) => stay("(handled by the terminal)".into()),
             // Steering: checked by the agents, recorded, then it takes effect.
             (Level::Invest(asset), Command::Accept(n)) => {
-                self.steer(desk, session, AgentId::Holder(*asset), Steer::Accept(*n)).map(|t| (t, *level))
+                steer_agent(desk, session, AgentId::Holder(*asset), Steer::Accept(*n)).map(|t| (t, *level))
             }
             (Level::Invest(asset), Command::Refuse { proposal, reason }) => {
                 let steer = Steer::Refuse { proposal: *proposal, reason: reason.clone().unwrap_or_default() };
-                self.steer(desk, session, AgentId::Holder(*asset), steer).map(|t| (t, *level))
+                steer_agent(desk, session, AgentId::Holder(*asset), steer).map(|t| (t, *level))
             }
             (Level::Trade(pair), Command::Enter | Command::Exit | Command::Adjust { .. }) => {
                 let trader = desk.society().trader(*pair).map(|t| t.id).ok_or_else(|| no_trader(*pair))?;
@@ -162,7 +162,7 @@ impl Console {
                     Command::Adjust { which, price } => Steer::Adjust { bound: *which, price: *price },
                     _ => unreachable!("matched above"),
                 };
-                self.steer(desk, session, trader, steer).map(|t| (t, *level))
+                steer_agent(desk, session, trader, steer).map(|t| (t, *level))
             }
             (Level::Desk, Command::Kill) => {
                 if desk.society().kill_switch() {
@@ -183,16 +183,16 @@ impl Console {
             }
             (Level::Desk, Command::Limits(Some(s))) => {
                 let key = if s.key.starts_with("limits.") { s.key.clone() } else { format!("limits.{}", s.key) };
-                self.set(desk, session, &line, agent, TemplateScope::Desk, &Setting { key, value: s.value.clone() })
+                set_template(desk, session, &line, agent, TemplateScope::Desk, &Setting { key, value: s.value.clone() })
                     .map(|t| (t, *level))
             }
             (Level::Invest(asset), Command::Criteria(Some(s))) => {
                 let key = if s.key.starts_with("criteria.") { s.key.clone() } else { format!("criteria.{}", s.key) };
                 let setting = Setting { key, value: s.value.clone() };
-                self.set(desk, session, &line, agent, TemplateScope::Holder(*asset), &setting).map(|t| (t, *level))
+                set_template(desk, session, &line, agent, TemplateScope::Holder(*asset), &setting).map(|t| (t, *level))
             }
             (_, Command::TemplateSet(s)) => {
-                self.set(desk, session, &line, agent, scope_of(level), s).map(|t| (t, *level))
+                set_template(desk, session, &line, agent, scope_of(level), s).map(|t| (t, *level))
             }
             // Moving between levels.
             (Level::Desk, Command::Invest(asset)) => {
@@ -250,42 +250,6 @@ impl Console {
             }
         }
     }
-
-    fn steer(
-        &mut self,
-        desk: &mut Desk<'_, '_, '_>,
-        session: &str,
-        agent: AgentId,
-        steer: Steer,
-    ) -> Result<String, String> {
-        desk.society().check(&agent, &steer)?;
-        // The logged text is the canonical one the agents parse.
-        let recorded = desk.command(agent, &steer.to_string(), session)?;
-        let effects: Vec<String> = recorded.iter().skip(1).map(describe::line).collect();
-        Ok(if effects.is_empty() { format!("done: {steer}") } else { format!("done: {steer}\n{}", effects.join("\n")) })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn set(
-        &mut self,
-        desk: &mut Desk<'_, '_, '_>,
-        session: &str,
-        line: &str,
-        agent: AgentId,
-        scope: TemplateScope,
-        setting: &Setting,
-    ) -> Result<String, String> {
-        let change = desk.society().check_setting(&scope, &setting.key, &setting.value)?;
-        let text = format!(
-            "{} {}: {} → {}",
-            scope_name(&scope),
-            change.key,
-            change.old.as_deref().unwrap_or("-"),
-            change.new.as_deref().unwrap_or("-")
-        );
-        desk.set_template(agent, scope, change, line, session)?;
-        Ok(text)
-    }
 }
 
 impl Steering for Console {
@@ -313,7 +277,7 @@ impl Steering for Console {
             return Flow::Stop;
         }
         while let Ok(request) = self.inbox.try_recv() {
-            let Request { session, level, command, line: _, reply, outbox } = request;
+            let Request { session, level, command, reply, outbox } = request;
             let answer = self.answer(desk, &session, &level, command, &outbox);
             // A session that went away meanwhile does not need its answer.
             let _ = reply.send(answer);
@@ -325,6 +289,36 @@ impl Steering for Console {
             Flow::Go
         }
     }
+}
+
+/// Checks a steering command with the agents, records it, and says what it led to.
+fn steer_agent(desk: &mut Desk<'_, '_, '_>, session: &str, agent: AgentId, steer: Steer) -> Result<String, String> {
+    desk.society().check(&agent, &steer)?;
+    // The logged text is the canonical one the agents parse.
+    let recorded = desk.command(agent, &steer.to_string(), session)?;
+    let effects: Vec<String> = recorded.iter().skip(1).map(describe::line).collect();
+    Ok(if effects.is_empty() { format!("done: {steer}") } else { format!("done: {steer}\n{}", effects.join("\n")) })
+}
+
+/// Checks a template setting, records it with its command, and says what changed.
+fn set_template(
+    desk: &mut Desk<'_, '_, '_>,
+    session: &str,
+    line: &str,
+    agent: AgentId,
+    scope: TemplateScope,
+    setting: &Setting,
+) -> Result<String, String> {
+    let change = desk.society().check_setting(&scope, &setting.key, &setting.value)?;
+    let text = format!(
+        "{} {}: {} → {}",
+        scope_name(&scope),
+        change.key,
+        change.old.as_deref().unwrap_or("-"),
+        change.new.as_deref().unwrap_or("-")
+    );
+    desk.set_template(agent, scope, change, line, session)?;
+    Ok(text)
 }
 
 /// The agent a level's commands are logged under.
@@ -358,62 +352,6 @@ fn no_trader(pair: Pair) -> String {
     format!("{pair} has no live trader right now (its next generation comes with the next bar)")
 }
 
-/// The command as the log records it: words re-quoted where needed.
-fn canonical(command: &Command) -> String {
-    let q = |w: &str| {
-        if !w.is_empty() && !w.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
-            w.to_string()
-        } else {
-            format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
-        }
-    };
-    let setting = |name: &str, s: &Option<Setting>| match s {
-        None => name.to_string(),
-        Some(s) => format!("{name} set {} {}", q(&s.key), q(&s.value)),
-    };
-    match command {
-        Command::Help(None) => "help".into(),
-        Command::Help(Some(c)) => format!("help {}", q(c)),
-        Command::Quit => "quit".into(),
-        Command::Back => "back".into(),
-        Command::Status => "status".into(),
-        Command::Watch(Watch::Off) => "watch off".into(),
-        Command::Watch(Watch::On { pairs, kinds }) => {
-            let mut s = String::from("watch");
-            for p in pairs {
-                let _ = write!(s, " {p}");
-            }
-            if !kinds.is_empty() {
-                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-                let _ = write!(s, " --kinds {}", names.join(","));
-            }
-            s
-        }
-        Command::Balances => "balances".into(),
-        Command::Orders => "orders".into(),
-        Command::Holders => "holders".into(),
-        Command::Limits(s) => setting("limits", s),
-        Command::Kill => "kill".into(),
-        Command::Resume => "resume".into(),
-        Command::Invest(a) => format!("invest {a}"),
-        Command::Traders => "traders".into(),
-        Command::Proposals => "proposals".into(),
-        Command::Criteria(s) => setting("criteria", s),
-        Command::Accept(n) => format!("accept {n}"),
-        Command::Refuse { proposal, reason: None } => format!("refuse {proposal}"),
-        Command::Refuse { proposal, reason: Some(r) } => format!("refuse {proposal} {}", q(r)),
-        Command::Trade(p) => format!("trade {p}"),
-        Command::Strategies => "strategies".into(),
-        Command::Position => "position".into(),
-        Command::Enter => "enter".into(),
-        Command::Adjust { which: Bound::Stop, price } => format!("adjust stop {price}"),
-        Command::Adjust { which: Bound::Target, price } => format!("adjust target {price}"),
-        Command::Exit => "exit".into(),
-        Command::TemplateShow => "template show".into(),
-        Command::TemplateSet(s) => format!("template set {} {}", q(&s.key), q(&s.value)),
-    }
-}
-
 // --- answers to queries ---------------------------------------------------------------------
 
 fn query_text(desk: &Desk<'_, '_, '_>, level: &Level, query: &Command) -> Result<String, String> {
@@ -431,7 +369,7 @@ fn query_text(desk: &Desk<'_, '_, '_>, level: &Level, query: &Command) -> Result
         (Level::Trade(p), Command::Strategies) => strategies(desk, *p),
         (Level::Trade(p), Command::Position) => position(desk, *p),
         (level, Command::TemplateShow) => desk.society().template_text(&scope_of(level)).trim_end().to_string(),
-        (level, other) => return Err(format!("`{}` is not answered at {level}", canonical(other))),
+        (level, other) => return Err(format!("`{}` is not answered at {level}", other)),
     })
 }
 

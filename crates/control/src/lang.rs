@@ -13,7 +13,7 @@
 //! below, so it cannot drift from what parses. An unknown command or a bad argument is an
 //! error that says what was expected, with the nearest command name when one is close.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crypy_core::{Asset, EventKind, Pair, Price};
 use thiserror::Error;
@@ -473,6 +473,65 @@ pub fn help(level: &Level, command: Option<&str>) -> String {
     }
 }
 
+impl fmt::Display for Command {
+    /// The canonical text: what the log records, and parses back to the same command.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = |w: &str| {
+            if !w.is_empty() && !w.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\') {
+                w.to_string()
+            } else {
+                format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+        };
+        let setting = |name: &str, s: &Option<Setting>| match s {
+            None => name.to_string(),
+            Some(s) => format!("{name} set {} {}", q(&s.key), q(&s.value)),
+        };
+        let text = match self {
+            Command::Help(None) => "help".into(),
+            Command::Help(Some(c)) => format!("help {}", q(c)),
+            Command::Quit => "quit".into(),
+            Command::Back => "back".into(),
+            Command::Status => "status".into(),
+            Command::Watch(Watch::Off) => "watch off".into(),
+            Command::Watch(Watch::On { pairs, kinds }) => {
+                let mut s = String::from("watch");
+                for p in pairs {
+                    let _ = write!(s, " {p}");
+                }
+                if !kinds.is_empty() {
+                    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                    let _ = write!(s, " --kinds {}", names.join(","));
+                }
+                s
+            }
+            Command::Balances => "balances".into(),
+            Command::Orders => "orders".into(),
+            Command::Holders => "holders".into(),
+            Command::Limits(s) => setting("limits", s),
+            Command::Kill => "kill".into(),
+            Command::Resume => "resume".into(),
+            Command::Invest(a) => format!("invest {a}"),
+            Command::Traders => "traders".into(),
+            Command::Proposals => "proposals".into(),
+            Command::Criteria(s) => setting("criteria", s),
+            Command::Accept(n) => format!("accept {n}"),
+            Command::Refuse { proposal, reason: None } => format!("refuse {proposal}"),
+            Command::Refuse { proposal, reason: Some(r) } => format!("refuse {proposal} {}", q(r)),
+            Command::Trade(p) => format!("trade {p}"),
+            Command::Strategies => "strategies".into(),
+            Command::Position => "position".into(),
+            Command::Enter => "enter".into(),
+            Command::Adjust { which: Bound::Stop, price } => format!("adjust stop {price}"),
+            Command::Adjust { which: Bound::Target, price } => format!("adjust target {price}"),
+            Command::Exit => "exit".into(),
+            Command::TemplateShow => "template show".into(),
+            Command::TemplateSet(s) => format!("template set {} {}", q(&s.key), q(&s.value)),
+        };
+        f.write_str(&text)
+    }
+}
+
 impl fmt::Display for Level {
     /// The prompt's name: the desk id is the caller's; holders by asset, traders by pair.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -504,6 +563,20 @@ mod tests {
                     let parsed = parse(&level, ex);
                     assert!(matches!(parsed, Ok(Some(_))), "{ex:?} at {level}: {parsed:?}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn the_canonical_text_parses_back_to_the_same_command() {
+        let mut lines: Vec<String> =
+            DEFINITIONS.iter().flat_map(|d| d.examples.iter().map(|e| e.to_string())).collect();
+        lines.push(r#"refuse 7 "not \"today\" \\ please""#.into());
+        lines.push("template set divert '[\"XBT\"]'".into());
+        for level in levels() {
+            for line in &lines {
+                let Ok(Some(command)) = parse(&level, line) else { continue };
+                assert_eq!(parse(&level, &command.to_string()), Ok(Some(command.clone())), "{line:?} → {command}");
             }
         }
     }

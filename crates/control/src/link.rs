@@ -35,8 +35,6 @@ pub struct Request {
     /// The level the session is at.
     pub level: Level,
     pub command: Command,
-    /// The line as typed.
-    pub line: String,
     /// Where the answer goes; a session that went away leaves it closed, which is fine.
     pub reply: tokio::sync::oneshot::Sender<Reply>,
     /// Where watched events go, for `watch`.

@@ -74,14 +74,7 @@ fn answer(desk: &DeskLink, session: &str, level: &mut Level, line: &str, outbox:
         },
         command => {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            let request = Request {
-                session: session.into(),
-                level: *level,
-                command,
-                line: line.into(),
-                reply,
-                outbox: outbox.clone(),
-            };
+            let request = Request { session: session.into(), level: *level, command, reply, outbox: outbox.clone() };
             if desk.send(request).is_err() {
                 return Answer::DeskStopped;
             }

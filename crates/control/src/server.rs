@@ -329,7 +329,7 @@ impl Session {
                 command => {
                     let (reply, answer) = oneshot::channel();
                     let session = format!("telnet {}", self.peer);
-                    let request = Request { session, level, command, line, reply, outbox: outbox.clone() };
+                    let request = Request { session, level, command, reply, outbox: outbox.clone() };
                     if self.shared.desk.send(request).is_err() {
                         return Err(Close::Say(DESK_STOPPED.into()));
                     }

@@ -34,7 +34,7 @@ fn fake_desk() -> FakeDesk {
     let thread = std::thread::spawn(move || {
         let mut watchers: Vec<Outbox> = Vec::new();
         while let Ok(request) = inbox.recv() {
-            log.lock().unwrap().push((request.session.clone(), request.line.clone()));
+            log.lock().unwrap().push((request.session.clone(), request.command.to_string()));
             let level = request.level;
             let (text, level) = match request.command {
                 Command::Status => (format!("status of {level}"), level),

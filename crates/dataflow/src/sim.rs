@@ -271,8 +271,6 @@ struct DeskLoop<'a, 'o> {
     observe: &'o mut dyn FnMut(&Envelope),
     /// Taken out while it steers.
     steering: Option<&'o mut dyn Steering>,
-    /// Orders approved and not yet filled, canceled or failed.
-    open: std::collections::BTreeSet<ClientOrderId>,
     /// While a command is carried out: what it recorded.
     captured: Option<Vec<Envelope>>,
 }
@@ -280,21 +278,6 @@ struct DeskLoop<'a, 'o> {
 impl DeskLoop<'_, '_> {
     fn see(&mut self, e: &Envelope) {
         self.books.see(e);
-        match &e.event {
-            Event::OrderApproved(a) => {
-                self.open.insert(a.client_id.clone());
-            }
-            Event::OrderFilled(f) => {
-                self.open.remove(&f.client_id);
-            }
-            Event::OrderCanceled(c) => {
-                self.open.remove(&c.client_id);
-            }
-            Event::OrderFailed(f) => {
-                self.open.remove(&f.client_id);
-            }
-            _ => {}
-        }
         (self.observe)(e);
         if let Some(s) = self.steering.as_mut() {
             s.observe(e);
@@ -449,9 +432,10 @@ impl Desk<'_, '_, '_> {
         self.sim.balances_now()
     }
 
-    /// Orders approved and not yet filled, canceled or failed.
+    /// Orders approved and not yet filled, canceled or failed (as the desk's gate counts them).
     pub fn open_orders(&self) -> Vec<OrderRequest> {
-        self.lp.open.iter().filter_map(|id| self.lp.requests.get(id).cloned()).collect()
+        let open = self.host.society().open_order_ids();
+        open.iter().filter_map(|id| self.lp.requests.get(id).cloned()).collect()
     }
 
     pub fn figures(&self) -> RunFigures {
@@ -518,7 +502,7 @@ impl Desk<'_, '_, '_> {
         let issued = self.issued(self.lp.desk, command, session);
         let mut recorded = self.record(vec![issued], None)?;
         let cause = recorded.first().map(|e| e.seq);
-        let open: Vec<ClientOrderId> = self.lp.open.iter().cloned().collect();
+        let open = self.host.society().open_order_ids();
         let mut canceled = Vec::new();
         for id in open {
             // An order the venue no longer knows has filled or ended: its report follows.
@@ -645,7 +629,6 @@ pub fn run_steered(
         runtime,
         observe: &mut observe,
         steering: Some(steering),
-        open: std::collections::BTreeSet::new(),
         captured: None,
     };
     let now = sim.now();

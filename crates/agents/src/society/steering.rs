@@ -104,6 +104,11 @@ impl Society {
         self.gate.open_orders()
     }
 
+    /// The orders the desk approved that have not filled, been canceled or failed.
+    pub fn open_order_ids(&self) -> Vec<crypy_core::ClientOrderId> {
+        self.gate.open_order_ids().cloned().collect()
+    }
+
     pub fn desk_template(&self) -> &DeskTemplate {
         &self.templates.desk
     }

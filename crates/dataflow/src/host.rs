@@ -23,11 +23,12 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use crypy_agents::society::{Out, Society};
-use crypy_agents::track::BarView;
+use crypy_agents::track::{BarView, Watch};
 use crypy_core::{Envelope, Event, Pair};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use timely::communication::WorkerGuards;
+use timely::communication::allocator::thread::Thread;
+use timely::communication::{Allocator, WorkerGuards};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
@@ -35,6 +36,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::{Config as WorkerConfig, Worker};
 
 use crate::aggregates::Ledger;
 
@@ -89,16 +91,29 @@ fn worker_of(pair: &Pair, peers: usize) -> u64 {
     1 + h.finish() % (peers as u64 - 1)
 }
 
-/// The desk's agents on `workers` timely threads; see the module doc.
+/// Where what the agents derive goes: (seq, outputs) under the epoch's time.
+type OutputSender = Sender<Captured<u64, Vec<Derived>>>;
+type TotalsSender = Sender<Captured<u64, Vec<TotalUpdate>>>;
+type Input = InputHandle<u64, CapacityContainerBuilder<Vec<Envelope>>>;
+
+/// The timely workers the agents run on.
+enum Workers {
+    /// One worker stepped on the caller's own thread: an epoch costs timely's progress
+    /// tracking only, not two thread wake-ups (which on a small VM cost more than the agents).
+    Direct { worker: Box<Worker>, input: Option<Input>, probe: ProbeHandle<u64> },
+    /// Worker threads, fed through channels; each acknowledges the epochs it has finished.
+    Threads { commands: Vec<Sender<Command>>, acks: Vec<Receiver<u64>>, guards: Option<WorkerGuards<()>> },
+}
+
+/// The desk's agents on `workers` timely workers; see the module doc.
 pub struct Host {
     /// Worker 0 handles inputs with it; between epochs the caller may read it.
     society: Arc<Mutex<Society>>,
-    commands: Vec<Sender<Command>>,
-    acks: Vec<Receiver<u64>>,
+    workers: Workers,
+    peers: usize,
     output: Receiver<Captured<u64, Vec<Derived>>>,
     /// `count_total`'s output: ((key, total), epoch, ±1) updates.
     totals: Receiver<Captured<u64, Vec<TotalUpdate>>>,
-    guards: Option<WorkerGuards<()>>,
     pending: Vec<Envelope>,
     /// Outputs and total updates that came for epochs not collected yet, by timely time.
     ready: BTreeMap<u64, Vec<Derived>>,
@@ -111,36 +126,208 @@ pub struct Host {
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host")
-            .field("workers", &self.commands.len())
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
+        f.debug_struct("Host").field("workers", &self.peers).field("epoch", &self.epoch).finish_non_exhaustive()
     }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        // Closing the command channels ends the workers' loops; then wait for them.
-        self.commands.clear();
-        if let Some(guards) = self.guards.take() {
-            let _ = guards.join();
+        match &mut self.workers {
+            Workers::Direct { worker, input, .. } => {
+                // Closing the input lets the dataflow drain and shut down.
+                input.take();
+                while worker.has_dataflows() {
+                    worker.step();
+                }
+            }
+            Workers::Threads { commands, guards, .. } => {
+                // Closing the command channels ends the workers' loops; then wait for them.
+                commands.clear();
+                if let Some(guards) = guards.take() {
+                    let _ = guards.join();
+                }
+            }
         }
     }
 }
 
+/// Builds the agents' dataflow on `worker` (the society only on worker 0) and returns its
+/// input and the probe that says which epochs are done.
+fn build(
+    worker: &mut Worker,
+    society: Option<Arc<Mutex<Society>>>,
+    mut watch: Watch,
+    output_sender: OutputSender,
+    totals_sender: TotalsSender,
+) -> (Input, ProbeHandle<u64>) {
+    let peers = worker.peers();
+    let mut input = Input::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
+        // Each candle to its pair's worker, capabilities to every worker.
+        let views = inputs
+            .clone()
+            .flat_map(move |e: Envelope| {
+                let targets = match &e.event {
+                    Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
+                    Event::Capabilities(_) => 0..peers as u64,
+                    _ => 0..0,
+                };
+                targets.map(move |t| (t, e.clone()))
+            })
+            .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
+                Exchange::new(|(target, _): &(u64, Envelope)| *target),
+                "Watch",
+                move |_capability, _info| {
+                    let mut held = Held::<Routed>::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                held.hold(cap, data);
+                            }
+                        });
+                        for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
+                            events.sort_by_key(|(_, e)| e.seq);
+                            let mut session = output.session(&cap);
+                            for (_, e) in events {
+                                if let Some(view) = watch.see(&e.event) {
+                                    session.give((e.seq, view));
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+        let derived = inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
+            views,
+            Pipeline,
+            Exchange::new(|_: &(u64, BarView)| 0),
+            "Society",
+            move |_capability, _info| {
+                let society = society;
+                let mut held = Held::<Envelope>::new();
+                let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
+                move |(events, events_frontier), (seen, views_frontier), output| {
+                    events.for_each(|cap, data| {
+                        if let Some(cap) = cap.retain_least(output.output_index()) {
+                            held.hold(cap, data);
+                        }
+                    });
+                    seen.for_each(|cap, data| {
+                        if let Some(time) = cap.least() {
+                            views.entry(*time).or_default().extend(data.drain(..));
+                        }
+                    });
+                    let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
+                    for (cap, mut events) in held.complete(open) {
+                        let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
+                        let Some(society) = society.as_ref() else { continue };
+                        let mut society = society.lock().expect("the society's lock is not poisoned");
+                        events.sort_by_key(|e| e.seq);
+                        let mut session = output.session(&cap);
+                        for e in events {
+                            let view = epoch_views.remove(&e.seq);
+                            let outs = society.handle_viewed(&e, view);
+                            session.give((e.seq, outs));
+                        }
+                    }
+                    // Views of epochs with no events left to join (none expected).
+                    views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
+                }
+            },
+        );
+        // The books see every input and every decision: (seq, position, source, event),
+        // position 0 for the input and i + 1 for its i-th decision.
+        let decisions = derived.clone().flat_map(|(seq, outs): Derived| {
+            outs.into_iter().enumerate().map(move |(i, o)| (seq, i + 1, o.source, o.event))
+        });
+        inputs
+            .map(|e: Envelope| (e.seq, 0usize, e.source, e.event))
+            .concat(decisions)
+            .unary_frontier::<CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _>(
+                Pipeline,
+                "Ledger",
+                move |_capability, _info| {
+                    let mut ledger = Ledger::default();
+                    let mut held = Held::<Book>::new();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                held.hold(cap, data);
+                            }
+                        });
+                        for (cap, mut batch) in held.complete(|t| frontier.less_equal(t)) {
+                            let time = *cap.time();
+                            batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
+                            let mut session = output.session(&cap);
+                            for (seq, _, source, event) in batch {
+                                let env = Envelope { seq, run: 0, time: 0, wall: 0, source, cause: None, event };
+                                for (key, amount) in ledger.updates(&env) {
+                                    session.give((key, time, amount));
+                                }
+                            }
+                        }
+                    }
+                },
+            )
+            .as_collection()
+            .count_total()
+            .inner
+            .probe_with(&probe)
+            .capture_into(totals_sender);
+        derived.probe_with(&probe).capture_into(output_sender);
+    });
+
+    (input, probe)
+}
+
 impl Host {
-    /// Starts `workers` (at least 1) threads hosting `society`.
+    /// Starts `workers` (at least 1) timely workers hosting `society`: with one, on the
+    /// caller's thread, stepped as epochs are collected; with more, on threads of their own.
     ///
     /// # Panics
     /// If the operating system refuses to start a thread.
     pub fn new(mut society: Society, workers: usize) -> Self {
-        let workers = workers.max(1);
+        let peers = workers.max(1);
         let watch = society.take_watch().expect("a fresh society has its trackers");
         let society = Arc::new(Mutex::new(society));
         let shared = Arc::clone(&society);
+        let (output_sender, output) = channel();
+        let (totals_sender, totals) = channel();
+        let workers = if peers == 1 {
+            let allocator = Allocator::Thread(Thread::default());
+            let mut worker = Box::new(Worker::new(WorkerConfig::default(), allocator, Some(std::time::Instant::now())));
+            let (input, probe) = build(&mut worker, Some(society), watch, output_sender, totals_sender);
+            Workers::Direct { worker, input: Some(input), probe }
+        } else {
+            Self::threads(peers, society, watch, output_sender, totals_sender)
+        };
+        Host {
+            society: shared,
+            workers,
+            peers,
+            output,
+            totals,
+            pending: Vec::new(),
+            ready: BTreeMap::new(),
+            ready_totals: BTreeMap::new(),
+            acknowledged: 0,
+            current: BTreeMap::new(),
+            epoch: 0,
+        }
+    }
+
+    fn threads(
+        peers: usize,
+        society: Arc<Mutex<Society>>,
+        watch: Watch,
+        output_sender: OutputSender,
+        totals_sender: TotalsSender,
+    ) -> Workers {
         let (mut command_senders, mut command_receivers) = (Vec::new(), Vec::new());
         let (mut ack_senders, mut ack_receivers) = (Vec::new(), Vec::new());
-        for _ in 0..workers {
+        for _ in 0..peers {
             let (s, r) = channel::<Command>();
             command_senders.push(s);
             command_receivers.push(Some(r));
@@ -150,139 +337,16 @@ impl Host {
         }
         let command_receivers = Mutex::new(command_receivers);
         let ack_senders = Mutex::new(ack_senders);
-        let (output_sender, output) = channel();
-        let (totals_sender, totals) = channel();
         let output_sender = Mutex::new(output_sender);
         let totals_sender = Mutex::new(totals_sender);
-
-        let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let guards = timely::execute(timely::Config::process(peers), move |worker| {
             let index = worker.index();
-            let peers = worker.peers();
             let commands = command_receivers.lock().expect("not poisoned")[index].take().expect("one per worker");
             let ack = ack_senders.lock().expect("not poisoned")[index].take().expect("one per worker");
             let society = (index == 0).then(|| Arc::clone(&society));
             let output_sender = output_sender.lock().expect("not poisoned").clone();
             let totals_sender = totals_sender.lock().expect("not poisoned").clone();
-            let mut watch = watch.clone();
-            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Envelope>>>::new();
-            let probe = ProbeHandle::new();
-
-            worker.dataflow::<u64, _, _>(|scope| {
-                let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
-                // Each candle to its pair's worker, capabilities to every worker.
-                let views = inputs
-                    .clone()
-                    .flat_map(move |e: Envelope| {
-                        let targets = match &e.event {
-                            Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
-                            Event::Capabilities(_) => 0..peers as u64,
-                            _ => 0..0,
-                        };
-                        targets.map(move |t| (t, e.clone()))
-                    })
-                    .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
-                        Exchange::new(|(target, _): &(u64, Envelope)| *target),
-                        "Watch",
-                        move |_capability, _info| {
-                            let mut held = Held::<Routed>::new();
-                            move |(input, frontier), output| {
-                                input.for_each(|cap, data| {
-                                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                                        held.hold(cap, data);
-                                    }
-                                });
-                                for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
-                                    events.sort_by_key(|(_, e)| e.seq);
-                                    let mut session = output.session(&cap);
-                                    for (_, e) in events {
-                                        if let Some(view) = watch.see(&e.event) {
-                                            session.give((e.seq, view));
-                                        }
-                                    }
-                                }
-                            }
-                        },
-                    );
-                let derived = inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
-                    views,
-                    Pipeline,
-                    Exchange::new(|_: &(u64, BarView)| 0),
-                    "Society",
-                    move |_capability, _info| {
-                        let society = society;
-                        let mut held = Held::<Envelope>::new();
-                        let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
-                        move |(events, events_frontier), (seen, views_frontier), output| {
-                            events.for_each(|cap, data| {
-                                if let Some(cap) = cap.retain_least(output.output_index()) {
-                                    held.hold(cap, data);
-                                }
-                            });
-                            seen.for_each(|cap, data| {
-                                if let Some(time) = cap.least() {
-                                    views.entry(*time).or_default().extend(data.drain(..));
-                                }
-                            });
-                            let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
-                            for (cap, mut events) in held.complete(open) {
-                                let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
-                                let Some(society) = society.as_ref() else { continue };
-                                let mut society = society.lock().expect("the society's lock is not poisoned");
-                                events.sort_by_key(|e| e.seq);
-                                let mut session = output.session(&cap);
-                                for e in events {
-                                    let view = epoch_views.remove(&e.seq);
-                                    let outs = society.handle_viewed(&e, view);
-                                    session.give((e.seq, outs));
-                                }
-                            }
-                            // Views of epochs with no events left to join (none expected).
-                            views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
-                        }
-                    },
-                );
-                // The books see every input and every decision: (seq, position, source, event),
-                // position 0 for the input and i + 1 for its i-th decision.
-                let decisions = derived.clone().flat_map(|(seq, outs): Derived| {
-                    outs.into_iter().enumerate().map(move |(i, o)| (seq, i + 1, o.source, o.event))
-                });
-                inputs
-                    .map(|e: Envelope| (e.seq, 0usize, e.source, e.event))
-                    .concat(decisions)
-                    .unary_frontier::<CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _>(
-                        Pipeline,
-                        "Ledger",
-                        move |_capability, _info| {
-                            let mut ledger = Ledger::default();
-                            let mut held = Held::<Book>::new();
-                            move |(input, frontier), output| {
-                                input.for_each(|cap, data| {
-                                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                                        held.hold(cap, data);
-                                    }
-                                });
-                                for (cap, mut batch) in held.complete(|t| frontier.less_equal(t)) {
-                                    let time = *cap.time();
-                                    batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
-                                    let mut session = output.session(&cap);
-                                    for (seq, _, source, event) in batch {
-                                        let env =
-                                            Envelope { seq, run: 0, time: 0, wall: 0, source, cause: None, event };
-                                        for (key, amount) in ledger.updates(&env) {
-                                            session.give((key, time, amount));
-                                        }
-                                    }
-                                }
-                            }
-                        },
-                    )
-                    .as_collection()
-                    .count_total()
-                    .inner
-                    .probe_with(&probe)
-                    .capture_into(totals_sender);
-                derived.probe_with(&probe).capture_into(output_sender);
-            });
+            let (mut input, probe) = build(worker, society, watch.clone(), output_sender, totals_sender);
 
             // Epochs are pipelined: a worker takes new epochs while older ones are still in
             // flight elsewhere, and acknowledges each once the whole dataflow is past it.
@@ -316,21 +380,7 @@ impl Host {
             }
         })
         .expect("timely starts its worker threads");
-
-        Host {
-            society: shared,
-            commands: command_senders,
-            acks: ack_receivers,
-            output,
-            totals,
-            guards: Some(guards),
-            pending: Vec::new(),
-            ready: BTreeMap::new(),
-            ready_totals: BTreeMap::new(),
-            acknowledged: 0,
-            current: BTreeMap::new(),
-            epoch: 0,
-        }
+        Workers::Threads { commands: command_senders, acks: ack_receivers, guards: Some(guards) }
     }
 
     /// Adds an event to the current epoch.
@@ -355,10 +405,22 @@ impl Host {
     /// If a worker died.
     pub fn submit_epoch(&mut self) -> u64 {
         self.epoch += 1;
-        let mut events = Some(std::mem::take(&mut self.pending));
-        for sender in &self.commands {
-            let batch = events.take().unwrap_or_default();
-            sender.send((self.epoch, batch)).expect("dataflow worker stopped");
+        let events = std::mem::take(&mut self.pending);
+        match &mut self.workers {
+            Workers::Direct { input, .. } => {
+                let input = input.as_mut().expect("open until the host drops");
+                for e in events {
+                    input.send(e);
+                }
+                input.advance_to(self.epoch);
+            }
+            Workers::Threads { commands, .. } => {
+                let mut events = Some(events);
+                for sender in commands.iter() {
+                    let batch = events.take().unwrap_or_default();
+                    sender.send((self.epoch, batch)).expect("dataflow worker stopped");
+                }
+            }
         }
         self.epoch
     }
@@ -369,11 +431,21 @@ impl Host {
     /// # Panics
     /// If a worker died (its own panic is reported first).
     pub fn collect(&mut self, epoch: u64) -> Vec<Derived> {
-        while self.acknowledged < epoch {
-            for ack in &self.acks {
-                ack.recv().expect("dataflow worker stopped");
+        match &mut self.workers {
+            Workers::Direct { worker, probe, .. } => {
+                while probe.less_than(&epoch) {
+                    worker.step();
+                }
+                self.acknowledged = self.acknowledged.max(epoch);
             }
-            self.acknowledged += 1;
+            Workers::Threads { acks, .. } => {
+                while self.acknowledged < epoch {
+                    for ack in acks.iter() {
+                        ack.recv().expect("dataflow worker stopped");
+                    }
+                    self.acknowledged += 1;
+                }
+            }
         }
         // Epoch e's events were sent at timely time e − 1.
         for event in self.output.try_iter() {

@@ -775,7 +775,13 @@ impl Society {
 
     fn entry_qty(&self, allocation: &Allocation, close: Price) -> Qty {
         let (taker, precision) = self.sizing(allocation.pair);
-        all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision)
+        let all_in = all_in_qty(allocation.amount, close, taker, Decimal::ZERO, precision);
+        let fixed = self.trader_template(allocation.pair).order_qty;
+        if fixed > Decimal::ZERO {
+            all_in.min(Qty::new(fixed).truncate_to(precision))
+        } else {
+            all_in
+        }
     }
 
     /// The prices at or beyond which a position entered at `entry` is left.

@@ -76,6 +76,9 @@ pub struct TraderTemplate {
     pub propose_min_trades: u32,
     pub stop_loss: f64,
     pub take_profit: f64,
+    /// A fixed quantity per entry (exact decimal); zero buys all the allocation allows.
+    #[serde(default, with = "crypy_core::money::decimal_serde")]
+    pub order_qty: rust_decimal::Decimal,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, TemplateError> {
@@ -122,8 +125,11 @@ impl TraderTemplate {
                 "look_back_bars must be at least 2 and evaluate_every_minutes at least 1".into(),
             ));
         }
-        if !(t.stop_loss > 0.0 && t.stop_loss < 1.0 && t.take_profit > 0.0) {
-            return Err(invalid(file, "stop_loss must be in (0, 1) and take_profit positive".into()));
+        if !(t.stop_loss > 0.0 && t.stop_loss <= 1.0 && t.take_profit > 0.0) {
+            return Err(invalid(file, "stop_loss must be in (0, 1] and take_profit positive (or inf)".into()));
+        }
+        if t.order_qty.is_sign_negative() {
+            return Err(invalid(file, format!("order_qty must not be negative, not {}", t.order_qty)));
         }
         t.build_strategies(&Registry::default(), file)?;
         Ok(t)

@@ -316,4 +316,43 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One fixed long-only strategy through the whole desk — simulator, durable log,
+    /// dataflow, desk, holder and trader — as the like-for-like of an event-driven backtest
+    /// (nautilus_trader, backtesting.py): enter with a fixed quantity when the fast average
+    /// is above the slow one and flat, leave when it is below.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Candles, in any format `crypy log import-candles` reads (e.g. `ts,open,high,low,close,volume`).
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// FAMILY:FAST:SLOW with FAMILY sma or ema.
+    #[arg(long, default_value = "sma:10:30", value_name = "STRATEGY")]
+    pub strategy: String,
+    /// Base-asset quantity of every entry (exact decimal).
+    #[arg(long, default_value = "0.01", value_name = "QTY")]
+    pub qty: String,
+    /// The pair the candles are of.
+    #[arg(long, default_value = "XBT/USD", value_name = "PAIR")]
+    pub pair: Pair,
+    /// The candles' interval.
+    #[arg(long, default_value = "1m", value_name = "INTERVAL")]
+    pub interval: Interval,
+    /// Fee rate on traded value (exact decimal).
+    #[arg(long, default_value = "0.001", value_name = "RATE")]
+    pub fee: String,
+    /// Starting balance of the quote asset (exact decimal).
+    #[arg(long, default_value = "1000000", value_name = "AMOUNT")]
+    pub cash: String,
+    /// Dataflow worker threads.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// Keep the run's log in this data dir (default: a scratch dir, removed after).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

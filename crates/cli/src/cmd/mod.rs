@@ -1,4 +1,5 @@
 mod bench;
+mod bench_desk;
 mod log;
 mod render;
 mod sim;

@@ -1,0 +1,216 @@
+//! Benchmarks of the whole desk: `bench backtest` (one fixed strategy through simulator, log,
+//! dataflow and agents), `bench replay` (a recorded run through the dataflow again) and
+//! `bench latency` (market event in the log → order request out of the desk).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use crypy_agents::template::Templates;
+use crypy_core::{Candle, Interval, Pair};
+use crypy_dataflow::sim::{run_sim, SimOptions, SimReport};
+use crypy_exchange::sim::SimConfig;
+use serde_json::json;
+
+use crate::out;
+
+/// `sma:10:30` or `ema:10:30` (or the family's full name): the one variant a backtest trades.
+pub fn parse_strategy(text: &str) -> anyhow::Result<(&'static str, u32, u32)> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [family, fast, slow] = parts[..] else {
+        bail!("--strategy {text:?}: expected FAMILY:FAST:SLOW, e.g. sma:10:30 or ema:12:26")
+    };
+    let family = match family {
+        "sma" | "sma_cross" => "sma_cross",
+        "ema" | "ema_cross" => "ema_cross",
+        other => bail!("--strategy {text:?}: unknown family {other:?}; known: sma, ema"),
+    };
+    let period = |p: &str| -> anyhow::Result<u32> {
+        p.parse::<u32>().ok().filter(|n| *n >= 1).with_context(|| format!("--strategy {text:?}: {p:?} is not a period"))
+    };
+    let (fast, slow) = (period(fast)?, period(slow)?);
+    if fast >= slow {
+        bail!("--strategy {text:?}: the fast period must be shorter than the slow one");
+    }
+    Ok((family, fast, slow))
+}
+
+/// The templates of a fixed-strategy backtest: one trader trading one variant with a fixed
+/// quantity, a holder that accepts every proposal, no stop-loss or take-profit, and desk
+/// limits that never bind — so that the agents do exactly what the peers' backtests do
+/// (enter when the fast average is above the slow one and flat, leave when it is below),
+/// through the same proposal, allocation and gate path as any run.
+pub fn backtest_templates(
+    pair: Pair,
+    interval: Interval,
+    strategy: (&str, u32, u32),
+    qty: &str,
+) -> anyhow::Result<[String; 3]> {
+    let (family, fast, slow) = strategy;
+    let desk = format!(
+        "trusted_asset = \"{quote}\"\n[limits]\nallowed_pairs = [\"{pair}\"]\nmax_order_notional = \"1000000000\"\n\
+         max_open_orders = 10\nkill_switch = false\n",
+        quote = pair.quote
+    );
+    let holder = format!(
+        "pairs = [\"{pair}\"]\n[criteria]\nmin_return = -inf\nmin_sharpe = -inf\nmax_drawdown = 1.0\nmin_trades = 0\n\
+         max_fraction = 1.0\nallocation_ttl_minutes = 525600\n"
+    );
+    // Evaluating every bar lets the next trader generation propose (and so re-enter) on the
+    // first bar after the previous one's exit, as a single strategy object would.
+    let trader = format!(
+        "look_back_bars = {window}\nevaluate_every_minutes = {every}\nstrategies = [\"{family} fast={fast} slow={slow}\"]\n\
+         propose_min_return = -inf\npropose_min_trades = 0\nstop_loss = 1.0\ntake_profit = inf\norder_qty = \"{qty}\"\n",
+        window = 2 * slow,
+        every = (interval.secs() / 60).max(1),
+    );
+    let texts = [desk, holder, trader];
+    Templates::parse_texts(&texts, Path::new("bench backtest")).context("the backtest's templates")?;
+    Ok(texts)
+}
+
+/// A simulator holding `cash` of the pair's quote asset, trading only that pair.
+pub fn backtest_config(pair: Pair, cash: &str, fee: &str) -> anyhow::Result<SimConfig> {
+    let text = format!(
+        "account = \"bench\"\nseed = 42\norder_types = [\"market\"]\nmaker_fee = \"{fee}\"\ntaker_fee = \"{fee}\"\n\
+         slippage = \"0\"\nlatency_ms = 0\njitter_ms = 0\nrate_limit_per_s = 1000\n\
+         [balances]\n{quote} = \"{cash}\"\n\
+         [[markets]]\npair = \"{pair}\"\nvenue_symbol = \"{symbol}\"\nprice_precision = 2\nqty_precision = 8\n\
+         min_qty = \"0.00000001\"\n",
+        quote = pair.quote,
+        symbol = format!("{}{}", pair.base, pair.quote),
+    );
+    Ok(SimConfig::from_toml(&text)?)
+}
+
+/// The process's peak resident memory in bytes, as the kernel counts it (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub struct Backtest<'a> {
+    pub candles: Vec<Candle>,
+    pub pair: Pair,
+    pub interval: Interval,
+    pub strategy: &'a str,
+    pub qty: &'a str,
+    pub fee: &'a str,
+    pub cash: &'a str,
+    pub workers: usize,
+    pub data_dir: &'a Path,
+}
+
+pub struct BacktestResult {
+    pub seconds: f64,
+    pub report: SimReport,
+    pub round_trips: u64,
+    pub open_at_end: bool,
+}
+
+/// Runs the backtest: the simulator, the durable log, the dataflow and the agents, exactly
+/// as `crypy sim` runs them.
+pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
+    let strategy = parse_strategy(b.strategy)?;
+    let texts = backtest_templates(b.pair, b.interval, strategy, b.qty)?;
+    let templates = Templates::parse_texts(&texts, Path::new("bench backtest"))?;
+    let config = backtest_config(b.pair, b.cash, b.fee)?;
+    let (mut buys, mut sells) = (0u64, 0u64);
+    let started = Instant::now();
+    let report = run_sim(
+        SimOptions {
+            data_dir: b.data_dir.to_path_buf(),
+            candles: b.candles,
+            config,
+            templates,
+            template_texts: Some(texts),
+            workers: b.workers,
+            speed: None,
+        },
+        |e| {
+            if let crypy_core::Event::OrderFilled(f) = &e.event {
+                match f.side {
+                    crypy_core::Side::Buy => buys += 1,
+                    crypy_core::Side::Sell => sells += 1,
+                }
+            }
+        },
+        |_, _| {},
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BacktestResult { seconds, report, round_trips: buys, open_at_end: buys > sells })
+}
+
+pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
+    let candles = crypy_eventstore::import::read_candles(&args.csv, &args.pair, args.interval, None)?;
+    anyhow::ensure!(!candles.is_empty(), "{}: no candles", args.csv.display());
+    let scratch =
+        tempfile::Builder::new().prefix("crypy-backtest-").tempdir().context("cannot create a scratch dir")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| scratch.path().to_path_buf());
+    let bars = candles.len() as u64;
+    if !args.json {
+        eprintln!(
+            "backtesting {} on {} {} bars of {} through the simulator, the log ({}), the dataflow and the desk …",
+            args.strategy,
+            out::count(bars),
+            args.interval,
+            args.pair,
+            data_dir.display()
+        );
+    }
+    let r = run_backtest(Backtest {
+        candles,
+        pair: args.pair,
+        interval: args.interval,
+        strategy: &args.strategy,
+        qty: &args.qty,
+        fee: &args.fee,
+        cash: &args.cash,
+        workers: usize::from(args.workers),
+        data_dir: &data_dir,
+    })?;
+    let rate = bars as f64 / r.seconds;
+    let rep = &r.report;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "strategy": args.strategy, "qty": args.qty, "fee": args.fee, "workers": args.workers,
+                "seconds": r.seconds, "bars": bars, "bars_per_s": rate, "round_trips": r.round_trips,
+                "open_at_end": r.open_at_end, "orders": rep.orders, "fills": rep.fills, "events": rep.events,
+                "events_per_s": rep.events as f64 / r.seconds, "total_return": rep.total_return(),
+                "fees": rep.fees.to_string(), "accounting_ok": rep.accounting_mismatches.is_empty(),
+                "peak_rss_bytes": peak_rss_bytes(),
+            })
+        );
+    } else {
+        println!(
+            "{} bars in {:.3} s: {} bars/s ({} events logged, {} events/s)",
+            out::count(bars),
+            r.seconds,
+            out::count(rate as u64),
+            out::count(rep.events),
+            out::count((rep.events as f64 / r.seconds) as u64)
+        );
+        println!(
+            "{} round trips ({} orders, {} fills{}), return {:+.4} %, fees {} {}",
+            out::count(r.round_trips),
+            out::count(rep.orders),
+            out::count(rep.fills),
+            if r.open_at_end { ", the last position still open" } else { "" },
+            rep.total_return() * 100.0,
+            rep.fees,
+            rep.trusted
+        );
+        if let Some(rss) = peak_rss_bytes() {
+            println!("peak memory {:.0} MB", rss as f64 / 1e6);
+        }
+    }
+    if !rep.accounting_mismatches.is_empty() {
+        bail!("the accounting does not hold: {}", rep.accounting_mismatches.join("; "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -76,10 +76,10 @@ pub fn backtest_config(pair: Pair, cash: &str, fee: &str) -> anyhow::Result<SimC
         "account = \"bench\"\nseed = 42\norder_types = [\"market\"]\nmaker_fee = \"{fee}\"\ntaker_fee = \"{fee}\"\n\
          slippage = \"0\"\nlatency_ms = 0\njitter_ms = 0\nrate_limit_per_s = 1000\n\
          [balances]\n{quote} = \"{cash}\"\n\
-         [[markets]]\npair = \"{pair}\"\nvenue_symbol = \"{symbol}\"\nprice_precision = 2\nqty_precision = 8\n\
+         [[markets]]\npair = \"{pair}\"\nvenue_symbol = \"{base}{quote}\"\nprice_precision = 2\nqty_precision = 8\n\
          min_qty = \"0.00000001\"\n",
         quote = pair.quote,
-        symbol = format!("{}{}", pair.base, pair.quote),
+        base = pair.base,
     );
     Ok(SimConfig::from_toml(&text)?)
 }

@@ -34,6 +34,8 @@ pub struct DeskGate {
     /// against the key of the holder generation that granted it (checked at grant time,
     /// so a position outlives its holder's retirement).
     allocations: BTreeMap<u64, (Allocation, Money, Result<(), String>)>,
+    /// Every (holder, nonce) an allocation has carried: a lookup, not a scan of them all.
+    nonces: BTreeSet<(AgentId, u64)>,
     open_orders: BTreeSet<ClientOrderId>,
     last_price: BTreeMap<Pair, Price>,
 }
@@ -46,6 +48,7 @@ impl DeskGate {
             venue_pairs: BTreeSet::new(),
             holder_keys: BTreeMap::new(),
             allocations: BTreeMap::new(),
+            nonces: BTreeSet::new(),
             open_orders: BTreeSet::new(),
             last_price: BTreeMap::new(),
         }
@@ -88,6 +91,7 @@ impl DeskGate {
             }
             Event::AllocationGranted(a) if !self.allocations.contains_key(&a.id) => {
                 let verdict = self.verify(a);
+                self.nonces.insert((a.holder, a.nonce));
                 self.allocations.insert(a.id, ((**a).clone(), Money::ZERO, verdict));
             }
             Event::KillSwitchEngaged(_) => self.kill_switch = true,
@@ -124,7 +128,7 @@ impl DeskGate {
         if auth::verify(key, a).is_err() {
             return Err(format!("allocation {} is not signed by holder {}", a.id, a.holder));
         }
-        if self.allocations.values().any(|(other, _, _)| other.holder == a.holder && other.nonce == a.nonce) {
+        if self.nonces.contains(&(a.holder, a.nonce)) {
             return Err(format!("allocation {} reuses nonce {} of holder {}", a.id, a.nonce, a.holder));
         }
         Ok(())

@@ -321,6 +321,50 @@ pub enum BenchCommand {
     /// (nautilus_trader, backtesting.py): enter with a fixed quantity when the fast average
     /// is above the slow one and flat, leave when it is below.
     Backtest(BacktestArgs),
+    /// A recorded run through the dataflow and the agents again (as `replay --verify`):
+    /// market events per second and peak memory.
+    Replay(BenchReplayArgs),
+    /// Live simulator mode with the log durable: from a market event entering the log to the
+    /// order request leaving the desk, p50 / p99 / p99.9 / max, for one fixed strategy.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchReplayArgs {
+    /// The data dir whose log to replay.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Dataflow worker threads.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// External events per dataflow epoch.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub epoch: usize,
+    /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Candles, in any format `crypy log import-candles` reads.
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// Only the first N bars.
+    #[arg(long, value_name = "N")]
+    pub bars: Option<usize>,
+    /// FAMILY:FAST:SLOW with FAMILY sma or ema.
+    #[arg(long, default_value = "sma:10:30", value_name = "STRATEGY")]
+    pub strategy: String,
+    /// The pair the candles are of.
+    #[arg(long, default_value = "XBT/USD", value_name = "PAIR")]
+    pub pair: Pair,
+    /// The candles' interval.
+    #[arg(long, default_value = "1m", value_name = "INTERVAL")]
+    pub interval: Interval,
+    /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

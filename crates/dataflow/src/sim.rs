@@ -51,6 +51,11 @@ pub struct SimOptions {
     /// Market time runs this many times faster than the wall clock (`None`: as fast as the
     /// machine goes).
     pub speed: Option<f64>,
+    /// Live: before an order leaves for the venue, everything recorded so far is appended to
+    /// the log and made durable, as a desk on a real venue must do so that a crash never
+    /// forgets an order it sent. Off, the log is written in large batches (a backtest, whose
+    /// venue lives and dies with the process).
+    pub live: bool,
 }
 
 /// Whether a run goes on.
@@ -131,6 +136,9 @@ pub struct SimReport {
     pub positions: u32,
     pub per_strategy: BTreeMap<String, StrategyResult>,
     pub end_balances: Vec<crypy_core::Balance>,
+    /// For every order a market event led to: from that event entering the log to the
+    /// request leaving the desk for the venue (in live mode, the log's fsync included).
+    pub order_latencies: Vec<std::time::Duration>,
     /// Assets whose end balance differs from start + fills − fees as the differential ledger
     /// computed it (empty: the accounting holds exactly).
     pub accounting_mismatches: Vec<String>,
@@ -273,6 +281,8 @@ struct DeskLoop<'a, 'o> {
     steering: Option<&'o mut dyn Steering>,
     /// While a command is carried out: what it recorded.
     captured: Option<Vec<Envelope>>,
+    live: bool,
+    order_latencies: Vec<std::time::Duration>,
 }
 
 impl DeskLoop<'_, '_> {
@@ -321,6 +331,8 @@ impl DeskLoop<'_, '_> {
         sim: &mut Simulator,
         host: &mut Host,
     ) -> Result<(), SimError> {
+        let entered = std::time::Instant::now();
+        let from_market = event.kind().group() == crypy_core::event::EventGroup::Market;
         let mut queue = std::collections::VecDeque::from([(event, time, cause)]);
         while let Some((event, time, cause)) = queue.pop_front() {
             let seq = self.rec.push(self.desk, event.clone(), cause, time);
@@ -346,9 +358,16 @@ impl DeskLoop<'_, '_> {
                     Envelope { seq: out_seq, run: self.run, time, wall: 0, source: o.source, cause, event: o.event };
                 self.see(&derived);
             }
+            if self.live && !approved.is_empty() {
+                // The input and every decision it caused are in the buffer: an input boundary.
+                self.rec.flush()?;
+            }
             for (client_id, approval) in approved {
                 self.approvals.insert(client_id.clone(), approval);
                 let Some(request) = self.requests.get(&client_id) else { continue };
+                if from_market {
+                    self.order_latencies.push(entered.elapsed());
+                }
                 let event = match self.runtime.block_on(sim.place(request)) {
                     Ok(ack) => {
                         Event::OrderAcknowledged(OrderAcknowledged { client_id, venue_order_id: ack.venue_order_id })
@@ -593,7 +612,9 @@ pub fn run_steered(
     let log = EventLog::open(
         &opts.data_dir,
         Options {
-            durability: Durability::Interval(200),
+            // Live, each append is durable before the order it precedes leaves; a backtest
+            // lets a background flush make the log durable every 200 ms.
+            durability: if opts.live { Durability::EveryBatch } else { Durability::Interval(200) },
             lock_wait: std::time::Duration::from_secs(3),
             ..Options::default()
         },
@@ -630,6 +651,8 @@ pub fn run_steered(
         observe: &mut observe,
         steering: Some(steering),
         captured: None,
+        live: opts.live,
+        order_latencies: Vec::new(),
     };
     let now = sim.now();
     for (i, (key, default)) in FILES.iter().enumerate() {
@@ -699,7 +722,7 @@ pub fn run_steered(
             }
         }
     }
-    let DeskLoop { mut rec, mut books, .. } = desk_loop;
+    let DeskLoop { mut rec, mut books, order_latencies, .. } = desk_loop;
     // The differential ledger's view: realized P&L per strategy, and balances from fills.
     let totals = host.totals();
     for (name, result) in books.per_strategy.iter_mut() {
@@ -740,6 +763,7 @@ pub fn run_steered(
         positions: books.positions,
         per_strategy: books.per_strategy,
         end_balances,
+        order_latencies,
         accounting_mismatches,
     })
 }

@@ -102,6 +102,7 @@ pub struct Backtest<'a> {
     pub cash: &'a str,
     pub workers: usize,
     pub data_dir: &'a Path,
+    pub live: bool,
 }
 
 pub struct BacktestResult {
@@ -129,6 +130,7 @@ pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
             template_texts: Some(texts),
             workers: b.workers,
             speed: None,
+            live: b.live,
         },
         |e| {
             if let crypy_core::Event::OrderFilled(f) = &e.event {
@@ -171,6 +173,7 @@ pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
         cash: &args.cash,
         workers: usize::from(args.workers),
         data_dir: &data_dir,
+        live: false,
     })?;
     let rate = bars as f64 / r.seconds;
     let rep = &r.report;
@@ -212,5 +215,112 @@ pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
     if !rep.accounting_mismatches.is_empty() {
         bail!("the accounting does not hold: {}", rep.accounting_mismatches.join("; "));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `q` quantile (0..=1) of sorted `values`, by the nearest rank.
+fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
+    let mut candles = crypy_eventstore::import::read_candles(&args.csv, &args.pair, args.interval, None)?;
+    if let Some(n) = args.bars {
+        candles.truncate(n);
+    }
+    anyhow::ensure!(!candles.is_empty(), "{}: no candles", args.csv.display());
+    let scratch = tempfile::Builder::new().prefix("crypy-latency-").tempdir().context("cannot create a scratch dir")?;
+    let bars = candles.len() as u64;
+    if !args.json {
+        eprintln!(
+            "trading {} live on {} {} bars of {}: every order leaves only once the log holds it durably …",
+            args.strategy,
+            out::count(bars),
+            args.interval,
+            args.pair
+        );
+    }
+    let r = run_backtest(Backtest {
+        candles,
+        pair: args.pair,
+        interval: args.interval,
+        strategy: &args.strategy,
+        qty: "0.01",
+        fee: "0.001",
+        cash: "1000000",
+        workers: 1,
+        data_dir: scratch.path(),
+        live: true,
+    })?;
+    let mut l = r.report.order_latencies.clone();
+    anyhow::ensure!(!l.is_empty(), "no market event led to an order: nothing to measure (more bars?)");
+    l.sort();
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    let (p50, p99, p999, max) = (quantile(&l, 0.5), quantile(&l, 0.99), quantile(&l, 0.999), l[l.len() - 1]);
+    let mean = l.iter().map(|d| us(*d)).sum::<f64>() / l.len() as f64;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "orders": l.len(), "bars": bars, "seconds": r.seconds,
+                "p50_us": us(p50), "p99_us": us(p99), "p99_9_us": us(p999), "max_us": us(max), "mean_us": mean,
+            })
+        );
+    } else {
+        println!(
+            "{} orders, market event in the log → order request out of the desk (durable log, fsync included):",
+            out::count(l.len() as u64)
+        );
+        println!(
+            "p50 {:.0} µs   p99 {:.0} µs   p99.9 {:.0} µs   max {:.0} µs   (mean {mean:.0} µs)",
+            us(p50),
+            us(p99),
+            us(p999),
+            us(max)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(args: crate::args::BenchReplayArgs) -> anyhow::Result<ExitCode> {
+    let dir = &args.data_dir;
+    let reader =
+        crypy_eventstore::LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    let secret = std::fs::read(dir.join("secret"))
+        .with_context(|| format!("cannot read the data dir's secret in {}", dir.display()))?;
+    let workers = usize::from(args.workers);
+    let started = Instant::now();
+    let report = crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.epoch, workers, 1)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = report.market_events as f64 / seconds.max(1e-9);
+    let rss = peak_rss_bytes();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "ok": report.is_ok(), "workers": workers, "epoch": args.epoch, "seconds": seconds,
+                "inputs": report.inputs, "market_events": report.market_events, "derived_events": report.compared,
+                "market_events_per_s": rate, "events_per_s": (report.inputs + report.compared) as f64 / seconds,
+                "peak_rss_bytes": rss,
+            })
+        );
+    } else {
+        println!(
+            "{} market events ({} inputs, {} derived events checked) in {seconds:.3} s: {} market events/s on {workers} worker{}",
+            out::count(report.market_events),
+            out::count(report.inputs),
+            out::count(report.compared),
+            out::count(rate as u64),
+            if workers == 1 { "" } else { "s" }
+        );
+        if let Some(rss) = rss {
+            println!("peak memory {:.0} MB", rss as f64 / 1e6);
+        }
+    }
+    anyhow::ensure!(report.is_ok(), "the replay differs from the log: run `crypy replay --verify` for the differences");
     Ok(ExitCode::SUCCESS)
 }

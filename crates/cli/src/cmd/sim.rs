@@ -102,6 +102,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             template_texts: texts,
             workers: usize::from(args.workers),
             speed: args.speed,
+            // A paced desk is the live simulator: orders leave only once the log holds them.
+            live: args.speed.is_some(),
         },
         |e| {
             if narrate && failed.is_none() {

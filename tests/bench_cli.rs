@@ -43,3 +43,89 @@ fn bench_eval_scores_the_whole_grid_on_the_bundled_quarter() {
     let err = run(crypy(dir.path()).args(["bench", "eval", "--strategy", "macd fast=1 slow=2"]), 2);
     assert!(err.contains("unknown strategy family \"macd\""), "{err}");
 }
+
+/// Round trips of "long when SMA(fast) > SMA(slow), flat when below", counted directly on
+/// the closes: what any correct event-driven backtest of the rule must make.
+fn sma_round_trips(closes: &[f64], fast: usize, slow: usize) -> u64 {
+    let sma = |end: usize, n: usize| closes[end + 1 - n..=end].iter().sum::<f64>() / n as f64;
+    let (mut long, mut trips) = (false, 0);
+    for i in slow - 1..closes.len() {
+        let (f, s) = (sma(i, fast), sma(i, slow));
+        if f > s && !long {
+            long = true;
+            trips += 1;
+        } else if f < s && long {
+            long = false;
+        }
+    }
+    trips
+}
+
+#[test]
+fn bench_backtest_trades_the_fixed_strategy_through_the_whole_desk() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replays/kraken_XBTEUR_15m_2023Q4.csv");
+    let out = run(
+        crypy(dir.path())
+            .args(["bench", "backtest", "--pair", "XBT/EUR", "--interval", "15m", "--json", "--csv"])
+            .arg(&bundled),
+        0,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["bars"], 8832);
+    let text = std::fs::read_to_string(&bundled).unwrap();
+    let closes: Vec<f64> = text.lines().skip(1).map(|l| l.split(',').nth(4).unwrap().parse().unwrap()).collect();
+    // nautilus_trader 1.221 (../shared/bench/nautilus_backtest.py --csv on this file) made
+    // 380 orders: 190 round trips.
+    assert_eq!(sma_round_trips(&closes, 10, 30), 190);
+    assert_eq!(r["round_trips"], 190, "{r}");
+    assert_eq!(r["orders"], 380, "{r}");
+    assert_eq!(r["fills"], 380, "{r}");
+    assert_eq!(r["accounting_ok"], true, "{r}");
+    assert!(r["bars_per_s"].as_f64().unwrap() > 0.0);
+
+    let err = run(crypy(dir.path()).args(["bench", "backtest", "--strategy", "sma:30:10", "--csv"]).arg(&bundled), 2);
+    assert!(err.contains("the fast period must be shorter"), "{err}");
+}
+
+#[test]
+fn bench_replay_and_latency_measure_a_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../replays/kraken_XBTEUR_15m_2023Q4.csv");
+    let data = dir.path().join("data");
+    run(
+        crypy(dir.path())
+            .args(["bench", "backtest", "--pair", "XBT/EUR", "--interval", "15m", "--json", "--csv"])
+            .arg(&bundled)
+            .arg("--data-dir")
+            .arg(&data),
+        0,
+    );
+    let out = run(crypy(dir.path()).args(["bench", "replay", "--json", "--data-dir"]).arg(&data), 0);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["market_events"], 8832, "{r}");
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+
+    let out = run(
+        crypy(dir.path())
+            .args(["bench", "latency", "--pair", "XBT/EUR", "--interval", "15m", "--bars", "3000", "--json", "--csv"])
+            .arg(&bundled),
+        0,
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let closes: Vec<f64> = std::fs::read_to_string(&bundled)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(3000)
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    // Every entry and every exit is an order a candle led to; an open position at the end
+    // has no exit.
+    let trips = sma_round_trips(&closes, 10, 30);
+    let orders = r["orders"].as_u64().unwrap();
+    assert!(orders == 2 * trips || orders == 2 * trips - 1, "{orders} orders for {trips} round trips");
+    let (p50, p99, max) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap(), r["max_us"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+}

@@ -23,6 +23,13 @@ use crypy_core::{AgentId, ClientOrderId, Event, Money, OrderKind, OrderRequest, 
 use crate::auth;
 use crate::template::DeskLimits;
 
+#[derive(Debug, Clone, Default)]
+struct Backing {
+    open_orders: u32,
+    bought: crypy_core::Qty,
+    sold: crypy_core::Qty,
+}
+
 /// The desk's gate state; see the module doc.
 #[derive(Debug, Clone)]
 pub struct DeskGate {
@@ -34,6 +41,12 @@ pub struct DeskGate {
     /// against the key of the holder generation that granted it (checked at grant time,
     /// so a position outlives its holder's retirement).
     allocations: BTreeMap<u64, (Allocation, Money, Result<(), String>)>,
+    /// What each allocation still backs: its open orders and the position bought and sold
+    /// under it. An allocation whose position is closed, or that expired unused, is
+    /// forgotten (its nonce is not), so that a long run's gate stays small.
+    backing: BTreeMap<u64, Backing>,
+    /// The allocation and side of each open order.
+    order_allocations: BTreeMap<ClientOrderId, (u64, Side)>,
     /// Every (holder, nonce) an allocation has carried: a lookup, not a scan of them all.
     nonces: BTreeSet<(AgentId, u64)>,
     open_orders: BTreeSet<ClientOrderId>,
@@ -49,6 +62,8 @@ impl DeskGate {
             holder_keys: BTreeMap::new(),
             allocations: BTreeMap::new(),
             nonces: BTreeSet::new(),
+            backing: BTreeMap::new(),
+            order_allocations: BTreeMap::new(),
             open_orders: BTreeSet::new(),
             last_price: BTreeMap::new(),
         }
@@ -92,23 +107,37 @@ impl DeskGate {
             Event::AllocationGranted(a) if !self.allocations.contains_key(&a.id) => {
                 let verdict = self.verify(a);
                 self.nonces.insert((a.holder, a.nonce));
+                self.forget_expired(time);
                 self.allocations.insert(a.id, ((**a).clone(), Money::ZERO, verdict));
+                self.backing.insert(a.id, Backing::default());
             }
             Event::KillSwitchEngaged(_) => self.kill_switch = true,
             Event::KillSwitchReleased(_) => self.kill_switch = false,
-            Event::OrderFilled(f) => {
-                self.open_orders.remove(&f.client_id);
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                if let Some((allocation, side)) = self.order_allocations.get(&f.client_id).copied() {
+                    if let Some(b) = self.backing.get_mut(&allocation) {
+                        match side {
+                            Side::Buy => b.bought += f.qty,
+                            Side::Sell => b.sold += f.qty,
+                        }
+                    }
+                }
+                if matches!(event, Event::OrderFilled(_)) {
+                    self.order_ended(&f.client_id);
+                }
             }
-            Event::OrderCanceled(c) => {
-                self.open_orders.remove(&c.client_id);
-            }
-            Event::OrderFailed(f) => {
-                self.open_orders.remove(&f.client_id);
-            }
+            Event::OrderCanceled(c) => self.order_ended(&c.client_id),
+            Event::OrderFailed(f) => self.order_ended(&f.client_id),
             Event::OrderRequested(request) => {
                 return Some(match self.judge(time, source, request) {
                     Ok(()) => {
                         self.open_orders.insert(request.client_id.clone());
+                        if let Some(id) = request.allocation {
+                            self.order_allocations.insert(request.client_id.clone(), (id, request.side));
+                            if let Some(b) = self.backing.get_mut(&id) {
+                                b.open_orders += 1;
+                            }
+                        }
                         Event::OrderApproved(OrderApproved { client_id: request.client_id.clone() })
                     }
                     Err(reason) => Event::OrderRefused(OrderRefused { client_id: request.client_id.clone(), reason }),
@@ -117,6 +146,34 @@ impl DeskGate {
             _ => {}
         }
         None
+    }
+
+    fn order_ended(&mut self, client_id: &ClientOrderId) {
+        self.open_orders.remove(client_id);
+        let Some((id, _)) = self.order_allocations.remove(client_id) else { return };
+        let Some(b) = self.backing.get_mut(&id) else { return };
+        b.open_orders = b.open_orders.saturating_sub(1);
+        if b.open_orders == 0 && !b.bought.is_zero() && b.sold >= b.bought {
+            self.backing.remove(&id);
+            self.allocations.remove(&id);
+        }
+    }
+
+    /// Forgets allocations that expired before `time` with nothing bought and no order open:
+    /// no order can use them any more.
+    fn forget_expired(&mut self, time: i64) {
+        let expired: Vec<u64> = self
+            .allocations
+            .iter()
+            .filter(|(id, (a, _, _))| {
+                time > a.expires_at && self.backing.get(id).is_none_or(|b| b.open_orders == 0 && b.bought.is_zero())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.allocations.remove(&id);
+            self.backing.remove(&id);
+        }
     }
 
     /// Signed by the key its holder generation published, and with a nonce that holder

@@ -401,14 +401,27 @@ impl Society {
                     }
                 }
             }
-            Event::OrderRefused(r) => self.order_refused(&r.client_id, index, queue),
+            // An order's last event is the last time its trader needs to be found by it.
+            Event::OrderRefused(r) => {
+                self.order_refused(&r.client_id, index, queue);
+                self.orders.remove(&r.client_id);
+            }
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
                 self.book_fill(f);
                 let complete = matches!(event, Event::OrderFilled(_));
                 self.trader_fill(f, complete, index, queue);
+                if complete {
+                    self.orders.remove(&f.client_id);
+                }
             }
-            Event::OrderCanceled(c) => self.order_ended(&c.client_id, index, queue),
-            Event::OrderFailed(f) => self.order_ended(&f.client_id, index, queue),
+            Event::OrderCanceled(c) => {
+                self.order_ended(&c.client_id, index, queue);
+                self.orders.remove(&c.client_id);
+            }
+            Event::OrderFailed(f) => {
+                self.order_ended(&f.client_id, index, queue);
+                self.orders.remove(&f.client_id);
+            }
             _ => {}
         }
     }

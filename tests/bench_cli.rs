@@ -129,3 +129,34 @@ fn bench_replay_and_latency_measure_a_real_run() {
     let (p50, p99, max) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap(), r["max_us"].as_f64().unwrap());
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
 }
+
+#[test]
+fn bench_sweep_gives_vectorbts_results_from_the_bundled_candles() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("../agents/tests/fixtures/vectorbt_sweep_kraken_xbteur_15m.json")).unwrap(),
+    )
+    .unwrap();
+    for (fill, label) in [("close", "close"), ("next-open", "next_open")] {
+        let out = run(crypy(dir.path()).args(["bench", "sweep", "--repeat", "1", "--json", "--fill", fill]), 0);
+        let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(r["bars"], 8832);
+        let (got, want) = (r["results"].as_array().unwrap(), fixture[label].as_array().unwrap());
+        assert_eq!(got.len(), 90);
+        assert_eq!(got.len(), want.len());
+        // The CLI reads the CSV into exact decimals first; the doubles it sweeps must still
+        // be the ones vectorbt read, or the returns would drift in the last bits.
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((&g["fast"], &g["slow"], &g["orders"]), (&w["fast"], &w["slow"], &w["orders"]), "{fill}");
+            assert_eq!(g["total_return"].as_f64(), w["total_return"].as_f64(), "{fill}: {g} vs {w}");
+        }
+        let best = want.iter().map(|w| w["total_return"].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(r["best"]["total_return"].as_f64(), Some(best));
+    }
+
+    let err = run(crypy(dir.path()).args(["bench", "sweep", "--fast", "50", "--slow", "20"]), 2);
+    assert!(err.contains("no pair with fast < slow"), "{err}");
+    let err = run(crypy(dir.path()).args(["bench", "sweep", "--fast", "5..x"]), 2);
+    assert!(err.contains("--fast") && err.contains("`x`"), "{err}");
+}

@@ -39,6 +39,8 @@ pub mod society;
 pub mod steer;
 /// Strategies, their parameter grids and the registry.
 pub mod strategy;
+/// The SMA-crossover parameter sweep, vectorbt's arithmetic reproduced bit for bit.
+pub mod sweep;
 /// Desk, holder and trader templates (TOML), defaults embedded from `templates/`.
 pub mod template;
 /// Following a pair bar by bar: the whole grid scored on a sliding window incrementally.

@@ -16,6 +16,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Backtest(args) => super::bench_desk::backtest(args),
         BenchCommand::Replay(args) => super::bench_desk::replay(args),
         BenchCommand::Latency(args) => super::bench_desk::latency(args),
+        BenchCommand::Sweep(args) => super::bench_sweep::run(args),
         BenchCommand::Log { events, batch, dir, json } => {
             anyhow::ensure!(events > 0, "--events must be at least 1");
             anyhow::ensure!(batch > 0, "--batch must be at least 1");

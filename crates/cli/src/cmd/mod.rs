@@ -1,5 +1,6 @@
 mod bench;
 mod bench_desk;
+mod bench_sweep;
 mod log;
 mod render;
 mod sim;

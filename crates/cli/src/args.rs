@@ -342,11 +342,11 @@ pub struct SweepArgs {
     /// The candles' interval (only checked against their times).
     #[arg(long, default_value = "1m", value_name = "INTERVAL")]
     pub interval: Interval,
-    /// Fast windows: FROM..TO/STEP (inclusive), or a comma list.
-    #[arg(long, default_value = "5..50/5", value_name = "WINDOWS")]
+    /// Fast windows: FROM:TO:STEP (inclusive; or FROM..TO/STEP), or a comma list.
+    #[arg(long, default_value = "5:50:5", value_name = "WINDOWS")]
     pub fast: String,
     /// Slow windows, as --fast; only pairs with fast < slow run.
-    #[arg(long, default_value = "20..200/20", value_name = "WINDOWS")]
+    #[arg(long, default_value = "20:200:20", value_name = "WINDOWS")]
     pub slow: String,
     /// Fee rate on every order's value.
     #[arg(long, default_value_t = 0.0026, value_name = "RATE")]

@@ -11,8 +11,14 @@ use serde_json::json;
 use crate::args::SweepArgs;
 use crate::out;
 
-/// `FROM..TO/STEP` (inclusive, step 1 when left out) or `A,B,C`.
+/// `FROM:TO:STEP` or `FROM..TO/STEP` (inclusive, step 1 when left out), or `A,B,C`.
 pub fn parse_windows(text: &str) -> anyhow::Result<Vec<u32>> {
+    if let Some((from, rest)) = text.split_once(':') {
+        let (to, step) = rest.split_once(':').unwrap_or((rest, "1"));
+        return parse_windows(&format!("{from}..{to}/{step}")).map_err(|_| {
+            anyhow::anyhow!("`{text}` is not FROM:TO:STEP with whole numbers of bars, FROM ≤ TO, STEP ≥ 1")
+        });
+    }
     let number = |s: &str| -> anyhow::Result<u32> {
         s.trim().parse().with_context(|| format!("`{s}` in `{text}` is not a whole number of bars"))
     };
@@ -110,9 +116,11 @@ mod tests {
     #[test]
     fn windows_are_ranges_or_lists() {
         assert_eq!(parse_windows("5..50/5").unwrap(), (5..=50).step_by(5).collect::<Vec<_>>());
+        assert_eq!(parse_windows("5:50:5").unwrap(), (5..=50).step_by(5).collect::<Vec<_>>());
         assert_eq!(parse_windows("3..5").unwrap(), vec![3, 4, 5]);
+        assert_eq!(parse_windows("3:5").unwrap(), vec![3, 4, 5]);
         assert_eq!(parse_windows("7, 9,30").unwrap(), vec![7, 9, 30]);
-        for bad in ["", "0..5", "5..3", "1..9/0", "a,b", "1..x", "-3"] {
+        for bad in ["", "0..5", "5..3", "1..9/0", "a,b", "1..x", "-3", "5:1:1", "1:9:0", "1:2:3:4"] {
             assert!(parse_windows(bad).is_err(), "{bad}");
         }
     }

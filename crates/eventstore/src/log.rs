@@ -355,18 +355,19 @@ impl EventLog {
     }
 }
 
+/// sled's page cache budget, counted in on-disk bytes (its default is 1 GiB).
+const CACHE_BYTES: u64 = 32 << 20;
+
 /// Opens sled under the data dir's lock. sled takes a file lock of its own, which its I/O
 /// threads may still hold for a moment after a previous handle in this process closed;
 /// holding the data dir's lock, such a conflict can only be that remnant, so wait it out.
-const CACHE_BYTES: u64 = 32 << 20;
-
 fn open_sled(dir: &Path) -> Result<sled::Db> {
     let config = sled::Config::new()
         .path(dir.join("log"))
         .mode(sled::Mode::HighThroughput)
         .segment_size(SEGMENT_BYTES)
-        // sled's default page cache is 1 GiB: a scan of a long log would keep that much of
-        // it in memory. Appends touch only the tail and scans read each record once.
+        // Appends touch only the tail and scans read each record once: a small cache loses
+        // nothing.
         .cache_capacity(CACHE_BYTES)
         .flush_every_ms(None);
     let started = std::time::Instant::now();

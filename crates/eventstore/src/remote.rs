@@ -309,6 +309,15 @@ impl LogReader {
         })
     }
 
+    /// As [`LogReader::iter_from`], for a reader done with this handle; a local log is read
+    /// with bounded memory however long it is (see [`EventLog::into_iter_from`]).
+    pub fn into_iter_from(self, from: u64) -> Result<Events> {
+        match self {
+            LogReader::Local(log) => log.into_iter_from(from),
+            LogReader::Remote(remote) => Ok(Box::new(RecordEvents::new(remote.records(from, false)?, from))),
+        }
+    }
+
     /// Every event from `from` on, then new ones as a live writer appends them. The
     /// iteration ends when the writer goes away; a local reader ends at the end of the log.
     pub fn follow(&self, from: u64) -> Result<Events> {

@@ -244,7 +244,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let workers = usize::from(args.workers);
     let started = std::time::Instant::now();
     let report =
-        crypy_dataflow::replay::verify(reader.iter_from(1)?, &secret, args.epoch, workers, args.max_differences)?;
+        crypy_dataflow::replay::verify(reader.into_iter_from(1)?, &secret, args.epoch, workers, args.max_differences)?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = report.market_events as f64 / seconds.max(1e-9);
     if args.json {

@@ -553,11 +553,14 @@ impl Iterator for LocalRecords {
             return None;
         }
         let item = self.step().transpose();
-        if !matches!(item, Some(Ok(_))) {
-            self.done = true;
-        }
+        self.done = ends_reading(&item);
         item
     }
+}
+
+/// A record reader ends for good at its end or its first error.
+fn ends_reading<T>(item: &Option<Result<T>>) -> bool {
+    !matches!(item, Some(Ok(_)))
 }
 
 /// Records per sled session of [`WindowedRecords`] (records hold up to 64 KiB).
@@ -609,9 +612,7 @@ impl Iterator for WindowedRecords {
             return None;
         }
         let item = self.step().transpose();
-        if !matches!(item, Some(Ok(_))) {
-            self.done = true;
-        }
+        self.done = ends_reading(&item);
         item
     }
 }

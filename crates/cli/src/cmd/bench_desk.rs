@@ -146,9 +146,18 @@ pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
     Ok(BacktestResult { seconds, report, round_trips: buys, open_at_end: buys > sells })
 }
 
+/// The candles of a bench run: the first `bars` of the file, at least one.
+fn bench_candles(csv: &Path, pair: &Pair, interval: Interval, bars: Option<usize>) -> anyhow::Result<Vec<Candle>> {
+    let mut candles = crypy_eventstore::import::read_candles(csv, pair, interval, None)?;
+    if let Some(n) = bars {
+        candles.truncate(n);
+    }
+    anyhow::ensure!(!candles.is_empty(), "{}: no candles", csv.display());
+    Ok(candles)
+}
+
 pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
-    let candles = crypy_eventstore::import::read_candles(&args.csv, &args.pair, args.interval, None)?;
-    anyhow::ensure!(!candles.is_empty(), "{}: no candles", args.csv.display());
+    let candles = bench_candles(&args.csv, &args.pair, args.interval, None)?;
     let scratch =
         tempfile::Builder::new().prefix("crypy-backtest-").tempdir().context("cannot create a scratch dir")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| scratch.path().to_path_buf());
@@ -228,11 +237,7 @@ fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
 }
 
 pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
-    let mut candles = crypy_eventstore::import::read_candles(&args.csv, &args.pair, args.interval, None)?;
-    if let Some(n) = args.bars {
-        candles.truncate(n);
-    }
-    anyhow::ensure!(!candles.is_empty(), "{}: no candles", args.csv.display());
+    let candles = bench_candles(&args.csv, &args.pair, args.interval, args.bars)?;
     let scratch = tempfile::Builder::new().prefix("crypy-latency-").tempdir().context("cannot create a scratch dir")?;
     let bars = candles.len() as u64;
     if !args.json {

@@ -1,8 +1,8 @@
 //! # crypy-exchange
 //!
 //! Owns the [`Exchange`] trait, the one interface through which a desk talks to a venue, and
-//! its adapters: the deterministic exchange [`sim::Simulator`] (and, later, Kraken and
-//! BitMEX, with their signing, rate limits and reconnection).
+//! its adapters: the deterministic exchange [`sim::Simulator`], Kraken and BitMEX (with their
+//! signing, rate limits and reconnection), and paper trading on a venue's live data.
 //!
 //! It must not decide anything: no strategy, no risk rule. It reports what the venue says
 //! and does what the desk asks; the desk is its only caller. What a venue reports is a core
@@ -20,6 +20,11 @@ use thiserror::Error;
 pub mod bitmex;
 /// Kraken spot (signing so far).
 pub mod kraken;
+/// Loopback venue servers for tests (feature `loopback`).
+#[cfg(any(test, feature = "loopback"))]
+pub mod loopback;
+/// HTTP and WebSocket connections over rustls.
+pub mod net;
 /// The deterministic exchange simulator.
 pub mod sim;
 
@@ -71,8 +76,16 @@ pub trait Exchange: Send {
     fn capabilities(&mut self) -> impl Future<Output = Result<Capabilities, ExchangeError>> + Send;
     fn markets(&mut self) -> impl Future<Output = Result<Vec<Market>, ExchangeError>> + Send;
     fn balances(&mut self) -> impl Future<Output = Result<Vec<Balance>, ExchangeError>> + Send;
+    /// The venue's clock (ms since the epoch): the simulator's market time, a live venue's
+    /// wall clock.
+    fn now(&self) -> i64;
+    /// The balances as last known (the venue's last report, plus fills since), without a call.
+    fn balances_now(&self) -> Vec<Balance>;
     /// The next thing the venue reports (market data, fills, cancellations), in the venue's
     /// order; `None` once a finite source (the simulator's data) is exhausted.
+    ///
+    /// Must be cancel-safe: the desk waits for it with a timeout so that humans can steer
+    /// while a live market is quiet, and an event must not be lost when the wait ends.
     fn next_event(&mut self) -> impl Future<Output = Result<Option<VenueEvent>, ExchangeError>> + Send;
     /// Places an order; its fills arrive through [`next_event`](Self::next_event).
     fn place(&mut self, order: &OrderRequest) -> impl Future<Output = Result<OrderAck, ExchangeError>> + Send;

@@ -431,6 +431,14 @@ impl Exchange for Simulator {
         self.desk
     }
 
+    fn now(&self) -> i64 {
+        Simulator::now(self)
+    }
+
+    fn balances_now(&self) -> Vec<Balance> {
+        Simulator::balances_now(self)
+    }
+
     async fn capabilities(&mut self) -> Result<crypy_core::Capabilities, ExchangeError> {
         Ok(self.cfg.capabilities())
     }

@@ -35,6 +35,21 @@ pub struct VenueEvent {
     pub event: Event,
 }
 
+/// A message as a venue sent it, kept by `--record` beside the events it became, so that a
+/// session on a real venue can be replayed and turned into tests. Never holds a secret:
+/// adapters tap only what the venue sends, and leave out what carries a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Local wall clock when it arrived (ms since the epoch).
+    pub received: i64,
+    /// Where it came from: `rest:/0/public/AssetPairs`, `ws:book`, `ws:executions`…
+    pub channel: String,
+    pub text: String,
+}
+
+/// Where an adapter sends the raw messages it receives, when recording.
+pub type RawTap = tokio::sync::mpsc::UnboundedSender<RawMessage>;
+
 /// A venue's acceptance of an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderAck {

@@ -5,6 +5,11 @@
 //!
 //! Only compiled with the `loopback` feature; nothing in a desk may use it.
 
+/// A fake BitMEX venue (REST and realtime WebSocket) for tests.
+pub mod bitmex;
+/// A fake Kraken spot venue (REST and WebSocket v2) for tests.
+pub mod kraken;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -201,6 +206,8 @@ impl WsServer {
             let handler = handler.clone();
             Box::pin(async move {
                 let mut path = String::new();
+                // tungstenite's callback signature fixes the error type.
+                #[allow(clippy::result_large_err)]
                 let record_path = |request: &Request, response: Response| {
                     path = request.uri().to_string();
                     Ok(response)

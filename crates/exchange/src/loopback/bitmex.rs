@@ -1,0 +1,1 @@
+//! A fake BitMEX: see the module doc of `loopback`.

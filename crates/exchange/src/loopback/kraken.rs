@@ -1,0 +1,1 @@
+//! A fake Kraken: see the module doc of `loopback`.

@@ -300,14 +300,14 @@ impl DeskLoop<'_, '_> {
     /// Lets the steering act; false when it stops the run.
     fn steer(
         &mut self,
-        sim: &mut Simulator,
+        venue: &mut dyn DeskVenue,
         host: &mut Host,
         log: &EventLog,
         progress: (u64, u64),
         ended: bool,
     ) -> Result<Flow, SimError> {
         let Some(steering) = self.steering.take() else { return Ok(if ended { Flow::Stop } else { Flow::Go }) };
-        let mut desk = Desk { lp: self, sim, host, log, progress, ended, failed: None, unseen: Vec::new() };
+        let mut desk = Desk { lp: self, venue, host, log, progress, ended, failed: None, unseen: Vec::new() };
         let flow = steering.steer(&mut desk);
         let failed = desk.failed.take();
         // What its commands recorded, it sees like everything else (a `watch` shows it).
@@ -328,7 +328,7 @@ impl DeskLoop<'_, '_> {
         event: Event,
         time: i64,
         cause: Option<u64>,
-        sim: &mut Simulator,
+        venue: &mut dyn DeskVenue,
         host: &mut Host,
     ) -> Result<(), SimError> {
         let entered = std::time::Instant::now();
@@ -368,7 +368,7 @@ impl DeskLoop<'_, '_> {
                 if from_market {
                     self.order_latencies.push(entered.elapsed());
                 }
-                let event = match self.runtime.block_on(sim.place(request)) {
+                let event = match venue.place(&self.runtime, request) {
                     Ok(ack) => {
                         Event::OrderAcknowledged(OrderAcknowledged { client_id, venue_order_id: ack.venue_order_id })
                     }
@@ -376,7 +376,7 @@ impl DeskLoop<'_, '_> {
                         Event::OrderFailed(OrderFailed { client_id, error: e.to_string(), retryable: e.is_retryable() })
                     }
                 };
-                queue.push_back((event, sim.now(), Some(approval)));
+                queue.push_back((event, venue.now(), Some(approval)));
             }
         }
         self.rec.flush_if_large()
@@ -388,7 +388,7 @@ impl DeskLoop<'_, '_> {
 /// returns every event it led to, the command first.
 pub struct Desk<'a, 'b, 'o> {
     lp: &'a mut DeskLoop<'b, 'o>,
-    sim: &'a mut Simulator,
+    venue: &'a mut dyn DeskVenue,
     host: &'a mut Host,
     log: &'a EventLog,
     progress: (u64, u64),
@@ -438,7 +438,7 @@ impl Desk<'_, '_, '_> {
 
     /// The venue's clock (ms).
     pub fn market_time(&self) -> i64 {
-        self.sim.now()
+        self.venue.now()
     }
 
     /// The agents, to read.
@@ -448,7 +448,7 @@ impl Desk<'_, '_, '_> {
 
     /// The account's balances as the venue reports them.
     pub fn balances(&self) -> Vec<crypy_core::Balance> {
-        self.sim.balances_now()
+        self.venue.balances_now()
     }
 
     /// Orders approved and not yet filled, canceled or failed (as the desk's gate counts them).
@@ -462,7 +462,7 @@ impl Desk<'_, '_, '_> {
         RunFigures {
             trusted: b.trusted,
             start_equity: b.start_equity,
-            equity: b.value(&self.sim.balances_now()),
+            equity: b.value(&self.venue.balances_now()),
             max_drawdown: b.max_drawdown,
             orders: b.orders,
             fills: b.fills,
@@ -475,12 +475,12 @@ impl Desk<'_, '_, '_> {
     /// the log to disk.
     fn record(&mut self, inputs: Vec<Event>, cause: Option<u64>) -> Result<Vec<Envelope>, String> {
         self.lp.captured = Some(Vec::new());
-        let time = self.sim.now();
+        let time = self.venue.now();
         let mut first: Option<u64> = cause;
         let mut result = Ok(());
         for event in inputs {
             let seq = self.lp.rec.next_seq;
-            if let Err(e) = self.lp.input(event, time, first, self.sim, self.host) {
+            if let Err(e) = self.lp.input(event, time, first, self.venue, self.host) {
                 result = Err(e);
                 break;
             }
@@ -525,7 +525,7 @@ impl Desk<'_, '_, '_> {
         let mut canceled = Vec::new();
         for id in open {
             // An order the venue no longer knows has filled or ended: its report follows.
-            if self.sim.cancel_now(&id).is_ok() {
+            if self.venue.cancel(&self.lp.runtime, &id).is_ok() {
                 canceled.push(id);
             }
         }
@@ -581,6 +581,82 @@ impl Desk<'_, '_, '_> {
     }
 }
 
+/// What the desk needs of its venue between two awaits: an object-safe view of an
+/// [`Exchange`], driven on the desk's runtime, so that the terminals' [`Desk`] is one type
+/// whatever the venue.
+pub trait DeskVenue {
+    fn now(&self) -> i64;
+    fn balances_now(&self) -> Vec<crypy_core::Balance>;
+    /// Places an order, waiting for the venue's answer.
+    ///
+    /// # Errors
+    /// What the venue says.
+    fn place(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        order: &OrderRequest,
+    ) -> Result<crypy_exchange::OrderAck, crypy_exchange::ExchangeError>;
+    /// Cancels an order, waiting for the venue's answer.
+    ///
+    /// # Errors
+    /// What the venue says.
+    fn cancel(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_id: &ClientOrderId,
+    ) -> Result<(), crypy_exchange::ExchangeError>;
+}
+
+impl<E: Exchange> DeskVenue for E {
+    fn now(&self) -> i64 {
+        Exchange::now(self)
+    }
+
+    fn balances_now(&self) -> Vec<crypy_core::Balance> {
+        Exchange::balances_now(self)
+    }
+
+    fn place(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        order: &OrderRequest,
+    ) -> Result<crypy_exchange::OrderAck, crypy_exchange::ExchangeError> {
+        runtime.block_on(Exchange::place(self, order))
+    }
+
+    fn cancel(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_id: &ClientOrderId,
+    ) -> Result<(), crypy_exchange::ExchangeError> {
+        runtime.block_on(Exchange::cancel(self, client_id))
+    }
+}
+
+/// What a desk on any venue needs besides the venue.
+#[derive(Debug, Clone)]
+pub struct DeskOptions {
+    pub data_dir: PathBuf,
+    pub templates: Templates,
+    /// The template files' text, recorded at the start of the run (defaults when `None`).
+    pub template_texts: Option<[String; 3]>,
+    /// Dataflow worker threads.
+    pub workers: usize,
+    /// Market time runs this many times faster than the wall clock (`None`: as the venue
+    /// reports it). Only for a venue replaying history.
+    pub speed: Option<f64>,
+    /// Every append made durable before an order leaves (see [`SimOptions::live`]).
+    pub live: bool,
+    /// Candles the venue will report in all, when it knows (the simulator); a live venue
+    /// reports as long as the market runs.
+    pub expected_candles: Option<u64>,
+    /// End the run after this many candles (a live venue never ends by itself).
+    pub stop_after_candles: Option<u64>,
+    /// How long to wait for a live venue before the terminals get a turn (`None`: the venue
+    /// answers at once, as the simulator does).
+    pub poll: Option<std::time::Duration>,
+}
+
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
 /// recorded and `progress` with (candles done, candles in all).
 ///
@@ -600,14 +676,45 @@ pub fn run_sim(
 /// As [`run_sim`].
 pub fn run_steered(
     opts: SimOptions,
-    mut observe: impl FnMut(&Envelope),
-    mut progress: impl FnMut(u64, u64),
+    observe: impl FnMut(&Envelope),
+    progress: impl FnMut(u64, u64),
     steering: &mut dyn Steering,
 ) -> Result<SimReport, SimError> {
     if opts.candles.is_empty() {
         return Err(SimError::NoData);
     }
-    let total = opts.candles.len() as u64;
+    let expected = opts.candles.len() as u64;
+    let sim = Simulator::new(opts.config.clone(), opts.candles)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(SimError::Secret)?;
+    let desk = DeskOptions {
+        data_dir: opts.data_dir,
+        templates: opts.templates,
+        template_texts: opts.template_texts,
+        workers: opts.workers,
+        speed: opts.speed,
+        live: opts.live,
+        expected_candles: Some(expected),
+        stop_after_candles: None,
+        poll: None,
+    };
+    run_desk(runtime, sim, desk, observe, progress, steering)
+}
+
+/// Runs a desk on `venue` (the simulator, a paper account, a real one): see the module doc.
+/// `runtime` runs the venue's calls and whatever it spawned (a live venue's connections).
+///
+/// # Errors
+/// Log, template or secret problems, or a venue that fails beyond its own retries; the log
+/// keeps what was recorded.
+pub fn run_desk<E: Exchange>(
+    runtime: tokio::runtime::Runtime,
+    mut venue: E,
+    opts: DeskOptions,
+    mut observe: impl FnMut(&Envelope),
+    mut progress: impl FnMut(u64, u64),
+    steering: &mut dyn Steering,
+) -> Result<SimReport, SimError> {
+    let total = opts.expected_candles.unwrap_or(0);
     let secret = crate::secret::load_or_create(&opts.data_dir).map_err(SimError::Secret)?;
     let log = EventLog::open(
         &opts.data_dir,
@@ -619,8 +726,7 @@ pub fn run_steered(
             ..Options::default()
         },
     )?;
-    let mut sim = Simulator::new(opts.config.clone(), opts.candles)?;
-    let desk = sim.desk();
+    let desk = venue.desk();
     let registry = Registry::default();
     let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?, opts.workers);
     let run = log.start_run()?;
@@ -639,7 +745,6 @@ pub fn run_steered(
         orders: 0,
         positions: 0,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(SimError::Secret)?;
     let mut desk_loop = DeskLoop {
         desk,
         run,
@@ -654,7 +759,7 @@ pub fn run_steered(
         live: opts.live,
         order_latencies: Vec::new(),
     };
-    let now = sim.now();
+    let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {
         let text = opts.template_texts.as_ref().map_or(default.to_string(), |t| t[i].clone());
         let event = Event::TemplateChanged(TemplateChanged {
@@ -664,39 +769,50 @@ pub fn run_steered(
             new: Some(text),
             reason: format!("templates of run {run}"),
         });
-        desk_loop.input(event, now, None, &mut sim, &mut host)?;
+        desk_loop.input(event, now, None, &mut venue, &mut host)?;
     }
-    let capabilities = desk_loop.runtime.block_on(sim.capabilities())?;
-    let markets = desk_loop.runtime.block_on(sim.markets())?;
-    let balances = desk_loop.runtime.block_on(sim.balances())?;
-    desk_loop.input(Event::Capabilities(capabilities), now, None, &mut sim, &mut host)?;
-    desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut sim, &mut host)?;
-    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut sim, &mut host)?;
+    let capabilities = desk_loop.runtime.block_on(venue.capabilities())?;
+    let markets = desk_loop.runtime.block_on(venue.markets())?;
+    let balances = desk_loop.runtime.block_on(venue.balances())?;
+    desk_loop.input(Event::Capabilities(capabilities), now, None, &mut venue, &mut host)?;
+    desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut venue, &mut host)?;
+    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
 
-    let start_balances = sim.balances_now();
+    let start_balances = Exchange::balances_now(&venue);
     let mut candles_done = 0u64;
     // Pacing: market time `t` is due at wall time `started + (t - first) / speed`.
     let pace = opts.speed.filter(|s| *s > 0.0 && s.is_finite());
     let mut clock: Option<(std::time::Instant, i64)> = None;
     let tick = std::time::Duration::from_millis(20);
     loop {
-        if desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+        if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
             break;
         }
-        let Some(venue) = desk_loop.runtime.block_on(sim.next_event())? else {
+        let next = match opts.poll {
+            // Cancel-safe by the trait's contract: a wait that times out loses nothing.
+            Some(poll) => {
+                match desk_loop.runtime.block_on(async { tokio::time::timeout(poll, venue.next_event()).await }) {
+                    Ok(next) => next?,
+                    Err(_quiet) => continue,
+                }
+            }
+            None => desk_loop.runtime.block_on(venue.next_event())?,
+        };
+        let Some(reported) = next else {
             // The data is over: the steering may keep the desk up (a terminal is open).
-            while desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), true)? == Flow::Go {
+            while desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), true)? == Flow::Go {
                 std::thread::sleep(tick);
             }
             break;
         };
         if let Some(speed) = pace {
-            let (started, first) = *clock.get_or_insert((std::time::Instant::now(), venue.time));
-            let due = started + std::time::Duration::from_secs_f64((venue.time - first).max(0) as f64 / 1000.0 / speed);
+            let (started, first) = *clock.get_or_insert((std::time::Instant::now(), reported.time));
+            let due =
+                started + std::time::Duration::from_secs_f64((reported.time - first).max(0) as f64 / 1000.0 / speed);
             let mut stopped = false;
             while let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
                 std::thread::sleep(wait.min(tick));
-                if desk_loop.steer(&mut sim, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+                if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
                     stopped = true;
                     break;
                 }
@@ -705,20 +821,23 @@ pub fn run_steered(
                 break;
             }
         }
-        let cause = match &venue.event {
+        let cause = match &reported.event {
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => desk_loop.approvals.get(&f.client_id).copied(),
             Event::OrderCanceled(c) => desk_loop.approvals.get(&c.client_id).copied(),
             _ => None,
         };
-        let is_candle = matches!(venue.event, Event::Candle(_));
-        desk_loop.input(venue.event, venue.time, cause, &mut sim, &mut host)?;
+        let is_candle = matches!(reported.event, Event::Candle(_));
+        desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
         if is_candle {
-            let equity = desk_loop.books.value(&sim.balances_now());
+            let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
             desk_loop.books.start_equity.get_or_insert(equity);
             desk_loop.books.mark(equity);
             candles_done += 1;
-            if candles_done.is_multiple_of(1000) || candles_done == total {
+            if candles_done.is_multiple_of(1000) || candles_done == total || opts.poll.is_some() {
                 progress(candles_done, total);
+            }
+            if opts.stop_after_candles.is_some_and(|n| candles_done >= n) {
+                break;
             }
         }
     }
@@ -732,7 +851,7 @@ pub fn run_steered(
     }
     rec.flush()?;
     log.flush()?;
-    let end_balances = sim.balances_now();
+    let end_balances = Exchange::balances_now(&venue);
     let end_equity = books.value(&end_balances);
     let mut accounting_mismatches = Vec::new();
     let assets: std::collections::BTreeSet<Asset> =

@@ -25,6 +25,8 @@ pub mod kraken;
 pub mod loopback;
 /// HTTP and WebSocket connections over rustls.
 pub mod net;
+/// Paper trading: live market data, local fills.
+pub mod paper;
 /// The deterministic exchange simulator.
 pub mod sim;
 

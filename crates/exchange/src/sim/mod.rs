@@ -133,6 +133,50 @@ impl Simulator {
         })
     }
 
+    /// A simulator without history: it trades on the candles [`feed`](Self::feed) gives it as
+    /// they close, over `markets` (a real venue's, for paper trading), as the desk `desk`.
+    /// `cfg`'s own markets are not used.
+    pub fn live(cfg: SimConfig, desk: AgentId, markets: Vec<Market>) -> Self {
+        Simulator {
+            rng: SplitMix64(cfg.seed),
+            free: cfg.balances.clone(),
+            reserved: BTreeMap::new(),
+            desk,
+            markets: markets.into_iter().map(|m| (m.pair, m)).collect(),
+            candles: Vec::new(),
+            next_candle: 0,
+            now: 0,
+            orders: BTreeMap::new(),
+            used_client_ids: HashSet::new(),
+            placed: 0,
+            fills: 0,
+            recent: VecDeque::new(),
+            last_close: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// A candle that just closed: orders on its pair are matched by the fill rules, then the
+    /// candle is reported (take both with [`next_queued`](Self::next_queued)). Candles of
+    /// pairs without a market, or older than what was fed before, are ignored: false.
+    pub fn feed(&mut self, bar: Candle) -> bool {
+        if !self.markets.contains_key(&bar.pair) || bar.close_time() < self.now {
+            return false;
+        }
+        self.match_bar(&bar);
+        self.last_close.insert(bar.pair, bar.close);
+        self.push(bar.close_time(), Event::Candle(bar));
+        true
+    }
+
+    /// The next report already decided, without advancing the data.
+    pub fn next_queued(&mut self) -> Option<VenueEvent> {
+        let e = self.queue.pop_front()?;
+        self.now = self.now.max(e.time);
+        Some(e)
+    }
+
     /// The venue's clock: the time of the last thing it reported.
     pub fn now(&self) -> i64 {
         self.now
@@ -420,9 +464,7 @@ impl Simulator {
             self.last_close.insert(bar.pair, bar.close);
             self.push(bar.close_time(), Event::Candle(bar));
         }
-        let e = self.queue.pop_front()?;
-        self.now = self.now.max(e.time);
-        Some(e)
+        self.next_queued()
     }
 }
 

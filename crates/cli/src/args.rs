@@ -25,6 +25,11 @@ pub enum Command {
     /// With no options it trades the bundled Kraken XBT/EUR 15-minute candles of 2023 Q4
     /// with the default templates and simulator configuration.
     Sim(SimArgs),
+    /// Trade on Kraken spot: a live account (key needed) or, with --paper, its live data with
+    /// local fills. Runs until Ctrl-C, `quit`, or --candles.
+    Kraken(KrakenArgs),
+    /// Trade on BitMEX (--testnet for its play-money venue), or paper trade on its live data.
+    Bitmex(BitmexArgs),
     /// Feed a recorded log's external events through fresh agents.
     Replay(ReplayArgs),
     /// Open the terminal of a running crypy's control port (the same REPL as `crypy sim`'s).
@@ -83,6 +88,21 @@ pub struct SimArgs {
     /// The simulator's configuration (TOML). Default: EUR 10,000, XBT/EUR on Kraken terms.
     #[arg(long, value_name = "SIM.toml")]
     pub config: Option<PathBuf>,
+    /// Pace market time at N times the wall clock (e.g. 900x: a 15-minute candle a second),
+    /// so a human can follow; default: as fast as the machine goes.
+    #[arg(long, value_name = "Nx", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+    #[command(flatten)]
+    pub ui: DeskUi,
+    /// Keep the desk and its control port up after the data ends, until Ctrl-C (a REPL, when
+    /// one is open, keeps it up until `quit` anyway).
+    #[arg(long)]
+    pub stay: bool,
+}
+
+/// How a running desk is watched and steered: output, terminals, workers.
+#[derive(Debug, Args)]
+pub struct DeskUi {
     /// Print only the summary, as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -99,16 +119,78 @@ pub struct SimArgs {
     /// With --exec: run the commands once this many candles are done (default: at the start).
     #[arg(long, value_name = "CANDLES", requires = "exec", default_value_t = 0)]
     pub after: u64,
-    /// Pace market time at N times the wall clock (e.g. 900x: a 15-minute candle a second),
-    /// so a human can follow; default: as fast as the machine goes.
-    #[arg(long, value_name = "Nx", value_parser = parse_speed)]
-    pub speed: Option<f64>,
     #[command(flatten)]
     pub control: ControlArgs,
-    /// Keep the desk and its control port up after the data ends, until Ctrl-C (a REPL, when
-    /// one is open, keeps it up until `quit` anyway).
+}
+
+#[derive(Debug, Args)]
+pub struct KrakenArgs {
+    #[command(flatten)]
+    pub venue: VenueArgs,
+    /// Kraken's private WebSocket endpoint (default wss://ws-auth.kraken.com/v2; with only
+    /// --ws-url given, that one serves both).
+    #[arg(long, value_name = "URL")]
+    pub ws_auth_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BitmexArgs {
+    #[command(flatten)]
+    pub venue: VenueArgs,
+    /// Use BitMEX's testnet (testnet.bitmex.com): real matching, play money, its own keys.
     #[arg(long)]
-    pub stay: bool,
+    pub testnet: bool,
+}
+
+/// What every real venue takes.
+#[derive(Debug, Args)]
+pub struct VenueArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// Paper trading: the venue's live public data, orders filled locally by the simulator's
+    /// rules against it (the account from --config). Needs no key; nothing is sent to the venue.
+    #[arg(long)]
+    pub paper: bool,
+    /// The account's name: the desk is `<exchange>:<account>` (default: main, or paper with --paper).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Pairs to trade, BASE/QUOTE in crypy's names (repeatable; default: XBT/EUR on Kraken,
+    /// XBT/USD on BitMEX).
+    #[arg(long = "pair", value_name = "PAIR")]
+    pub pairs: Vec<Pair>,
+    /// The candle interval the desk trades on.
+    #[arg(long, default_value = "1m", value_name = "INTERVAL")]
+    pub interval: Interval,
+    /// A directory with desk.toml, holder.toml and/or trader.toml (defaults for missing ones).
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// With --paper: the paper account (balances, latency, slippage, seed) as a simulator
+    /// configuration; its markets and fees are replaced by the venue's. Default: EUR 10,000
+    /// on Kraken, the same in USD on BitMEX.
+    #[arg(long, value_name = "SIM.toml", requires = "paper")]
+    pub config: Option<PathBuf>,
+    /// The API key and secret, in a file only its owner may read (lines `key = …` and
+    /// `secret = …`). Otherwise from CRYPY_<EXCHANGE>_KEY and CRYPY_<EXCHANGE>_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The venue's REST endpoint, instead of its own (a proxy, a loopback test server).
+    #[arg(long, value_name = "URL")]
+    pub rest_url: Option<String>,
+    /// The venue's WebSocket endpoint, instead of its own.
+    #[arg(long, value_name = "URL")]
+    pub ws_url: Option<String>,
+    /// Keep every message the venue sends, as received, in <data dir>/recordings/ beside the
+    /// events, so the session can be replayed and made into tests.
+    #[arg(long)]
+    pub record: bool,
+    /// End after this many candles (default: run until Ctrl-C or `quit`).
+    #[arg(long, value_name = "N")]
+    pub candles: Option<u64>,
+    /// Seconds a venue request may take before it is retried (never an order twice).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub ui: DeskUi,
 }
 
 /// The telnet control port.

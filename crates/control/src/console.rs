@@ -450,10 +450,15 @@ fn desk_status(desk: &Desk<'_, '_, '_>) -> String {
         ("market time", format_utc(desk.market_time())),
         (
             "data",
-            format!(
-                "{done} of {total} candles{}",
-                if desk.ended() { " (ended: the desk stays up for its terminals)" } else { "" }
-            ),
+            if total == 0 {
+                // A live venue: no end is known.
+                format!("{done} candles so far (live)")
+            } else {
+                format!(
+                    "{done} of {total} candles{}",
+                    if desk.ended() { " (ended: the desk stays up for its terminals)" } else { "" }
+                )
+            },
         ),
         (
             "kill switch",

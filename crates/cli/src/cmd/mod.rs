@@ -1,10 +1,12 @@
 mod bench;
 mod bench_desk;
 mod bench_sweep;
+mod desk;
 mod log;
 mod render;
 mod sim;
 mod templates;
+mod venue;
 
 use std::process::ExitCode;
 
@@ -13,6 +15,8 @@ use crate::args::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Kraken(args) => venue::kraken(args),
+        Command::Bitmex(args) => venue::bitmex(args),
         Command::Replay(args) => sim::replay(args),
         Command::Attach(args) => {
             crypy_control::repl::attach(&args.addr, args.token.as_deref())?;

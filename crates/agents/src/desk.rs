@@ -36,6 +36,11 @@ pub struct DeskGate {
     limits: DeskLimits,
     kill_switch: bool,
     venue_pairs: BTreeSet<Pair>,
+    /// The order types the venue takes, once it said (its capabilities): others are refused
+    /// here with a reason rather than by the venue.
+    venue_order_types: Option<Vec<crypy_core::order::OrderType>>,
+    /// Each market's quantity precision and minimum, as the venue reported them.
+    venue_lots: BTreeMap<Pair, (u32, crypy_core::Qty)>,
     holder_keys: BTreeMap<AgentId, PublicKey>,
     /// Each allocation, what was bought under it, and whether its signature verified
     /// against the key of the holder generation that granted it (checked at grant time,
@@ -59,6 +64,8 @@ impl DeskGate {
             kill_switch: limits.kill_switch,
             limits,
             venue_pairs: BTreeSet::new(),
+            venue_order_types: None,
+            venue_lots: BTreeMap::new(),
             holder_keys: BTreeMap::new(),
             allocations: BTreeMap::new(),
             nonces: BTreeSet::new(),
@@ -98,7 +105,11 @@ impl DeskGate {
             Event::Trade(t) => {
                 self.last_price.insert(t.pair, t.price);
             }
-            Event::Markets(m) => self.venue_pairs = m.markets.iter().map(|m| m.pair).collect(),
+            Event::Markets(m) => {
+                self.venue_pairs = m.markets.iter().map(|m| m.pair).collect();
+                self.venue_lots = m.markets.iter().map(|m| (m.pair, (m.qty_precision, m.min_qty))).collect();
+            }
+            Event::Capabilities(c) => self.venue_order_types = Some(c.order_types.clone()),
             Event::AgentSpawned(s) => {
                 if let Some(key) = s.public_key {
                     self.holder_keys.insert(s.agent, key);
@@ -200,6 +211,18 @@ impl DeskGate {
         }
         if !self.venue_pairs.is_empty() && !self.venue_pairs.contains(&r.pair) {
             return Err(format!("the venue offers no market {}", r.pair));
+        }
+        let order_type = r.kind.order_type();
+        if self.venue_order_types.as_ref().is_some_and(|types| !types.contains(&order_type)) {
+            return Err(format!("the venue does not take {order_type:?} orders"));
+        }
+        if let Some((precision, min)) = self.venue_lots.get(&r.pair) {
+            if r.qty.value().normalize().scale() > *precision {
+                return Err(format!("quantity {} has more than the venue's {precision} decimals", r.qty));
+            }
+            if r.qty < *min {
+                return Err(format!("quantity {} is below the venue's minimum {min}", r.qty));
+            }
         }
         let price = match r.kind {
             OrderKind::Limit { price }
@@ -338,6 +361,44 @@ mod tests {
         assert!(err.contains("goes beyond allocation 1"), "{err}");
         // Selling what was bought is fine.
         assert_eq!(verdict(&mut g, 10, &trader(), request("c", Side::Sell, "0.02", Some(1))), Ok(()));
+    }
+
+    #[test]
+    fn the_venues_capabilities_and_lots_bound_what_the_desk_approves() {
+        let (mut g, _) = gate();
+        let desk: AgentId = "kraken:main".parse().unwrap();
+        let capabilities = crypy_core::Capabilities {
+            order_types: vec![crypy_core::order::OrderType::Limit],
+            maker_fee: "0.0016".parse().unwrap(),
+            taker_fee: "0.0026".parse().unwrap(),
+            margin: false,
+            websocket: true,
+            client_order_ids: true,
+            rate_limit_per_s: None,
+        };
+        g.handle(0, &desk, &Event::Capabilities(capabilities));
+        let err = verdict(&mut g, 10, &trader(), request("a", Side::Buy, "0.02", Some(1))).unwrap_err();
+        assert_eq!(err, "the venue does not take Market orders");
+        let limit = OrderRequest {
+            kind: OrderKind::Limit { price: "40000".parse().unwrap() },
+            ..request("b", Side::Buy, "0.02", Some(1))
+        };
+        assert_eq!(verdict(&mut g, 10, &trader(), limit.clone()), Ok(()));
+        let market = crypy_core::Market {
+            pair: pair(),
+            venue_symbol: "XXBTZEUR".into(),
+            price_precision: 1,
+            qty_precision: 4,
+            min_qty: "0.001".parse().unwrap(),
+            min_notional: None,
+        };
+        g.handle(0, &desk, &Event::Markets(crypy_core::event::Markets { markets: vec![market] }));
+        let fine = OrderRequest { client_id: "c".parse().unwrap(), qty: "0.00001".parse().unwrap(), ..limit.clone() };
+        let err = verdict(&mut g, 10, &trader(), fine).unwrap_err();
+        assert_eq!(err, "quantity 0.00001 has more than the venue's 4 decimals");
+        let small = OrderRequest { client_id: "d".parse().unwrap(), qty: "0.0005".parse().unwrap(), ..limit };
+        let err = verdict(&mut g, 10, &trader(), small).unwrap_err();
+        assert_eq!(err, "quantity 0.0005 is below the venue's minimum 0.001");
     }
 
     #[test]

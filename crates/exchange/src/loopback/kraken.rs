@@ -149,7 +149,7 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     opts: FakeKrakenOptions,
-    candle_tx: tokio::sync::watch::Sender<Option<usize>>,
+    candle_tx: tokio::sync::broadcast::Sender<usize>,
     drop_tx: tokio::sync::broadcast::Sender<()>,
     stop: AtomicBool,
 }
@@ -228,7 +228,7 @@ impl FakeKraken {
             book_corrupted: false,
             next_id: 0,
         };
-        let (candle_tx, _) = tokio::sync::watch::channel(None);
+        let (candle_tx, _) = tokio::sync::broadcast::channel(4096);
         let (drop_tx, _) = tokio::sync::broadcast::channel(4);
         let inner =
             Arc::new(Inner { state: Mutex::new(state), opts, candle_tx, drop_tx, stop: AtomicBool::new(false) });
@@ -679,7 +679,7 @@ fn advance(inner: &Inner) -> bool {
         }
     }
     drop(s);
-    inner.candle_tx.send_replace(Some(next));
+    let _ = inner.candle_tx.send(next);
     true
 }
 
@@ -776,12 +776,9 @@ async fn public_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                 let _ = ws.close(None).await;
                 return;
             }
-            changed = candles.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let index = *candles.borrow_and_update();
-                if let Some(c) = index.and_then(|i| inner.opts.candles.get(i)) {
+            index = candles.recv() => {
+                let Ok(index) = index else { return };
+                if let Some(c) = inner.opts.candles.get(index) {
                     if ohlc.contains(&v2_symbol(&c.pair)) && ws.send(ohlc_message("update", c)).await.is_err() {
                         return;
                     }

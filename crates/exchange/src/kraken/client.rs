@@ -70,6 +70,9 @@ impl KrakenConfig {
     }
 }
 
+/// Form fields of a request.
+type Params = Vec<(&'static str, String)>;
+
 /// How many times an order request is sent at most (rate limits, timeouts, 5xx).
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -188,7 +191,7 @@ impl KrakenExchange {
     }
 
     /// The AddOrder fields of an order, and its `cl_ord_id`.
-    fn order_params(&self, order: &OrderRequest) -> Result<(Vec<(&'static str, String)>, String), ExchangeError> {
+    fn order_params(&self, order: &OrderRequest) -> Result<(Params, String), ExchangeError> {
         let market = self.market(&order.pair)?;
         let qty = order.qty.value().trunc_with_scale(market.qty_precision);
         if qty <= Decimal::ZERO || qty < market.min_qty.value() {
@@ -366,7 +369,7 @@ fn ack_of(o: &KrakenOrder) -> OrderAck {
 
 impl Exchange for KrakenExchange {
     fn desk(&self) -> AgentId {
-        self.desk.clone()
+        self.desk
     }
 
     async fn capabilities(&mut self) -> Result<Capabilities, ExchangeError> {

@@ -227,7 +227,10 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
         if ok {
             attempt = 0;
         }
-        while ok {
+        loop {
+            if !ok {
+                break;
+            }
             let Some(Ok(msg)) = ws.next().await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),
@@ -406,7 +409,10 @@ pub async fn run_private(
         if ok {
             attempt = 0;
         }
-        while ok {
+        loop {
+            if !ok {
+                break;
+            }
             let Some(Ok(msg)) = ws.next().await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),

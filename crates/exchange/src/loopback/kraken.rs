@@ -806,11 +806,7 @@ async fn public_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                         continue;
                     }
                     match sub.channel.as_str() {
-                        "book" => {
-                            if !send_book(&inner, &mut ws, symbol).await {
-                                return;
-                            }
-                        }
+                        "book" if !send_book(&inner, &mut ws, symbol).await => return,
                         "ohlc" => {
                             ohlc.insert(symbol.clone());
                             let current = {

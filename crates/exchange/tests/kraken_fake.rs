@@ -359,3 +359,32 @@ async fn secrets_never_show() {
             && texts.iter().any(|t| t.contains("rest:/0/public/AssetPairs"))
     );
 }
+
+#[tokio::test]
+async fn a_large_limit_order_fills_in_parts() {
+    let fake = fake(|_| {});
+    let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+    // Each candle trades 1.25 XBT and reaches 9000.5 (candle 1's low is 8990.5).
+    ex.place(&order("big", Side::Buy, limit("9000.5"), "2")).await.unwrap();
+    assert!(fake.next_candle());
+    let e = next_event(&mut ex).await;
+    let Event::OrderPartiallyFilled(f) = &e.event else { panic!("{e:?}") };
+    assert_eq!(
+        (f.qty.to_string(), f.remaining.to_string(), f.price.to_string()),
+        ("1.25".into(), "0.75000000".into(), "9000.5".into())
+    );
+    assert_eq!(f.fee.to_string(), "18.001", "9000.5 × 1.25 × 0.16 %, to Kraken's 5 decimals");
+    assert_eq!(ex.open_orders().await.unwrap().len(), 1);
+    assert!(fake.next_candle());
+    let mut last = None;
+    while let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_millis(500), ex.next_event()).await {
+        if let Event::OrderFilled(f) = e.event {
+            last = Some(f);
+            break;
+        }
+    }
+    let f = last.expect("the rest filled");
+    assert_eq!((f.qty.to_string(), f.remaining.is_zero()), ("0.75000000".into(), true));
+    assert_ne!(f.fill_id, "", "each part has its own execution id");
+    assert!(ex.open_orders().await.unwrap().is_empty());
+}

@@ -6,7 +6,8 @@
 //! AddOrder's fields against the recorded AssetPairs (pair, minimum volume, decimals), and
 //! `cl_ord_id` unique among open orders. Public endpoints answer with recorded bodies; orders
 //! are kept and filled: market orders at once at the current candle's close, limit, stop-loss
-//! and take-profit orders when a streamed candle reaches their price. Fills go out on the
+//! and take-profit orders when a streamed candle reaches their price, up to the candle's
+//! volume (a larger order fills in parts over several candles). Fills go out on the
 //! private `executions` channel (token from GetWebSocketsToken required); the public stream
 //! plays the recorded v2 book and the given candles on `ohlc`.
 //!
@@ -577,7 +578,7 @@ fn add_order(inner: &Inner, s: &mut State, form: &BTreeMap<String, String>) -> R
     publish(s, &new);
     if ordertype == "market" {
         if let Some(p) = market_price(inner, s, &pair) {
-            fill(s, i, p, false);
+            fill(s, i, p, false, None);
         }
     }
     Ok(serde_json::json!({ "descr": { "order": descr }, "txid": [txid] }))
@@ -599,7 +600,12 @@ fn exec_item(s: &State, i: usize, exec_type: &str, trade: Option<(&str, Decimal,
     let quote = symbol.split('/').nth(1).unwrap_or("USD").to_owned();
     let mut item = serde_json::json!({
         "exec_type": exec_type, "order_id": o.txid, "symbol": symbol, "side": o.side.as_str(),
-        "order_type": o.ordertype, "order_status": if o.status == "closed" { "filled" } else if o.status == "open" && exec_type == "new" { "new" } else { o.status.as_str() },
+        "order_type": o.ordertype, "order_status": match (o.status.as_str(), exec_type) {
+            ("closed", _) => "filled",
+            ("open", "new") => "new",
+            ("open", _) if !o.executed.is_zero() => "partially_filled",
+            (status, _) => status,
+        },
         "timestamp": rfc3339(now_ms()),
     });
     if let Some(c) = &o.cl_ord_id {
@@ -628,20 +634,27 @@ fn publish(s: &mut State, item: &str) {
     s.private_subs.retain(|tx| tx.send(msg.clone()).is_ok());
 }
 
-fn fill(s: &mut State, i: usize, price: Decimal, maker: bool) {
+/// Fills up to `most` of what is left of order `i` at `price`.
+fn fill(s: &mut State, i: usize, price: Decimal, maker: bool, most: Option<Decimal>) {
     s.next_id += 1;
     let n = s.next_id;
     let exec_id = format!("T{:05}-FAKE-{:06}", n, n * 13);
     let rate = if maker { Decimal::new(16, 4) } else { Decimal::new(26, 4) };
     let o = &mut s.orders[i];
-    let qty = o.volume - o.executed;
+    let left = o.volume - o.executed;
+    let qty = most.map_or(left, |m| m.min(left));
+    if qty <= Decimal::ZERO {
+        return;
+    }
     let cost = qty * price;
     let fee = (cost * rate).round_dp(5).normalize();
     o.executed += qty;
     o.cost += cost;
     o.fee += fee;
-    o.status = "closed".into();
-    o.close_ms = Some(now_ms());
+    if o.executed == o.volume {
+        o.status = "closed".into();
+        o.close_ms = Some(now_ms());
+    }
     o.trades.push(exec_id.clone());
     let item = exec_item(s, i, "trade", Some((&exec_id, qty, price, fee, maker)));
     s.executions.push(item.clone());
@@ -664,6 +677,8 @@ fn advance(inner: &Inner) -> bool {
     s.candle_index = Some(next);
     let wsname = candle.pair.to_string();
     let (low, high) = (candle.low.value(), candle.high.value());
+    // A resting order takes at most what traded in the candle: big orders fill in parts.
+    let volume = candle.volume.value();
     for i in 0..s.orders.len() {
         let o = &s.orders[i];
         let ours = s.pairs.iter().any(|p| p.symbol == o.symbol && p.wsname == wsname);
@@ -675,7 +690,7 @@ fn advance(inner: &Inner) -> bool {
         };
         if reached {
             let maker = o.ordertype == "limit";
-            fill(&mut s, i, price, maker);
+            fill(&mut s, i, price, maker, Some(volume));
         }
     }
     drop(s);

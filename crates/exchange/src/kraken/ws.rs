@@ -185,6 +185,28 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
 }
 
+/// Kraken sends a heartbeat every second or so on a subscribed stream; this long without a
+/// message we ping, and after as long again without an answer the stream is dead.
+const QUIET: Duration = Duration::from_secs(15);
+
+/// The next message, pinging a quiet connection; `None` when the connection is gone.
+async fn read(ws: &mut crate::net::WsStream, pinged: &mut bool) -> Option<Message> {
+    loop {
+        match tokio::time::timeout(QUIET, ws.next()).await {
+            Ok(Some(Ok(msg))) => {
+                *pinged = false;
+                return Some(msg);
+            }
+            Ok(_) => return None,
+            Err(_) if *pinged => return None,
+            Err(_) => {
+                *pinged = true;
+                ws.send(Message::text(r#"{"method":"ping"}"#)).await.ok()?;
+            }
+        }
+    }
+}
+
 /// Parameters of the public stream.
 #[derive(Clone, Debug)]
 pub struct PublicStream {
@@ -227,11 +249,12 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
         if ok {
             attempt = 0;
         }
+        let mut pinged = false;
         loop {
             if !ok {
                 break;
             }
-            let Some(Ok(msg)) = ws.next().await else { break };
+            let Some(msg) = read(&mut ws, &mut pinged).await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),
                 Message::Close(_) => break,
@@ -409,11 +432,12 @@ pub async fn run_private(
         if ok {
             attempt = 0;
         }
+        let mut pinged = false;
         loop {
             if !ok {
                 break;
             }
-            let Some(Ok(msg)) = ws.next().await else { break };
+            let Some(msg) = read(&mut ws, &mut pinged).await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),
                 Message::Close(_) => break,

@@ -868,6 +868,10 @@ async fn private_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                     Some(Ok(_)) => continue,
                 };
                 let Some(sub) = parse_sub(&text) else { continue };
+                if sub.method == "ping" {
+                    let _ = ws.send(Message::text(r#"{"method":"pong"}"#)).await;
+                    continue;
+                }
                 if sub.method != "subscribe" {
                     continue;
                 }

@@ -148,6 +148,7 @@ pub struct Shared {
     /// The open candle of each pair and the open time of the last one committed.
     open_candles: HashMap<Pair, Candle>,
     committed: HashMap<Pair, i64>,
+    ohlc_seen: HashSet<Pair>,
     /// Private snapshots seen: the first one is history, later ones may hold missed fills.
     pub private_sessions: u64,
     /// Public and private (re)connections made, for tests and diagnostics.
@@ -277,7 +278,8 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
                     }
                 }
                 "ohlc" => {
-                    for e in on_ohlc(&shared, cfg.interval, minutes, data.get()) {
+                    let snapshot = frame.kind.as_deref() == Some("snapshot");
+                    for e in on_ohlc(&shared, cfg.interval, minutes, snapshot, data.get()) {
                         let _ = events.send(e);
                     }
                 }
@@ -341,10 +343,16 @@ fn on_book(shared: &SharedState, snapshot: bool, data: &str) -> Vec<String> {
 }
 
 /// Applies an ohlc message; returns the candles it commits.
-fn on_ohlc(shared: &SharedState, interval: Interval, minutes: u32, data: &str) -> Vec<VenueEvent> {
-    let Ok(items) = serde_json::from_str::<Vec<OhlcData>>(data) else { return Vec::new() };
+///
+/// The first snapshot of a pair holds candles that closed before we connected: history, which
+/// the desk gets from REST OHLC if it wants it, so they are not reported. Later snapshots
+/// (after a reconnection) report what closed while the stream was down.
+fn on_ohlc(shared: &SharedState, interval: Interval, minutes: u32, snapshot: bool, data: &str) -> Vec<VenueEvent> {
+    let Ok(mut items) = serde_json::from_str::<Vec<OhlcData>>(data) else { return Vec::new() };
+    items.sort_by(|a, b| a.interval_begin.cmp(&b.interval_begin));
     let mut out = Vec::new();
     let mut s = lock(shared);
+    let mut first_snapshot = HashSet::new();
     for item in items {
         if item.interval != minutes {
             continue;
@@ -372,6 +380,9 @@ fn on_ohlc(shared: &SharedState, interval: Interval, minutes: u32, data: &str) -
             volume: Qty::new(item.volume.0),
             trades: item.trades.and_then(|t| t.0.to_u64()),
         };
+        if snapshot && s.ohlc_seen.insert(pair) {
+            first_snapshot.insert(pair);
+        }
         let last_committed = s.committed.get(&pair).copied().unwrap_or(i64::MIN);
         match s.open_candles.get(&pair) {
             Some(current) if current.open_time > open_time => continue,
@@ -379,7 +390,9 @@ fn on_ohlc(shared: &SharedState, interval: Interval, minutes: u32, data: &str) -
                 let done = current.clone();
                 if done.open_time > last_committed && done.check().is_ok() {
                     s.committed.insert(pair, done.open_time);
-                    out.push(VenueEvent { time: done.close_time(), event: Event::Candle(done) });
+                    if !first_snapshot.contains(&pair) {
+                        out.push(VenueEvent { time: done.close_time(), event: Event::Candle(done) });
+                    }
                 }
             }
             _ => {}
@@ -603,6 +616,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_first_snapshot_is_history() {
+        let shared = SharedState::default();
+        let i: Interval = "1m".parse().unwrap();
+        let item = |begin: &str| {
+            format!(
+                r#"{{"symbol":"BTC/EUR","open":100.5,"high":101.0,"low":100.0,"close":100.7,"volume":1.25,"interval_begin":"2023-10-04T15:{begin}:00Z","interval":1}}"#
+            )
+        };
+        let snapshot = format!("[{},{},{}]", item("25"), item("26"), item("27"));
+        assert!(on_ohlc(&shared, i, 1, true, &snapshot).is_empty());
+        // The next candle commits the open one (15:27) only.
+        let out = on_ohlc(&shared, i, 1, false, &format!("[{}]", item("28")));
+        assert_eq!(out.len(), 1);
+        // After a reconnection the snapshot reports what closed meanwhile, once.
+        let again = format!("[{},{},{}]", item("27"), item("28"), item("29"));
+        let out = on_ohlc(&shared, i, 1, true, &again);
+        let begins: Vec<i64> = out.iter().map(|e| e.time).collect();
+        assert_eq!(begins, [crypy_core::time::parse_iso_utc("2023-10-04T15:29:00Z").unwrap()]);
+    }
+
+    #[test]
     fn tokens_are_redacted() {
         let t = r#"{"method":"subscribe","params":{"channel":"executions","token":"SeCrEt/+="}}"#;
         let r = redact_token(t);
@@ -619,9 +653,9 @@ mod tests {
                 r#"[{{"symbol":"BTC/EUR","open":100.5,"high":101.0,"low":100.0,"close":{close},"trades":3,"volume":1.25,"vwap":100.7,"interval_begin":"{begin}","interval":1,"timestamp":"x"}}]"#
             )
         };
-        assert!(on_ohlc(&shared, i, 1, &msg("2023-10-04T15:25:00.000000000Z", "100.9")).is_empty());
-        assert!(on_ohlc(&shared, i, 1, &msg("2023-10-04T15:25:00.000000000Z", "100.8")).is_empty());
-        let out = on_ohlc(&shared, i, 1, &msg("2023-10-04T15:26:00.000000000Z", "100.1"));
+        assert!(on_ohlc(&shared, i, 1, false, &msg("2023-10-04T15:25:00.000000000Z", "100.9")).is_empty());
+        assert!(on_ohlc(&shared, i, 1, false, &msg("2023-10-04T15:25:00.000000000Z", "100.8")).is_empty());
+        let out = on_ohlc(&shared, i, 1, false, &msg("2023-10-04T15:26:00.000000000Z", "100.1"));
         assert_eq!(out.len(), 1);
         let Event::Candle(c) = &out[0].event else { panic!() };
         assert_eq!(
@@ -630,6 +664,7 @@ mod tests {
         );
         assert_eq!(out[0].time, c.open_time + 60_000);
         // A repeated older candle (a snapshot after a reconnect) commits nothing again.
-        assert!(on_ohlc(&shared, i, 1, &msg("2023-10-04T15:25:00.000000000Z", "100.8")).is_empty());
+        assert!(on_ohlc(&shared, i, 1, true, &msg("2023-10-04T15:25:00.000000000Z", "100.8")).is_empty());
+        assert!(on_ohlc(&shared, i, 1, false, &msg("2023-10-04T15:25:00.000000000Z", "100.8")).is_empty());
     }
 }

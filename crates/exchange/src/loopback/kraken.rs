@@ -542,7 +542,7 @@ fn add_order(inner: &Inner, s: &mut State, form: &BTreeMap<String, String>) -> R
             return Err(invalid("cl_ord_id"));
         }
         if s.orders.iter().any(|o| o.status == "open" && o.cl_ord_id.as_ref() == Some(c)) {
-            return Err("EOrder:Duplicate cl_ord_id".into());
+            return Err("EOrder:Duplicate order".into());
         }
     }
     let descr_price = price.map_or(String::new(), |p| format!(" {p}"));

@@ -388,3 +388,62 @@ async fn a_large_limit_order_fills_in_parts() {
     assert_ne!(f.fill_id, "", "each part has its own execution id");
     assert!(ex.open_orders().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_fake_checks_add_order_fields_as_kraken_does() {
+    use crypy_exchange::kraken::rest::Rest;
+    let fake = fake(|_| {});
+    let rest = Rest::new(
+        &fake.rest_url(),
+        Some(KrakenCredential::new(KEY, SECRET).unwrap()),
+        None,
+        Duration::from_secs(2),
+        Tier::Pro,
+        None,
+    )
+    .unwrap();
+    let add = |fields: &[(&'static str, &str)]| {
+        let fields: Vec<(&'static str, String)> = fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let rest = &rest;
+        async move { rest.private_result::<serde_json::Value>("AddOrder", &fields).await }
+    };
+    let base = [("ordertype", "limit"), ("type", "buy"), ("pair", "XXBTZEUR")];
+    let with = |extra: &[(&'static str, &'static str)]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+    let rejected = |r: Result<serde_json::Value, ExchangeError>| match r {
+        Err(ExchangeError::Rejected { reason }) => reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        rejected(add(&with(&[("volume", "0.01"), ("price", "8000.12")])).await),
+        "EOrder:Invalid price:XBTEUR price can only be specified up to 1 decimals."
+    );
+    assert_eq!(rejected(add(&with(&[("volume", "0.001"), ("price", "8000")])).await), "EOrder:Order minimum not met");
+    assert_eq!(
+        rejected(add(&with(&[("volume", "0.010000001"), ("price", "8000")])).await),
+        "EGeneral:Invalid arguments:volume"
+    );
+    assert_eq!(rejected(add(&with(&[("volume", "0.01")])).await), "EGeneral:Invalid arguments:price");
+    let unknown = [("ordertype", "limit"), ("type", "buy"), ("pair", "NOPE"), ("volume", "1"), ("price", "1")];
+    assert_eq!(rejected(add(&unknown).await), "EQuery:Unknown asset pair");
+    assert_eq!(
+        rejected(add(&with(&[("volume", "0.01"), ("price", "8000"), ("cl_ord_id", "more-than-eighteen-chars")])).await),
+        "EGeneral:Invalid arguments:cl_ord_id"
+    );
+    // Kraken's altname and the crypy name are accepted too.
+    let ok =
+        add(&[("ordertype", "limit"), ("type", "sell"), ("pair", "XBTEUR"), ("volume", "0.01"), ("price", "9999.9")]);
+    assert_eq!(ok.await.unwrap()["txid"].as_array().unwrap().len(), 1);
+    assert!(fake.orders().len() == 1 && fake.orders()[0].symbol == "XXBTZEUR");
+    // Unsigned or wrongly keyed requests.
+    let stranger = Rest::new(
+        &fake.rest_url(),
+        Some(KrakenCredential::new("other-key", SECRET).unwrap()),
+        None,
+        Duration::from_secs(2),
+        Tier::Pro,
+        None,
+    )
+    .unwrap();
+    let err = stranger.private_result::<serde_json::Value>("Balance", &[]).await.unwrap_err();
+    assert_eq!(err, ExchangeError::Rejected { reason: "EAPI:Invalid key".into() });
+}

@@ -109,7 +109,7 @@ async fn connected(fake: &FakeKraken, cfg: KrakenConfig) -> KrakenExchange {
 
 #[tokio::test]
 async fn markets_balances_orders_fills_and_candles() {
-    let fake = fake(|_| {});
+    let fake = fake(|o| o.fee_percent = ("0.24".parse().unwrap(), "0.14".parse().unwrap()));
     let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
     assert_eq!(ex.desk().to_string(), "kraken:test");
     let markets = ex.markets().await.unwrap();
@@ -120,7 +120,12 @@ async fn markets_balances_orders_fills_and_candles() {
     assert_eq!(eur(&balances), "83.1177");
     let caps = ex.capabilities().await.unwrap();
     assert!(caps.client_order_ids && caps.websocket && !caps.margin);
-    assert_eq!((caps.taker_fee.to_string(), caps.maker_fee.to_string()), ("0.0026".into(), "0.0016".into()));
+    assert_eq!(
+        (caps.taker_fee.normalize().to_string(), caps.maker_fee.normalize().to_string()),
+        ("0.0024".into(), "0.0014".into()),
+        "the account's rates"
+    );
+    assert!(caps.supports(crypy_core::order::OrderType::StopLoss));
 
     // Candles: each committed when the next one begins.
     assert!(fake.next_candle() && fake.next_candle());
@@ -309,6 +314,12 @@ async fn bad_signatures_stale_nonces_and_no_key_are_typed_errors() {
     public.credential = None;
     let mut p = KrakenExchange::connect(public).await.unwrap();
     assert!(!p.markets().await.unwrap().is_empty());
+    let caps = p.capabilities().await.unwrap();
+    assert_eq!(
+        (caps.taker_fee.to_string(), caps.maker_fee.to_string()),
+        ("0.0026".into(), "0.0016".into()),
+        "Kraken's base rates"
+    );
     let err = p.balances().await.unwrap_err();
     assert!(matches!(&err, ExchangeError::Rejected { reason } if reason.contains("API key")), "{err}");
     let err = p.place(&order("nokey", Side::Buy, OrderKind::Market, "0.01")).await.unwrap_err();

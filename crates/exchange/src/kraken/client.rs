@@ -112,6 +112,9 @@ pub struct KrakenExchange {
     _sender: UnboundedSender<VenueEvent>,
     markets: Vec<Market>,
     symbols: HashMap<Pair, String>,
+    pairs: Vec<Pair>,
+    /// (taker, maker) rates from TradeVolume, once asked.
+    fees: Option<(Decimal, Decimal)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -160,6 +163,8 @@ impl KrakenExchange {
             _sender: sender.clone(),
             markets,
             symbols,
+            pairs: cfg.pairs.clone(),
+            fees: None,
             tasks: Vec::new(),
         };
         if rest.has_key() {
@@ -351,6 +356,30 @@ impl KrakenExchange {
         Ok(self.rest.private_result::<KrakenAddOrder>("AddOrder", &params).await?.descr.order)
     }
 
+    /// This account's fee rates (taker, maker) on `pair`, from TradeVolume (Kraken gives
+    /// percentages: `0.2600` is 0.26 %).
+    ///
+    /// # Errors
+    /// An unknown pair, no key, Kraken's errors or Kraken out of reach.
+    pub async fn fee_rates(&mut self, pair: &Pair) -> Result<(Decimal, Decimal), ExchangeError> {
+        #[derive(serde::Deserialize)]
+        struct Fee {
+            fee: rest::Dec,
+        }
+        #[derive(serde::Deserialize)]
+        struct R {
+            #[serde(default)]
+            fees: HashMap<String, Fee>,
+            #[serde(default)]
+            fees_maker: HashMap<String, Fee>,
+        }
+        let symbol = self.symbol(pair)?;
+        let r: R = self.rest.private_result("TradeVolume", &[("pair", symbol.clone())]).await?;
+        let rate = |m: &HashMap<String, Fee>| m.get(&symbol).map(|f| f.fee.0 / Decimal::from(100));
+        let taker = rate(&r.fees).ok_or_else(|| rejected(format!("TradeVolume without a fee for {symbol}")))?;
+        Ok((taker, rate(&r.fees_maker).unwrap_or(taker)))
+    }
+
     /// The state of a streamed pair's book.
     pub fn book_status(&self, pair: &Pair) -> Option<BookStatus> {
         ws::lock(&self.shared).book_status.get(pair).cloned()
@@ -374,10 +403,17 @@ impl Exchange for KrakenExchange {
 
     async fn capabilities(&mut self) -> Result<Capabilities, ExchangeError> {
         use crypy_core::order::OrderType;
+        if self.fees.is_none() && self.rest.has_key() {
+            if let Some(pair) = self.pairs.first().copied() {
+                // Kraken's published base rates serve when the account's cannot be had.
+                self.fees = self.fee_rates(&pair).await.ok();
+            }
+        }
+        let (taker_fee, maker_fee) = self.fees.unwrap_or((Decimal::new(26, 4), Decimal::new(16, 4)));
         Ok(Capabilities {
             order_types: vec![OrderType::Market, OrderType::Limit, OrderType::StopLoss, OrderType::TakeProfit],
-            maker_fee: Decimal::new(16, 4),
-            taker_fee: Decimal::new(26, 4),
+            maker_fee,
+            taker_fee,
             margin: false,
             websocket: true,
             client_order_ids: true,

@@ -66,6 +66,8 @@ pub struct FakeKrakenOptions {
     pub candle_pace: Duration,
     /// How late a [`Fault::Timeout`] answers.
     pub late_by: Duration,
+    /// TradeVolume's fees in percent, as Kraken gives them: (taker, maker).
+    pub fee_percent: (Decimal, Decimal),
 }
 
 impl FakeKrakenOptions {
@@ -84,6 +86,7 @@ impl FakeKrakenOptions {
             candles: Vec::new(),
             candle_pace: Duration::ZERO,
             late_by: Duration::from_secs(3),
+            fee_percent: (Decimal::new(26, 2), Decimal::new(16, 2)),
         }
     }
 }
@@ -379,6 +382,17 @@ fn private_endpoint(inner: &Inner, s: &mut State, r: &HttpRequest, endpoint: &st
     let by_cl = |o: &FakeOrder| form.get("cl_ord_id").is_none_or(|c| o.cl_ord_id.as_ref() == Some(c));
     let result = match endpoint {
         "Balance" => serde_json::json!(s.balances),
+        "TradeVolume" => {
+            let (taker, maker) = inner.opts.fee_percent;
+            let pairs: Vec<String> = form.get("pair").map_or(Vec::new(), |p| p.split(',').map(str::to_owned).collect());
+            let fee =
+                |f: Decimal| serde_json::json!({ "fee": format!("{f:.4}"), "minfee": "0.1000", "maxfee": "0.2600" });
+            let fees: serde_json::Map<String, serde_json::Value> =
+                pairs.iter().map(|p| (p.clone(), fee(taker))).collect();
+            let makers: serde_json::Map<String, serde_json::Value> =
+                pairs.iter().map(|p| (p.clone(), fee(maker))).collect();
+            serde_json::json!({ "currency": "ZUSD", "volume": "0.0000", "fees": fees, "fees_maker": makers })
+        }
         "GetWebSocketsToken" => {
             s.next_id += 1;
             let token = format!("faketoken{:08}", s.next_id);

@@ -8,7 +8,8 @@
 //! are kept and filled: market orders at once at the current candle's close, limit, stop-loss
 //! and take-profit orders when a streamed candle reaches their price, up to the candle's
 //! volume (a larger order fills in parts over several candles). Fills go out on the
-//! private `executions` channel (token from GetWebSocketsToken required); the public stream
+//! private `executions` channel (a token from GetWebSocketsToken, good for one connection);
+//! the public stream
 //! plays the recorded v2 book and the given candles on `ohlc`.
 //!
 //! Faults are injected per path ([`FakeKraken::fail_next`]); a [`Fault::Timeout`] does the
@@ -864,6 +865,7 @@ async fn private_ws(inner: Arc<Inner>, mut ws: ServerWs) {
     let mut dropped = inner.drop_tx.subscribe();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut tx = Some(tx);
+    let mut mine: Option<String> = None;
     loop {
         tokio::select! {
             _ = dropped.recv() => {
@@ -889,7 +891,18 @@ async fn private_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                 if sub.method != "subscribe" {
                     continue;
                 }
-                let known = sub.token.as_ref().is_some_and(|t| inner.state().tokens.contains(t));
+                // A token opens one connection (a reconnecting client must ask for a new one).
+                let known = sub.token.as_ref().is_some_and(|t| {
+                    let mut s = inner.state();
+                    if mine.as_ref() == Some(t) {
+                        return true;
+                    }
+                    let fresh = s.tokens.remove(t);
+                    if fresh {
+                        mine = Some(t.clone());
+                    }
+                    fresh
+                });
                 if !known {
                     let _ = ws.send(ack(&sub.channel, None, false, Some("EAPI:Invalid token"))).await;
                     continue;

@@ -44,6 +44,7 @@ fn candles(n: usize) -> Vec<Candle> {
 fn fake(opts: impl FnOnce(&mut FakeKrakenOptions)) -> FakeKraken {
     let mut o = FakeKrakenOptions::new(KEY, SECRET);
     o.candles = candles(10);
+    o.balances = FakeKrakenOptions::balance_body(&[("ZEUR", "100000.0000"), ("XXBT", "1.0000000000"), ("ADA", "55.0")]);
     o.late_by = Duration::from_millis(1500);
     opts(&mut o);
     FakeKraken::start(o).unwrap()
@@ -117,7 +118,7 @@ async fn markets_balances_orders_fills_and_candles() {
     assert_eq!((m.venue_symbol.as_str(), m.price_precision, m.qty_precision), ("XXBTZEUR", 1, 8));
     let balances = ex.balances().await.unwrap();
     let eur = |b: &[crypy_core::Balance]| b.iter().find(|b| b.asset.as_str() == "EUR").unwrap().free.to_string();
-    assert_eq!(eur(&balances), "83.1177");
+    assert_eq!(eur(&balances), "100000.0000");
     let caps = ex.capabilities().await.unwrap();
     assert!(caps.client_order_ids && caps.websocket && !caps.margin);
     assert_eq!(
@@ -156,10 +157,14 @@ async fn markets_balances_orders_fills_and_candles() {
     let Event::OrderFilled(f) = &e.event else { panic!("{e:?}") };
     assert_eq!((f.client_id.as_str(), f.venue_order_id.as_deref()), ("mkt-1", Some(ack.venue_order_id.as_str())));
     assert_eq!((f.qty.to_string(), f.price.to_string()), ("0.01000000".into(), "9015.5".into()));
-    assert_eq!((f.fee.to_string(), f.fee_asset.as_str(), f.remaining.is_zero()), ("0.2344".into(), "EUR", true));
+    assert_eq!((f.fee.to_string(), f.fee_asset.as_str(), f.remaining.is_zero()), ("0.21637".into(), "EUR", true));
     assert!(f.fill_id.starts_with('T'));
-    let xbt = ex.balances_now().into_iter().find(|b| b.asset.as_str() == "XBT").unwrap();
-    assert_eq!(xbt.free.value().normalize().to_string(), "0.0351625");
+    // 0.01 XBT in, 90.155 EUR and the fee out; the balances channel says the same.
+    let now = |a: &str| ex.balances_now().into_iter().find(|b| b.asset.as_str() == a).unwrap().free.value().normalize();
+    assert_eq!((now("XBT").to_string(), now("EUR").to_string()), ("1.01".into(), "99909.62863".into()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((now("XBT").to_string(), now("EUR").to_string()), ("1.01".into(), "99909.62863".into()));
+    assert_eq!(eur(&ex.balances().await.unwrap()), "99909.628630000", "the venue's own Balance agrees");
 
     // A limit sell above the market fills when a candle reaches it.
     ex.place(&order("lim-2", Side::Sell, limit("9030.5"), "0.005")).await.unwrap();
@@ -174,7 +179,7 @@ async fn markets_balances_orders_fills_and_candles() {
     let f = filled.expect("the limit sell filled");
     assert_eq!(
         (f.client_id.as_str(), f.price.to_string(), f.fee.to_string()),
-        ("lim-2", "9030.5".into(), "0.07224".into())
+        ("lim-2", "9030.5".into(), "0.06321".into())
     );
 
     // The typed extras.
@@ -195,6 +200,8 @@ async fn markets_balances_orders_fills_and_candles() {
 async fn the_fake_refuses_what_kraken_refuses() {
     let fake = fake(|_| {});
     let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+    let err = ex.place(&order("rich", Side::Buy, limit("8000"), "20")).await.unwrap_err();
+    assert_eq!(err, ExchangeError::Rejected { reason: "EOrder:Insufficient funds".into() });
     let err = ex.place(&order("tiny", Side::Buy, limit("8000"), "0.001")).await.unwrap_err();
     assert!(err.to_string().contains("below Kraken's minimum"), "{err}");
     // The same cl_ord_id twice while the first is open.

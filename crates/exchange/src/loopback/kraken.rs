@@ -92,6 +92,15 @@ impl FakeKrakenOptions {
     }
 }
 
+impl FakeKrakenOptions {
+    /// A Balance body for [`FakeKrakenOptions::balances`] from Kraken asset codes and amounts,
+    /// e.g. `&[("ZEUR", "10000.0000"), ("XXBT", "1.0000000000")]`.
+    pub fn balance_body(balances: &[(&str, &str)]) -> String {
+        let map: BTreeMap<&str, &str> = balances.iter().copied().collect();
+        serde_json::json!({ "error": [], "result": map }).to_string()
+    }
+}
+
 /// An order the fake accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeOrder {
@@ -128,6 +137,9 @@ struct PairInfo {
     pair_decimals: u32,
     lot_decimals: u32,
     ordermin: Decimal,
+    /// Kraken's asset codes (`XXBT`, `ZEUR`), the keys of Balance.
+    base: String,
+    quote: String,
 }
 
 #[derive(Debug)]
@@ -135,7 +147,7 @@ struct State {
     key: String,
     credential: KrakenCredential,
     pairs: Vec<PairInfo>,
-    balances: BTreeMap<String, String>,
+    balances: BTreeMap<String, Decimal>,
     last_nonce: u64,
     requests: Vec<FakeRequest>,
     faults: Vec<(String, Fault)>,
@@ -148,6 +160,8 @@ struct State {
     ohlc_subscribed: bool,
     book_corrupted: bool,
     next_id: u64,
+    /// (taker, maker) as rates.
+    fee_rates: (Decimal, Decimal),
 }
 
 #[derive(Debug)]
@@ -201,10 +215,15 @@ impl FakeKraken {
             .map_err(|_| invalid("the fake's secret is not base64".into()))?;
         let pairs: BTreeMap<String, KrakenAssetPair> =
             crate::kraken::http::result(&opts.asset_pairs).map_err(|e| invalid(format!("asset pairs: {e}")))?;
+        let codes: BTreeMap<String, serde_json::Value> =
+            crate::kraken::http::result(&opts.asset_pairs).map_err(|e| invalid(format!("asset pairs: {e}")))?;
         let pairs = pairs
             .into_iter()
             .filter_map(|(symbol, p)| {
+                let code = |side: &str| codes.get(&symbol).and_then(|v| v[side].as_str()).map(str::to_owned);
                 Some(PairInfo {
+                    base: code("base")?,
+                    quote: code("quote")?,
                     wsname: p.wsname.clone()?,
                     symbol,
                     altname: p.altname,
@@ -216,6 +235,11 @@ impl FakeKraken {
             .collect();
         let balances: BTreeMap<String, String> =
             crate::kraken::http::result(&opts.balances).map_err(|e| invalid(format!("balances: {e}")))?;
+        let balances = balances
+            .into_iter()
+            .map(|(code, amount)| parse_decimal(&amount).map(|a| (code, a)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("balances: {e}")))?;
         let state = State {
             key: opts.key.clone(),
             credential,
@@ -232,6 +256,7 @@ impl FakeKraken {
             ohlc_subscribed: false,
             book_corrupted: false,
             next_id: 0,
+            fee_rates: (opts.fee_percent.0 / Decimal::from(100), opts.fee_percent.1 / Decimal::from(100)),
         };
         let (candle_tx, _) = tokio::sync::broadcast::channel(4096);
         let (drop_tx, _) = tokio::sync::broadcast::channel(4);
@@ -382,7 +407,10 @@ fn private_endpoint(inner: &Inner, s: &mut State, r: &HttpRequest, endpoint: &st
     s.last_nonce = nonce;
     let by_cl = |o: &FakeOrder| form.get("cl_ord_id").is_none_or(|c| o.cl_ord_id.as_ref() == Some(c));
     let result = match endpoint {
-        "Balance" => serde_json::json!(s.balances),
+        "Balance" => {
+            let b: BTreeMap<&String, String> = s.balances.iter().map(|(c, a)| (c, a.to_string())).collect();
+            serde_json::json!(b)
+        }
         "TradeVolume" => {
             let (taker, maker) = inner.opts.fee_percent;
             let pairs: Vec<String> = form.get("pair").map_or(Vec::new(), |p| p.split(',').map(str::to_owned).collect());
@@ -565,8 +593,19 @@ fn add_order(inner: &Inner, s: &mut State, form: &BTreeMap<String, String>) -> R
     if form.get("validate").map(String::as_str) == Some("true") {
         return Ok(serde_json::json!({ "descr": { "order": descr } }));
     }
-    if ordertype == "market" && market_price(inner, s, &pair).is_none() {
-        return Err("EOrder:Insufficient liquidity".into());
+    let reference = match price {
+        Some(p) => Some(p),
+        None => market_price(inner, s, &pair),
+    };
+    let Some(reference) = reference else { return Err("EOrder:Insufficient liquidity".into()) };
+    // What the account holds now must cover the order (open orders are not reserved here).
+    let held = |code: &str| s.balances.get(code).copied().unwrap_or_default();
+    let enough = match side {
+        Side::Buy => held(&pair.quote) >= volume * reference * (Decimal::ONE + s.fee_rates.0),
+        Side::Sell => held(&pair.base) >= volume,
+    };
+    if !enough {
+        return Err("EOrder:Insufficient funds".into());
     }
     s.next_id += 1;
     let n = s.next_id;
@@ -644,6 +683,16 @@ fn exec_item(s: &State, i: usize, exec_type: &str, trade: Option<(&str, Decimal,
     text
 }
 
+/// A v2 `balances` item for a Kraken asset code (v2 says BTC where REST says XXBT).
+fn balance_item(code: &str, amount: Decimal) -> Option<String> {
+    let name = match crypy_asset(code)?.as_str() {
+        "XBT" => "BTC".to_owned(),
+        "XDG" => "DOGE".to_owned(),
+        a => a.to_owned(),
+    };
+    Some(format!(r#"{{"asset":"{name}","balance":{amount}}}"#))
+}
+
 fn publish(s: &mut State, item: &str) {
     let msg = format!(r#"{{"channel":"executions","type":"update","data":[{item}]}}"#);
     s.private_subs.retain(|tx| tx.send(msg.clone()).is_ok());
@@ -654,7 +703,8 @@ fn fill(s: &mut State, i: usize, price: Decimal, maker: bool, most: Option<Decim
     s.next_id += 1;
     let n = s.next_id;
     let exec_id = format!("T{:05}-FAKE-{:06}", n, n * 13);
-    let rate = if maker { Decimal::new(16, 4) } else { Decimal::new(26, 4) };
+    let (taker, maker_rate) = s.fee_rates;
+    let rate = if maker { maker_rate } else { taker };
     let o = &mut s.orders[i];
     let left = o.volume - o.executed;
     let qty = most.map_or(left, |m| m.min(left));
@@ -671,9 +721,22 @@ fn fill(s: &mut State, i: usize, price: Decimal, maker: bool, most: Option<Decim
         o.close_ms = Some(now_ms());
     }
     o.trades.push(exec_id.clone());
+    let symbol = o.symbol.clone();
+    let side = o.side;
     let item = exec_item(s, i, "trade", Some((&exec_id, qty, price, fee, maker)));
     s.executions.push(item.clone());
     publish(s, &item);
+    // The account moves as Kraken's would: the fee is paid in the quote asset.
+    let Some(pair) = s.pairs.iter().find(|p| p.symbol == symbol).cloned() else { return };
+    let (base, quote) = match side {
+        Side::Buy => (qty, -cost - fee),
+        Side::Sell => (-qty, cost - fee),
+    };
+    *s.balances.entry(pair.base.clone()).or_default() += base;
+    *s.balances.entry(pair.quote.clone()).or_default() += quote;
+    let items: Vec<String> = [&pair.base, &pair.quote].iter().filter_map(|c| balance_item(c, s.balances[*c])).collect();
+    let msg = format!(r#"{{"channel":"balances","type":"update","data":[{}]}}"#, items.join(","));
+    s.private_subs.retain(|tx| tx.send(msg.clone()).is_ok());
 }
 
 fn cancel(s: &mut State, i: usize) {
@@ -920,16 +983,11 @@ async fn private_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                         format!(r#"{{"channel":"executions","type":"snapshot","data":[{}]}}"#, s.executions[from..].join(","))
                     }
                     "balances" => {
-                        let s = inner.state();
-                        let items: Vec<String> = s
-                            .balances
-                            .iter()
-                            .filter_map(|(code, amount)| {
-                                let asset = crypy_asset(code)?;
-                                let name = match asset.as_str() { "XBT" => "BTC".to_owned(), "XDG" => "DOGE".to_owned(), a => a.to_owned() };
-                                Some(format!(r#"{{"asset":"{name}","balance":{}}}"#, parse_decimal(amount).ok()?))
-                            })
-                            .collect();
+                        let mut s = inner.state();
+                        if let Some(tx) = tx.take() {
+                            s.private_subs.push(tx);
+                        }
+                        let items: Vec<String> = s.balances.iter().filter_map(|(c, a)| balance_item(c, *a)).collect();
                         format!(r#"{{"channel":"balances","type":"snapshot","data":[{}]}}"#, items.join(","))
                     }
                     _ => continue,

@@ -465,3 +465,32 @@ async fn the_fake_checks_add_order_fields_as_kraken_does() {
     let err = stranger.private_result::<serde_json::Value>("Balance", &[]).await.unwrap_err();
     assert_eq!(err, ExchangeError::Rejected { reason: "EAPI:Invalid key".into() });
 }
+
+#[tokio::test]
+async fn stop_loss_and_take_profit_trigger_on_candles() {
+    let fake = fake(|_| {});
+    let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+    // Candle 0 trades 8980.5 to 9020.5.
+    let stop = OrderKind::StopLoss { trigger: "8985.04".parse().unwrap() };
+    let take = OrderKind::TakeProfit { trigger: "9050".parse().unwrap() };
+    ex.place(&order("stop-1", Side::Sell, stop, "0.1")).await.unwrap();
+    ex.place(&order("take-1", Side::Sell, take, "0.1")).await.unwrap();
+    let sent: Vec<String> =
+        fake.requests().into_iter().filter(|r| r.path.ends_with("AddOrder")).map(|r| r.body).collect();
+    assert!(sent[0].contains("ordertype=stop-loss") && sent[0].ends_with("price=8985.0"), "{}", sent[0]);
+    assert!(sent[1].contains("ordertype=take-profit") && sent[1].ends_with("price=9050.0"), "{}", sent[1]);
+    assert!(fake.next_candle());
+    let e = next_event(&mut ex).await;
+    let Event::OrderFilled(f) = &e.event else { panic!("{e:?}") };
+    assert_eq!((f.client_id.as_str(), f.price.to_string()), ("stop-1", "8985.0".into()));
+    no_event(&mut ex).await;
+    // Candle 3 reaches 9050.5.
+    for _ in 0..3 {
+        assert!(fake.next_candle());
+    }
+    let mut take_filled = false;
+    while let Ok(Ok(Some(e))) = tokio::time::timeout(Duration::from_millis(500), ex.next_event()).await {
+        take_filled |= matches!(&e.event, Event::OrderFilled(f) if f.client_id.as_str() == "take-1" && f.price.to_string() == "9050.0");
+    }
+    assert!(take_filled);
+}

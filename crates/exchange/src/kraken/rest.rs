@@ -64,6 +64,9 @@ pub struct Rest {
     credential: Option<KrakenCredential>,
     nonces: Mutex<Nonces>,
     counter: Mutex<CallCounter>,
+    /// Private calls go one at a time: two in flight could reach Kraken in the other order
+    /// than their nonces, and the later nonce arriving first makes the other invalid.
+    in_flight: tokio::sync::Mutex<()>,
     started: Instant,
     raw: Option<RawTap>,
 }
@@ -135,6 +138,7 @@ impl Rest {
             credential,
             nonces: Mutex::new(nonces),
             counter: Mutex::new(CallCounter::new(tier)),
+            in_flight: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             raw,
         })
@@ -236,6 +240,7 @@ impl Rest {
             });
         };
         self.admit(&path).await;
+        let _turn = self.in_flight.lock().await;
         let nonce = self.next_nonce()?;
         let mut body = format!("nonce={nonce}");
         for (k, v) in params {

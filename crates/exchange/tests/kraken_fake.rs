@@ -317,6 +317,15 @@ async fn bad_signatures_stale_nonces_and_no_key_are_typed_errors() {
     KrakenExchange::connect(again).await.unwrap().balances().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 
+    let mut odd = config(&fake, vec![xbteur()]);
+    odd.interval = "2m".parse().unwrap();
+    let err = KrakenExchange::connect(odd).await.unwrap_err();
+    assert!(err.to_string().contains("Kraken has no 2m candles"), "{err}");
+    let mut unknown = config(&fake, vec!["ABC/EUR".parse().unwrap()]);
+    unknown.credential = None;
+    let err = KrakenExchange::connect(unknown).await.unwrap_err();
+    assert_eq!(err, ExchangeError::Rejected { reason: "Kraken has no pair ABC/EUR".into() });
+
     let mut public = config(&fake, vec![xbteur()]);
     public.credential = None;
     let mut p = KrakenExchange::connect(public).await.unwrap();

@@ -70,6 +70,9 @@ impl KrakenConfig {
     }
 }
 
+/// Kraken's candle intervals, in minutes.
+const OHLC_MINUTES: [u32; 9] = [1, 5, 15, 30, 60, 240, 1440, 10080, 21600];
+
 /// Form fields of a request.
 type Params = Vec<(&'static str, String)>;
 
@@ -138,6 +141,13 @@ impl KrakenExchange {
     /// A bad account name, unknown pairs, Kraken's errors, or Kraken out of reach.
     pub async fn connect(cfg: KrakenConfig) -> Result<Self, ExchangeError> {
         let desk = AgentId::desk("kraken", &cfg.account).map_err(|e| rejected(format!("account name: {e}")))?;
+        let minutes = cfg.interval.secs() / 60;
+        if !cfg.interval.secs().is_multiple_of(60) || !OHLC_MINUTES.contains(&minutes) {
+            return Err(rejected(format!(
+                "Kraken has no {} candles (it has 1, 5, 15, 30, 60, 240, 1440, 10080 and 21600 minutes)",
+                cfg.interval
+            )));
+        }
         let rest = Arc::new(Rest::new(
             &cfg.rest_url,
             cfg.credential.clone(),

@@ -247,14 +247,14 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
         for s in subs {
             ok &= ws.send(s).await.is_ok();
         }
-        if ok {
-            attempt = 0;
+        if !ok {
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            continue;
         }
+        attempt = 0;
         let mut pinged = false;
         loop {
-            if !ok {
-                break;
-            }
             let Some(msg) = read(&mut ws, &mut pinged).await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),
@@ -442,14 +442,14 @@ pub async fn run_private(
         for s in subs {
             ok &= ws.send(Message::text(s.to_string())).await.is_ok();
         }
-        if ok {
-            attempt = 0;
+        if !ok {
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+            continue;
         }
+        attempt = 0;
         let mut pinged = false;
         loop {
-            if !ok {
-                break;
-            }
             let Some(msg) = read(&mut ws, &mut pinged).await else { break };
             let text = match msg {
                 Message::Text(t) => t.to_string(),

@@ -185,6 +185,16 @@ async fn markets_balances_orders_fills_and_candles() {
     // The typed extras.
     let closed = ex.closed_orders().await.unwrap();
     assert_eq!(closed.len(), 3);
+    let ids: Vec<String> = closed.iter().map(|o| o.txid.clone()).collect();
+    let queried = ex.query_orders(&ids[..2]).await.unwrap();
+    assert_eq!(queried.iter().map(|o| o.txid.clone()).collect::<Vec<_>>(), ids[..2]);
+    let market = closed.iter().find(|o| o.cl_ord_id.as_deref() == Some("mkt-1")).unwrap();
+    assert_eq!(
+        (market.status.as_str(), market.average_price.to_string(), market.price),
+        ("closed", "9015.5".into(), None)
+    );
+    assert_eq!(fake.balance("XXBT").unwrap().normalize().to_string(), "1.005");
+    assert!(ex.open_orders_detailed().await.unwrap().is_empty());
     let trades = ex.trades_history().await.unwrap();
     assert_eq!(trades.len(), 2);
     assert_eq!(ex.ticker(&xbteur()).await.unwrap().last.to_string(), "7561.00000");

@@ -314,6 +314,11 @@ impl FakeKraken {
         self.inner.state().orders.clone()
     }
 
+    /// The account's balance of a Kraken asset code (`ZEUR`, `XXBT`), fills included.
+    pub fn balance(&self, code: &str) -> Option<Decimal> {
+        self.inner.state().balances.get(code).copied()
+    }
+
     /// Every request that arrived, in order.
     pub fn requests(&self) -> Vec<FakeRequest> {
         self.inner.state().requests.clone()

@@ -350,6 +350,12 @@ async fn bad_signatures_stale_nonces_and_no_key_are_typed_errors() {
     assert!(matches!(&err, ExchangeError::Rejected { reason } if reason.contains("API key")), "{err}");
     let err = p.place(&order("nokey", Side::Buy, OrderKind::Market, "0.01")).await.unwrap_err();
     assert!(matches!(err, ExchangeError::Rejected { .. }));
+    // Watching without a key: candles still come.
+    wait_until("the ohlc subscription", || fake.ohlc_subscribed()).await;
+    assert!(fake.next_candle() && fake.next_candle());
+    let e = next_event(&mut p).await;
+    assert!(matches!(&e.event, Event::Candle(c) if *c == candles(10)[0]), "{e:?}");
+    assert_eq!(p.connections(), (1, 0), "no private stream without a key");
 }
 
 #[tokio::test]

@@ -15,3 +15,7 @@ mod sim_cli;
 
 /// `crypy sim --exec`, the telnet control port, steering commands in the log.
 mod control_cli;
+
+/// `crypy kraken` and `crypy bitmex` against loopback venues: paper and live desks, faults
+/// without duplicate orders, recording, keys that never leak.
+mod venue_cli;

@@ -76,6 +76,10 @@ pub struct SimArgs {
     /// instead of files.
     #[arg(long, conflicts_with = "markets")]
     pub from_log: bool,
+    /// Trade the candles a recorded run of the data dir saw (a session on a real venue,
+    /// replayed through the simulator).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["markets", "from_log"])]
+    pub from_run: Option<u32>,
     /// The pair of the --market files.
     #[arg(long, default_value = "XBT/EUR", value_name = "PAIR")]
     pub pair: Pair,

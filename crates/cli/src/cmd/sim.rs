@@ -24,7 +24,9 @@ pub fn bundled_candles() -> anyhow::Result<Vec<crypy_core::Candle>> {
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     let mut candles = Vec::new();
     if args.from_log {
-        candles = imported_candles(&args.dir.data_dir)?;
+        candles = logged_candles(&args.dir.data_dir, 0)?;
+    } else if let Some(run) = args.from_run {
+        candles = logged_candles(&args.dir.data_dir, run)?;
     } else if args.markets.is_empty() {
         candles = bundled_candles()?;
     }
@@ -67,21 +69,24 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     super::desk::drive(runtime, sim, options, &desk_name, &args.dir.data_dir, &args.ui, args.stay)
 }
 
-/// The candles imported into the log (run 0), in log order.
-fn imported_candles(dir: &Path) -> anyhow::Result<Vec<crypy_core::Candle>> {
+/// The candles of `run` in the log (run 0: those imported), in log order.
+fn logged_candles(dir: &Path, run: u32) -> anyhow::Result<Vec<crypy_core::Candle>> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot read the log in {}", dir.display()))?;
     let mut candles = Vec::new();
     for e in reader.iter_from(1)? {
         let e = e?;
-        if let (0, Event::Candle(c)) = (e.run, e.event) {
-            candles.push(c);
+        if let Event::Candle(c) = e.event {
+            if e.run == run {
+                candles.push(c);
+            }
         }
     }
-    anyhow::ensure!(
-        !candles.is_empty(),
-        "no imported candles in {} (import some with `crypy log import-candles`)",
-        dir.display()
-    );
+    if candles.is_empty() {
+        if run == 0 {
+            anyhow::bail!("no imported candles in {} (import some with `crypy log import-candles`)", dir.display());
+        }
+        anyhow::bail!("run {run} of {} saw no candles (`crypy log stats` lists the runs)", dir.display());
+    }
     Ok(candles)
 }
 

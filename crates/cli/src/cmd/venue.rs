@@ -272,9 +272,43 @@ mod tests {
     }
 }
 
+/// `crypy kraken`.
 pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
-    let _ = (&args.venue, &args.ws_auth_url);
-    bail!("the Kraken adapter is being wired in")
+    use crypy_exchange::kraken::{KrakenConfig, KrakenCredential, KrakenExchange};
+    let v = &args.venue;
+    let account = account(v);
+    let key = key_for("KRAKEN", v)?;
+    let pairs = if v.pairs.is_empty() { vec!["XBT/EUR".parse()?] } else { v.pairs.clone() };
+    std::fs::create_dir_all(&v.dir.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", v.dir.data_dir.display()))?;
+    let recording = if v.record { Some(Recording::start(&v.dir.data_dir, "kraken", &account)?) } else { None };
+    let mut config = KrakenConfig::new(&account);
+    if let Some(url) = &v.rest_url {
+        config.rest_url.clone_from(url);
+    }
+    if let Some(url) = &v.ws_url {
+        config.ws_url.clone_from(url);
+        config.ws_auth_url.clone_from(url);
+    }
+    if let Some(url) = &args.ws_auth_url {
+        config.ws_auth_url.clone_from(url);
+    }
+    config.credential = match key {
+        // The decoding error says what is wrong with the secret, never the secret.
+        Some(k) => Some(KrakenCredential::new(k.key, &k.secret).context("the Kraken API secret")?),
+        None => None,
+    };
+    // Kraken remembers the highest nonce of a key forever: ours must survive restarts.
+    config.nonce_path = Some(v.dir.data_dir.join(format!("kraken-{account}.nonce")));
+    config.pairs.clone_from(&pairs);
+    config.interval = v.interval;
+    config.timeout = std::time::Duration::from_secs(v.timeout.max(1));
+    config.raw = recording.as_ref().and_then(Recording::tap);
+    let runtime = venue_runtime()?;
+    let venue = runtime
+        .block_on(KrakenExchange::connect(config))
+        .with_context(|| format!("cannot connect to Kraken as kraken:{account}"))?;
+    run_on(runtime, venue, v, &pairs, recording)
 }
 
 pub fn bitmex(args: crate::args::BitmexArgs) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,177 @@
+use std::path::Path;
+use std::time::Duration;
+
+use crypy_exchange::loopback::kraken::{FakeKraken, FakeKrakenOptions, Fault};
+
+use crate::util::*;
+
+/// Kraken's documented example secret (its REST authentication guide), and a key.
+const KRAKEN_SECRET: &str = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
+const KRAKEN_KEY: &str = "TESTKEY-Kr4k3n-d0-n0t-l0g";
+
+/// The bundled quarter's first `bars` candles.
+fn bundled(bars: usize) -> Vec<crypy_core::Candle> {
+    let text = std::fs::read_to_string(root().join("replays/kraken_XBTEUR_15m_2023Q4.csv")).unwrap();
+    let candles = crypy_eventstore::import::parse_candles(
+        &text,
+        Path::new("kraken_XBTEUR_15m_2023Q4.csv"),
+        &"XBT/EUR".parse().unwrap(),
+        "15m".parse().unwrap(),
+        None,
+    )
+    .unwrap();
+    candles.into_iter().take(bars).collect()
+}
+
+fn fake_kraken(bars: usize) -> FakeKraken {
+    let mut opts = FakeKrakenOptions::new(KRAKEN_KEY, KRAKEN_SECRET);
+    opts.candles = bundled(bars);
+    opts.candle_pace = Duration::from_millis(2);
+    opts.balances = FakeKrakenOptions::balance_body(&[("ZEUR", "10000.0000")]);
+    FakeKraken::start(opts).unwrap()
+}
+
+fn kraken(data: &Path, fake: &FakeKraken, templates: &Path, candles: usize) -> std::process::Command {
+    let mut cmd = crypy(data);
+    cmd.args(["kraken", "--rest-url", &fake.rest_url(), "--ws-url", &fake.ws_url(), "--interval", "15m"])
+        .args(["--templates"])
+        .arg(templates)
+        .args(["--candles", &candles.to_string(), "--timeout", "1"])
+        .env_remove("CRYPY_KRAKEN_KEY")
+        .env_remove("CRYPY_KRAKEN_SECRET");
+    cmd
+}
+
+fn summary(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn replay_ok(data: &Path) {
+    let out = run(crypy(data).args(["replay", "--verify", "--json"]), 0);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+#[test]
+fn kraken_paper_trades_live_candles_locally_and_the_run_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, _) = small_desk(dir.path(), 900, "0.0");
+    let fake = fake_kraken(900);
+    let data = dir.path().join("paper");
+    let out = run(kraken(&data, &fake, &templates, 899).args(["--paper", "--record", "--json"]), 0);
+    let s = summary(&out);
+    assert_eq!(s["candles"], 899, "{s}");
+    assert!(s["orders"].as_u64().unwrap() > 0 && s["fills"].as_u64().unwrap() > 0, "the desk traded: {s}");
+    assert_eq!(s["accounting_ok"], true, "{s}");
+    assert!(fake.orders().is_empty(), "paper trading sent an order to the venue: {:?}", fake.orders());
+    assert!(
+        fake.requests().iter().all(|r| r.path.starts_with("/0/public/")),
+        "paper trading used a private endpoint: {:?}",
+        fake.requests().iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    // The desk is kraken:paper, and the log replays exactly.
+    let shown = run(crypy(&data).args(["log", "show", "--kind", "agent_spawned", "--json"]), 0);
+    assert!(json_lines(&shown)[0]["source"] == "kraken:paper", "{shown}");
+    replay_ok(&data);
+    // The raw messages are kept beside the events.
+    let recordings: Vec<_> = std::fs::read_dir(data.join("recordings")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let raw = std::fs::read_to_string(&recordings[0]).unwrap();
+    let lines = json_lines(&raw);
+    assert!(lines.iter().any(|l| l["channel"].as_str().unwrap().contains("AssetPairs")), "{}", &raw[..500]);
+    assert!(lines.iter().any(|l| l["text"].as_str().unwrap().contains("\"ohlc\"")), "no ohlc message recorded");
+    // The session's candles become a simulator replay.
+    let again = dir.path().join("again");
+    let out = run(
+        crypy(&again)
+            .args(["sim", "--json", "--from-run", "1", "--data-dir"])
+            .arg(&data)
+            .arg("--templates")
+            .arg(&templates),
+        0,
+    );
+    assert_eq!(summary(&out)["candles"], 899);
+}
+
+#[test]
+fn a_live_kraken_desk_survives_faults_without_a_duplicate_order_and_never_shows_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, _) = small_desk(dir.path(), 900, "0.0");
+    let fake = fake_kraken(900);
+    // The first order's answer comes after the client gave up (the order is placed), the
+    // next ones meet a 429 and a 503; the websockets drop once orders flow.
+    fake.fail_next("/0/private/AddOrder", Fault::Timeout);
+    let data = dir.path().join("live");
+    let mut cmd = kraken(&data, &fake, &templates, 899);
+    cmd.args(["--json", "--record"]).env("CRYPY_KRAKEN_KEY", KRAKEN_KEY).env("CRYPY_KRAKEN_SECRET", KRAKEN_SECRET);
+    let faults = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while fake.orders().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            fake.fail_next("/0/private/AddOrder", Fault::TooManyRequests);
+            fake.drop_websockets();
+            while fake.orders().len() < 2 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            fake.fail_next("/0/private/AddOrder", Fault::ServerError);
+            fake.orders().len()
+        });
+        let out = run(&mut cmd, 0);
+        (out, watcher.join().unwrap())
+    });
+    let (out, _) = faults;
+    let s = summary(&out);
+    assert_eq!(s["candles"], 899, "{s}");
+    let orders = fake.orders();
+    assert!(orders.len() >= 3, "the desk placed orders through the faults: {s}");
+    let mut ids: Vec<_> = orders.iter().map(|o| o.cl_ord_id.clone().unwrap()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "an order was placed twice: {orders:?}");
+    assert_eq!(s["orders"].as_u64().unwrap() as usize, orders.len(), "every order the desk asked for, once: {s}");
+    assert!(s["fills"].as_u64().unwrap() > 0, "{s}");
+    replay_ok(&data);
+    // The key and secret are nowhere: not in the log, the --json output, or the recording.
+    let exported = run(crypy(&data).args(["log", "show", "--json"]), 0);
+    for (name, text) in [("log", exported.as_str()), ("--json output", out.as_str())] {
+        assert!(!text.contains(KRAKEN_KEY) && !text.contains(KRAKEN_SECRET), "a secret in the {name}");
+    }
+    for entry in std::fs::read_dir(&data).unwrap().chain(std::fs::read_dir(data.join("recordings")).unwrap()) {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(KRAKEN_KEY) && !text.contains(KRAKEN_SECRET), "a secret in {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_live_venue_without_a_key_or_with_a_bad_key_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let err = run(
+        crypy(&data)
+            .args(["kraken", "--rest-url", "http://127.0.0.1:9", "--ws-url", "ws://127.0.0.1:9"])
+            .env_remove("CRYPY_KRAKEN_KEY")
+            .env_remove("CRYPY_KRAKEN_SECRET"),
+        2,
+    );
+    assert!(err.contains("needs its API key") && err.contains("--paper"), "{err}");
+    let key_file = dir.path().join("kraken.key");
+    std::fs::write(&key_file, format!("key = {KRAKEN_KEY}\nsecret = {KRAKEN_SECRET}\n")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = run(crypy(&data).args(["kraken", "--key-file"]).arg(&key_file), 2);
+        assert!(err.contains("can be read by others (mode 640)"), "{err}");
+        assert!(!err.contains(KRAKEN_KEY) && !err.contains(KRAKEN_SECRET), "{err}");
+    }
+    let err =
+        run(crypy(&data).args(["kraken"]).env("CRYPY_KRAKEN_KEY", KRAKEN_KEY).env_remove("CRYPY_KRAKEN_SECRET"), 2);
+    assert!(err.contains("CRYPY_KRAKEN_KEY is set but CRYPY_KRAKEN_SECRET is not"), "{err}");
+}

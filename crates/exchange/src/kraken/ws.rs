@@ -36,7 +36,7 @@ struct Frame {
     data: Option<Box<RawValue>>,
     method: Option<String>,
     success: Option<bool>,
-    error: Option<String>,
+    result: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -466,9 +466,13 @@ pub async fn run_private(
                 );
             }
             if frame.success == Some(false) {
-                // A refused subscription (a stale token): reconnect with a fresh one.
-                let _ = frame.error;
-                break;
+                let refused = frame.result.as_ref().and_then(|r| r.get("channel")).and_then(|c| c.as_str());
+                // Executions refused (a stale token): reconnect with a fresh one. Balances may
+                // be refused for want of a permission; fills still update them then.
+                if refused != Some("balances") {
+                    break;
+                }
+                continue;
             }
             let Some(data) = &frame.data else { continue };
             let snapshot = frame.kind.as_deref() == Some("snapshot");

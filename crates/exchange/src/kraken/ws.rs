@@ -36,7 +36,7 @@ struct Frame {
     data: Option<Box<RawValue>>,
     method: Option<String>,
     success: Option<bool>,
-    error: Option<String>,
+    result: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -252,7 +252,6 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
             attempt += 1;
             continue;
         }
-        attempt = 0;
         let mut pinged = false;
         loop {
             let Some(msg) = read(&mut ws, &mut pinged).await else { break };
@@ -267,6 +266,9 @@ pub async fn run_public(cfg: PublicStream, shared: SharedState, events: Unbounde
                 tap(&cfg.raw, if channel.is_empty() { frame.method.as_deref().unwrap_or("?") } else { channel }, &text);
             }
             let Some(data) = &frame.data else { continue };
+            // Only data proves the connection good: a stream that subscribes and is refused
+            // keeps backing off.
+            attempt = 0;
             match channel {
                 "book" => {
                     let resync = on_book(&shared, frame.kind.as_deref() == Some("snapshot"), data.get());
@@ -447,7 +449,6 @@ pub async fn run_private(
             attempt += 1;
             continue;
         }
-        attempt = 0;
         let mut pinged = false;
         loop {
             let Some(msg) = read(&mut ws, &mut pinged).await else { break };
@@ -466,11 +467,18 @@ pub async fn run_private(
                 );
             }
             if frame.success == Some(false) {
-                // A refused subscription (a stale token): reconnect with a fresh one.
-                let _ = frame.error;
-                break;
+                let refused = frame.result.as_ref().and_then(|r| r.get("channel")).and_then(|c| c.as_str());
+                // Executions refused (a stale token): reconnect with a fresh one. Balances may
+                // be refused for want of a permission; fills still update them then.
+                if refused != Some("balances") {
+                    break;
+                }
+                continue;
             }
             let Some(data) = &frame.data else { continue };
+            // Only data proves the connection good: a stream that subscribes and is refused
+            // keeps backing off.
+            attempt = 0;
             let snapshot = frame.kind.as_deref() == Some("snapshot");
             match channel {
                 "executions" => {

@@ -383,3 +383,33 @@ async fn without_a_key_only_public_data() {
     cfg.pairs = vec!["DOGE/EUR".parse().unwrap()];
     assert!(matches!(BitmexExchange::connect(cfg).await, Err(ExchangeError::Rejected { .. })));
 }
+
+#[tokio::test]
+async fn bins_closed_while_the_socket_was_down_are_fetched_in_order() {
+    let fake = fake(|_| {});
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    let last = recorded_candles().last().unwrap().clone();
+    let next = |n: i64| {
+        let mut c = last.clone();
+        c.open_time += 60_000 * n;
+        c
+    };
+    // The subscription's partial, then a streamed bin.
+    until(&mut ex, |e| matches!(e, Event::Candle(c) if *c == last)).await;
+    fake.push_candle(next(1));
+    until(&mut ex, |e| matches!(e, Event::Candle(c) if c.open_time == next(1).open_time)).await;
+    fake.drop_websockets();
+    for n in 2..=4 {
+        fake.push_candle(next(n));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let e = until(&mut ex, |e| matches!(e, Event::Candle(_))).await;
+        let Event::Candle(c) = e.event else { unreachable!() };
+        seen.push(c);
+    }
+    assert_eq!(seen, vec![next(2), next(3), next(4)]);
+    assert!(fake.requests().iter().any(|r| r.target.starts_with("/api/v1/trade/bucketed")));
+    let rest = drain(&mut ex, Duration::from_millis(200)).await;
+    assert!(rest.iter().all(|e| !matches!(e.event, Event::Candle(_))), "a bin repeated: {rest:?}");
+}

@@ -292,6 +292,35 @@ impl Rest {
     }
 }
 
+/// Up to `count` closed buckets of `symbol`, oldest first, from `start` (ms, an open time) or
+/// the latest.
+async fn buckets(
+    rest: &Rest,
+    symbol: &str,
+    pair: Pair,
+    interval: Interval,
+    start: Option<i64>,
+    count: u32,
+) -> Result<Vec<Candle>, ExchangeError> {
+    let bin = rest::bin_size(interval)?;
+    let count = count.clamp(1, 1000);
+    let query = match start {
+        // A bucket's timestamp is its end: the first bucket opening at `start` ends one
+        // interval later.
+        Some(start) => format!(
+            "binSize={bin}&partial=false&symbol={}&count={count}&reverse=false&startTime={}",
+            rest::encode(symbol),
+            rest::encode(&rest::iso(start + interval.millis()))
+        ),
+        None => format!("binSize={bin}&partial=false&symbol={}&count={count}&reverse=true", rest::encode(symbol)),
+    };
+    let private = rest.credential.is_some();
+    let text = rest.call(Method::GET, "/trade/bucketed", &query, None, private).await?;
+    let mut candles = rest::parse_buckets(&text, pair, interval)?;
+    candles.sort_by_key(|c| c.open_time);
+    Ok(candles)
+}
+
 /// Orders with their venue times (`transactTime`, else `timestamp`, else now).
 fn with_times(body: &str) -> Result<Vec<(OrderState, i64)>, ExchangeError> {
     #[derive(Deserialize)]
@@ -454,6 +483,7 @@ impl BitmexExchange {
             shared: shared.clone(),
             tx,
             raw: cfg.raw.clone(),
+            rest: rest.clone(),
         };
         let feed = tokio::spawn(feed.run(ready_tx));
         let exchange =
@@ -500,24 +530,7 @@ impl BitmexExchange {
         start: Option<i64>,
         count: u32,
     ) -> Result<Vec<Candle>, ExchangeError> {
-        let bin = rest::bin_size(interval)?;
-        let symbol = &self.instrument(pair)?.symbol;
-        let count = count.clamp(1, 1000);
-        let query = match start {
-            // A bucket's timestamp is its end: the first bucket opening at `start` ends one
-            // interval later.
-            Some(start) => format!(
-                "binSize={bin}&partial=false&symbol={}&count={count}&reverse=false&startTime={}",
-                rest::encode(symbol),
-                rest::encode(&rest::iso(start + interval.millis()))
-            ),
-            None => format!("binSize={bin}&partial=false&symbol={}&count={count}&reverse=true", rest::encode(symbol)),
-        };
-        let private = self.rest.credential.is_some();
-        let text = self.rest.call(Method::GET, "/trade/bucketed", &query, None, private).await?;
-        let mut candles = rest::parse_buckets(&text, *pair, interval)?;
-        candles.sort_by_key(|c| c.open_time);
-        Ok(candles)
+        buckets(&self.rest, &self.instrument(pair)?.symbol, *pair, interval, start, count).await
     }
 
     /// The account's open positions (quantity in `orderQty` units; see [`rest`]).
@@ -747,6 +760,8 @@ struct Feed {
     shared: Arc<Mutex<Shared>>,
     tx: mpsc::UnboundedSender<VenueEvent>,
     raw: Option<RawTap>,
+    /// For the bins missed while the socket was down.
+    rest: Arc<Rest>,
 }
 
 #[derive(Deserialize)]
@@ -776,6 +791,8 @@ impl Feed {
         loop {
             let sessions = lock(&self.shared).sessions;
             let result = self.session(&mut ready).await;
+            // A book without its socket goes stale: none until the next partial.
+            lock(&self.shared).books.clear();
             if self.tx.is_closed() {
                 return;
             }
@@ -877,7 +894,38 @@ impl Feed {
                 continue;
             }
             if let (Some(table), Some(action), Some(data)) = (msg.table, msg.action, msg.data) {
+                if !first && action == "partial" && table.starts_with("tradeBin") {
+                    self.fill_gap(data.get()).await;
+                }
                 self.table(&table, &action, data.get(), first)?;
+            }
+        }
+    }
+
+    /// Reports the bins that closed while the socket was down (a reconnect's partial holds
+    /// only the last), from `/trade/bucketed`, before the partial's own. When BitMEX cannot
+    /// say, the gap stays: the next bins still come.
+    async fn fill_gap(&self, data: &str) {
+        let Ok(latest) = rest::bin_rows(data, &self.markets, self.interval) else { return };
+        let step = self.interval.millis();
+        for candle in latest {
+            let Some(last) = lock(&self.shared).last_bin.get(&candle.pair).copied() else { continue };
+            let missing = (candle.close_time() - last) / step - 1;
+            let Some(symbol) = self.markets.by_pair.get(&candle.pair).map(|i| i.symbol.clone()) else { continue };
+            if missing <= 0 {
+                continue;
+            }
+            let count = u32::try_from(missing.min(1000)).unwrap_or(1000);
+            let Ok(found) = buckets(&self.rest, &symbol, candle.pair, self.interval, Some(last), count).await else {
+                continue;
+            };
+            let mut s = lock(&self.shared);
+            for c in found {
+                let close = c.close_time();
+                if close > s.last_bin.get(&c.pair).copied().unwrap_or(i64::MIN) && close < candle.close_time() {
+                    s.last_bin.insert(c.pair, close);
+                    let _ = self.tx.send(VenueEvent { time: close, event: Event::Candle(c) });
+                }
             }
         }
     }

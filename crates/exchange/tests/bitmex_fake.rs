@@ -413,3 +413,18 @@ async fn bins_closed_while_the_socket_was_down_are_fetched_in_order() {
     let rest = drain(&mut ex, Duration::from_millis(200)).await;
     assert!(rest.iter().all(|e| !matches!(e.event, Event::Candle(_))), "a bin repeated: {rest:?}");
 }
+
+#[tokio::test]
+async fn orders_keep_to_ten_a_second() {
+    let fake = fake(|_| {});
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    for n in 0..13 {
+        ex.place(&order(&format!("burst-{n}"), Side::Buy, limit("30000"), "100")).await.unwrap();
+    }
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(fake.orders().len(), 13);
+    // Whenever x-ratelimit-remaining-1s reached 0, the next order waited for the next second:
+    // no 429 above, and every order placed once.
+    one_order_per_cl_ord_id(&fake);
+}

@@ -172,6 +172,8 @@ struct Rest {
     credential: Option<BitmexCredential>,
     raw: Option<RawTap>,
     limit: Mutex<Option<RateLimit>>,
+    /// Set when an order route said `x-ratelimit-remaining-1s: 0`: no request before it.
+    not_before: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Rest {
@@ -185,11 +187,17 @@ impl Rest {
             credential: cfg.credential.clone(),
             raw: cfg.raw.clone(),
             limit: Mutex::new(None),
+            not_before: Mutex::new(None),
         })
     }
 
-    /// Waits for the window to reset when the last answer said none is left.
+    /// Waits for the window to reset when the last answer said none is left (of the minute's
+    /// requests, or of the second's on order routes).
     async fn pace(&self) {
+        let not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = not_before {
+            tokio::time::sleep_until(t).await;
+        }
         let limit = *self.limit.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = limit.filter(|l| l.remaining == 0) {
             let wait = Duration::from_secs(l.reset.saturating_sub(now_secs())).min(MAX_WAIT);
@@ -239,6 +247,10 @@ impl Rest {
         let limit = http::rate_limit(pairs);
         if limit.is_some() {
             *self.limit.lock().unwrap_or_else(|e| e.into_inner()) = limit;
+        }
+        if headers.get("x-ratelimit-remaining-1s").and_then(|v| v.to_str().ok()).map(str::trim) == Some("0") {
+            *self.not_before.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(tokio::time::Instant::now() + Duration::from_secs(1));
         }
         let retry_after = headers
             .get("retry-after")

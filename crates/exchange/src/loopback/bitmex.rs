@@ -154,6 +154,8 @@ struct State {
     sockets: Vec<Socket>,
     next_id: u64,
     window: (u64, u32),
+    /// Order-route requests in the current second (BitMEX allows 10).
+    second: (u64, u32),
     timeout_delay: Duration,
 }
 
@@ -447,7 +449,22 @@ impl State {
         self.streamed.push(candle);
     }
 
-    fn rate_headers(&mut self, response: HttpResponse) -> HttpResponse {
+    /// Counts an order-route request; `false` when it is over the 10 a second.
+    fn order_route_allowed(&mut self) -> bool {
+        let now = now_ms() as u64 / 1000;
+        if now != self.second.0 {
+            self.second = (now, 0);
+        }
+        self.second.1 += 1;
+        self.second.1 <= 10
+    }
+
+    fn rate_headers(&mut self, response: HttpResponse, order_route: bool) -> HttpResponse {
+        let response = if order_route {
+            response.with_header("x-ratelimit-remaining-1s", 10u32.saturating_sub(self.second.1).to_string())
+        } else {
+            response
+        };
         let now = now_ms() as u64 / 1000;
         if now >= self.window.0 + 60 {
             self.window = (now, 0);
@@ -881,6 +898,7 @@ impl FakeBitmex {
             sockets: Vec::new(),
             next_id: 0,
             window: (0, 0),
+            second: (0, 0),
             timeout_delay: opts.timeout_delay,
         }));
         {
@@ -964,34 +982,36 @@ impl FakeBitmex {
     }
 }
 
+fn too_many() -> HttpResponse {
+    let reset = now_ms() as u64 / 1000 + 1;
+    error(429, "RateLimitError", "Rate limit exceeded, retry in 1 seconds.")
+        .with_header("x-ratelimit-limit", "120")
+        .with_header("x-ratelimit-remaining", "0")
+        .with_header("x-ratelimit-reset", reset.to_string())
+        .with_header("retry-after", "1")
+}
+
 fn handle(state: &Mutex<State>, req: HttpRequest) -> Reply {
     let mut s = lock(state);
+    let order_route = req.path().starts_with("/api/v1/order");
     let fault = [format!("{} {}", req.method, req.path()), req.path().to_owned()]
         .iter()
         .find_map(|k| s.faults.get_mut(k).and_then(VecDeque::pop_front));
     let reply = match fault {
-        Some(Fault::TooManyRequests) => {
-            let reset = now_ms() as u64 / 1000 + 1;
-            Reply::Respond(
-                error(429, "RateLimitError", "Rate limit exceeded, retry in 1 seconds.")
-                    .with_header("x-ratelimit-limit", "120")
-                    .with_header("x-ratelimit-remaining", "0")
-                    .with_header("x-ratelimit-reset", reset.to_string())
-                    .with_header("retry-after", "1"),
-            )
-        }
+        Some(Fault::TooManyRequests) => Reply::Respond(too_many()),
         Some(Fault::ServerError) => {
             Reply::Respond(error(503, "HTTPError", "The system is currently overloaded. Please try again later."))
         }
         Some(Fault::HangUp) => Reply::HangUp,
+        _ if order_route && !s.order_route_allowed() => Reply::Respond(too_many()),
         Some(Fault::Timeout) => {
             let response = s.route(&req);
-            let response = s.rate_headers(response);
+            let response = s.rate_headers(response, order_route);
             Reply::Late(s.timeout_delay, response)
         }
         None => {
             let response = s.route(&req);
-            Reply::Respond(s.rate_headers(response))
+            Reply::Respond(s.rate_headers(response, order_route))
         }
     };
     let status = match &reply {

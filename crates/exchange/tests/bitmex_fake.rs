@@ -178,7 +178,9 @@ async fn a_market_order_fills_and_the_fill_arrives_as_an_event() {
     assert!(!fill.fill_id.is_empty());
     // The balance follows the fee, then the margin table.
     eventually("the balance", || ex.balances_now()[0].total().to_string() == "0.99993092").await;
+    eventually("the position table", || ex.positions_now().first().is_some_and(|p| p.qty.to_string() == "3300")).await;
     let positions = ex.positions().await.unwrap();
+    assert_eq!(ex.positions_now(), positions);
     assert_eq!(
         (positions[0].qty.to_string(), positions[0].avg_price.unwrap().to_string()),
         ("3300".into(), "35830.5".into())

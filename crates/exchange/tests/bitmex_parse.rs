@@ -162,6 +162,15 @@ fn margins_and_positions_scale_exactly() {
     assert_eq!((p[0].pair, p[0].qty.to_string()), (pair("XBT/USD"), "-300".into()));
     assert_eq!(p[0].avg_price.unwrap().to_string(), "32180.5");
     assert_eq!(p[0].realized_pnl.to_string(), "-0.00002331");
+
+    // A table update carries only what changed; a null clears (a flat position has no entry price).
+    let mut row = rest::parse_position_rows(positions).unwrap().remove(0);
+    row.merge(&rest::parse_position_rows(r#"[{"symbol":"XBTUSD","currentQty":-100}]"#).unwrap()[0]);
+    let p = row.position(&markets()).unwrap();
+    assert_eq!((p.qty.to_string(), p.avg_price.unwrap().to_string()), ("-100".into(), "32180.5".into()));
+    row.merge(&rest::parse_position_rows(r#"[{"symbol":"XBTUSD","currentQty":0,"avgEntryPrice":null}]"#).unwrap()[0]);
+    let p = row.position(&markets()).unwrap();
+    assert_eq!((p.qty.to_string(), p.avg_price, p.realized_pnl.to_string()), ("0".into(), None, "-0.00002331".into()));
 }
 
 #[test]

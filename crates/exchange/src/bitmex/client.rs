@@ -390,6 +390,8 @@ struct Shared {
     client_ids: HashMap<String, ClientOrderId>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
+    /// Positions by symbol, as loaded at connect and updated by the `position` table.
+    positions: BTreeMap<String, rest::PositionRow>,
     /// Close time of the last candle reported, per pair.
     last_bin: HashMap<Pair, i64>,
     /// WebSocket sessions that authenticated and subscribed.
@@ -476,10 +478,12 @@ impl BitmexExchange {
         if cfg.credential.is_some() {
             let margin = rest.call(Method::GET, "/user/margin", "currency=all", None, true).await?;
             let balances = rest::parse_margins(&margin)?;
+            let positions = rest::parse_position_rows(&rest.call(Method::GET, "/position", "", None, true).await?)?;
             let mut s = lock(&shared);
             for b in balances {
                 s.balances.insert(b.asset, b);
             }
+            s.positions = positions.into_iter().map(|p| (p.symbol.clone(), p)).collect();
             drop(s);
             topics.extend(["execution", "order", "position", "margin"].map(String::from));
         }
@@ -552,6 +556,12 @@ impl BitmexExchange {
     pub async fn positions(&self) -> Result<Vec<Position>, ExchangeError> {
         let text = self.rest.call(Method::GET, "/position", "", None, true).await?;
         rest::parse_positions(&text, &self.markets)
+    }
+
+    /// The positions as last known (loaded at connect, then the `position` table), without a
+    /// call.
+    pub fn positions_now(&self) -> Vec<Position> {
+        lock(&self.shared).positions.values().filter_map(|p| p.position(&self.markets)).collect()
     }
 
     /// The order with this client id, if BitMEX has it.
@@ -981,6 +991,17 @@ impl Feed {
                     None => continue,
                 };
                 let _ = self.tx.send(VenueEvent { time, event });
+            }
+        } else if table == "position" {
+            let rows = rest::parse_position_rows(data)?;
+            if action == "partial" {
+                s.positions.clear();
+            }
+            for row in rows {
+                s.positions
+                    .entry(row.symbol.clone())
+                    .or_insert_with(|| rest::PositionRow { symbol: row.symbol.clone(), ..Default::default() })
+                    .merge(&row);
             }
         } else if table == "margin" {
             for (currency, wallet, available) in rest::margin_rows(data) {

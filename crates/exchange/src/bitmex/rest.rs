@@ -380,38 +380,63 @@ pub fn margin_rows(data: &str) -> Vec<(String, Option<Decimal>, Option<Decimal>)
         .unwrap_or_default()
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawPosition {
-    symbol: String,
-    #[serde(default)]
-    current_qty: Num,
-    #[serde(default)]
-    avg_entry_price: Num,
-    #[serde(default)]
-    realised_pnl: Num,
+/// A field that may be absent (`None`) or null (`Some(Num(None))`): a table update carries
+/// only what changed, and a null says the value is gone (a flat position has no entry price).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Num>, D::Error> {
+    Num::deserialize(d).map(Some)
 }
 
-/// Parses a `/position` body into crypy positions (quantity in `orderQty` units, realised
-/// P&L in the settlement asset). Positions on instruments that are not markets are left out.
+/// One row of `/position` or of the `position` table (an update holds only what changed).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionRow {
+    pub symbol: String,
+    #[serde(default, deserialize_with = "present")]
+    pub current_qty: Option<Num>,
+    #[serde(default, deserialize_with = "present")]
+    pub avg_entry_price: Option<Num>,
+    #[serde(default, deserialize_with = "present")]
+    pub realised_pnl: Option<Num>,
+}
+
+impl PositionRow {
+    /// Takes the fields `update` carries.
+    pub fn merge(&mut self, update: &PositionRow) {
+        self.current_qty = update.current_qty.or(self.current_qty);
+        self.avg_entry_price = update.avg_entry_price.or(self.avg_entry_price);
+        self.realised_pnl = update.realised_pnl.or(self.realised_pnl);
+    }
+
+    /// In crypy's terms (quantity in `orderQty` units, realised P&L in the settlement asset);
+    /// `None` for an instrument that is not a market.
+    pub fn position(&self, markets: &Markets) -> Option<Position> {
+        let i = markets.by_symbol.get(&self.symbol)?;
+        let (_, scale) = i.settlement();
+        let value = |n: Option<Num>| n.and_then(|n| n.0);
+        Some(Position {
+            pair: i.pair?,
+            qty: Qty::new(value(self.current_qty).unwrap_or_default()),
+            avg_price: value(self.avg_entry_price).and_then(|d| Price::try_from(d).ok()),
+            realized_pnl: scaled(value(self.realised_pnl).unwrap_or_default(), scale),
+        })
+    }
+}
+
+/// Parses a `/position` body (or a `position` table's rows).
+///
+/// # Errors
+/// A body that is not a list of positions.
+pub fn parse_position_rows(body: &str) -> Result<Vec<PositionRow>, ExchangeError> {
+    serde_json::from_str(body).map_err(|e| bad(format!("positions do not parse: {e}")))
+}
+
+/// Parses a `/position` body into crypy positions. Positions on instruments that are not
+/// markets are left out.
 ///
 /// # Errors
 /// A body that is not a list of positions.
 pub fn parse_positions(body: &str, markets: &Markets) -> Result<Vec<Position>, ExchangeError> {
-    let rows: Vec<RawPosition> = serde_json::from_str(body).map_err(|e| bad(format!("positions do not parse: {e}")))?;
-    Ok(rows
-        .iter()
-        .filter_map(|p| {
-            let i = markets.by_symbol.get(&p.symbol)?;
-            let (_, scale) = i.settlement();
-            Some(Position {
-                pair: i.pair?,
-                qty: Qty::new(p.current_qty.0.unwrap_or_default()),
-                avg_price: p.avg_entry_price.0.and_then(|d| Price::try_from(d).ok()),
-                realized_pnl: scaled(p.realised_pnl.0.unwrap_or_default(), scale),
-            })
-        })
-        .collect())
+    Ok(parse_position_rows(body)?.iter().filter_map(|p| p.position(markets)).collect())
 }
 
 // --- executions ------------------------------------------------------------------------------

@@ -430,3 +430,17 @@ async fn orders_keep_to_ten_a_second() {
     // no 429 above, and every order placed once.
     one_order_per_cl_ord_id(&fake);
 }
+
+/// The desk drives the adapter from a multi-threaded runtime: every future must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(ex: &mut BitmexExchange, cfg: BitmexConfig, id: &ClientOrderId) {
+    fn send<T: Send>(_: T) {}
+    send(BitmexExchange::connect(cfg));
+    send(ex.trade_bucketed(&xbtusd(), "1m".parse().unwrap(), None, 1));
+    send(ex.positions());
+    send(ex.order(id));
+    send(ex.amend(id, None, None));
+    send(ex.cancel_all(None));
+    send(ex.instruments());
+    send(ex.next_event());
+}

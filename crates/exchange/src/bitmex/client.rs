@@ -194,7 +194,7 @@ impl Rest {
     /// Waits for the window to reset when the last answer said none is left (of the minute's
     /// requests, or of the second's on order routes).
     async fn pace(&self) {
-        let not_before = self.not_before.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let not_before = *self.not_before.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = not_before {
             tokio::time::sleep_until(t).await;
         }
@@ -439,6 +439,7 @@ pub struct BitmexExchange {
     instruments: Vec<Instrument>,
     markets: Arc<Markets>,
     pairs: Vec<Pair>,
+    interval: Interval,
     shared: Arc<Mutex<Shared>>,
     events: mpsc::UnboundedReceiver<VenueEvent>,
     feed: tokio::task::JoinHandle<()>,
@@ -502,8 +503,17 @@ impl BitmexExchange {
             rest: rest.clone(),
         };
         let feed = tokio::spawn(feed.run(ready_tx));
-        let exchange =
-            BitmexExchange { desk, rest, instruments, markets, pairs: cfg.pairs.clone(), shared, events, feed };
+        let exchange = BitmexExchange {
+            desk,
+            rest,
+            instruments,
+            markets,
+            pairs: cfg.pairs.clone(),
+            interval: cfg.interval,
+            shared,
+            events,
+            feed,
+        };
         match ready.await {
             Ok(Ok(())) => Ok(exchange),
             Ok(Err(e)) => Err(e),
@@ -535,7 +545,8 @@ impl BitmexExchange {
     }
 
     /// Up to `count` (≤ 1000) closed candles of `pair` from `/trade/bucketed`, oldest first,
-    /// starting at `start` (ms; the latest ones when `None`).
+    /// starting at `start` (ms; the latest ones when `None`). At the stream's interval, the
+    /// stream then reports only later bins.
     ///
     /// # Errors
     /// An unknown pair or interval, or BitMEX's error.
@@ -546,7 +557,14 @@ impl BitmexExchange {
         start: Option<i64>,
         count: u32,
     ) -> Result<Vec<Candle>, ExchangeError> {
-        buckets(&self.rest, &self.instrument(pair)?.symbol, *pair, interval, start, count).await
+        let candles = buckets(&self.rest, &self.instrument(pair)?.symbol, *pair, interval, start, count).await?;
+        // A desk that loaded history first must not get its last bin again from the stream.
+        if let Some(last) = candles.last().filter(|_| interval == self.interval) {
+            let mut s = lock(&self.shared);
+            let known = s.last_bin.entry(*pair).or_insert(i64::MIN);
+            *known = (*known).max(last.close_time());
+        }
+        Ok(candles)
     }
 
     /// The account's open positions (quantity in `orderQty` units; see [`rest`]).

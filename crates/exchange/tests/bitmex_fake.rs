@@ -203,6 +203,23 @@ async fn a_market_order_fills_and_the_fill_arrives_as_an_event() {
 }
 
 #[tokio::test]
+async fn a_client_id_too_long_for_bitmex_comes_back_as_itself() {
+    let fake = fake(|_| {});
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    let long = "XBT/USD#12-allocation-4711-entry-0001-of-a-long-run";
+    assert!(long.len() > 36);
+    ex.place(&order(long, Side::Sell, OrderKind::Market, "100")).await.unwrap();
+    let sent = &fake.orders()[0].cl_ord_id;
+    assert_eq!(sent.len(), 36);
+    let e = until(&mut ex, |e| matches!(e, Event::OrderFilled(_))).await;
+    let Event::OrderFilled(fill) = e.event else { unreachable!() };
+    assert_eq!(fill.client_id.as_str(), long);
+    // Placing it again finds it (the same clOrdID): no second order.
+    ex.place(&order(long, Side::Sell, OrderKind::Market, "100")).await.unwrap();
+    assert_eq!(fake.orders().len(), 1);
+}
+
+#[tokio::test]
 async fn candles_stream_as_events_in_order() {
     let streamed: Vec<Candle> =
         recorded_candles()[..5].iter().map(|c| Candle { open_time: c.open_time + 3_600_000, ..c.clone() }).collect();

@@ -79,6 +79,14 @@ fn recorded_instruments_become_markets() {
     assert_eq!((sol.venue_symbol.as_str(), sol.price_precision, sol.qty_precision), ("SOLUSDT", 3, 0));
     assert_eq!(by_pair["ETH/USD"].price_precision, 2);
     assert!(m.instrument(&pair("DOGE/USD")).is_err());
+
+    // A spot pair (shape of BitMEX's spot listing, hand-written): `XBT_USDT` is XBT/USDT.
+    let spot = r#"[{"symbol":"XBT_USDT","typ":"IFXXXP","state":"Open","underlying":"XBT","quoteCurrency":"USDT",
+                    "settlCurrency":"USDt","lotSize":1000,"tickSize":0.5,"multiplier":1,"makerFee":0.001,"takerFee":0.001}]"#;
+    let spot = Markets::new(&rest::parse_instruments(spot).unwrap());
+    let s = &spot.list()[0];
+    assert_eq!((s.pair, s.venue_symbol.as_str(), s.min_qty.to_string()), (pair("XBT/USDT"), "XBT_USDT", "1000".into()));
+    assert_eq!(spot.by_pair[&pair("XBT/USDT")].settlement(), (Some("USDT".parse().unwrap()), 6));
 }
 
 #[test]

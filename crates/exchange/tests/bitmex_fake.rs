@@ -461,3 +461,34 @@ fn futures_are_send(ex: &mut BitmexExchange, cfg: BitmexConfig, id: &ClientOrder
     send(ex.instruments());
     send(ex.next_event());
 }
+
+#[tokio::test]
+async fn partial_fills_then_a_cancel_and_a_triggered_stop() {
+    let fake = fake(|_| {});
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    ex.place(&order("part-1", Side::Buy, limit("35000"), "500")).await.unwrap();
+    assert!(fake.fill_partially("part-1", "200".parse().unwrap(), "35000".parse().unwrap()));
+    let e = until(&mut ex, |e| matches!(e, Event::OrderPartiallyFilled(_))).await;
+    let Event::OrderPartiallyFilled(fill) = e.event else { unreachable!() };
+    assert_eq!((fill.qty.to_string(), fill.remaining.to_string()), ("200".into(), "300".into()));
+    let id: ClientOrderId = "part-1".parse().unwrap();
+    assert_eq!(ex.open_orders().await.unwrap(), vec![id.clone()]);
+    ex.cancel(&id).await.unwrap();
+    let e = until(&mut ex, |e| matches!(e, Event::OrderCanceled(_))).await;
+    assert!(matches!(e.event, Event::OrderCanceled(c) if c.client_id == id));
+
+    // A stop-loss sell triggers when a bin trades through it, and fills as taker.
+    let stop = OrderKind::StopLoss { trigger: "35000".parse().unwrap() };
+    ex.place(&order("stop-1", Side::Sell, stop, "200")).await.unwrap();
+    let mut falling = recorded_candles().last().unwrap().clone();
+    falling.open_time += 60_000;
+    falling.low = "34900".parse().unwrap();
+    falling.close = "34950".parse().unwrap();
+    fake.push_candle(falling);
+    let e = until(&mut ex, |e| matches!(e, Event::OrderFilled(_))).await;
+    let Event::OrderFilled(fill) = e.event else { unreachable!() };
+    assert_eq!((fill.client_id.as_str(), fill.side, fill.price.to_string()), ("stop-1", Side::Sell, "35000".into()));
+    assert!(!fill.fee.is_sign_negative() && !fill.fee.is_zero());
+    let sent = fake.orders().into_iter().find(|o| o.cl_ord_id == "stop-1").unwrap();
+    assert_eq!((sent.ord_type.as_str(), sent.stop_px.unwrap().to_string()), ("Stop", "35000".into()));
+}

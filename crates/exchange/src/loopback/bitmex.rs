@@ -114,6 +114,13 @@ pub struct FakeOrder {
     pub time: i64,
 }
 
+impl FakeOrder {
+    /// New or partially filled.
+    pub fn is_open(&self) -> bool {
+        self.status == "New" || self.status == "PartiallyFilled"
+    }
+}
+
 /// A request as the fake saw it (without its headers, which carry the key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeRequest {
@@ -329,14 +336,18 @@ impl State {
     }
 
     /// Fills order `index` completely at `price`, as taker or maker, and tells the sockets.
-    fn fill(&mut self, index: usize, price: Decimal, taker: bool) {
+    fn fill(&mut self, index: usize, qty: Decimal, price: Decimal, taker: bool) {
         let exec_id = self.uuid();
         let o = &mut self.orders[index];
-        let qty = o.leaves;
+        let qty = qty.min(o.leaves);
+        let before = o.cum;
         o.cum += qty;
-        o.leaves = Decimal::ZERO;
-        o.avg_px = Some(price);
-        o.status = "Filled".into();
+        o.leaves -= qty;
+        o.avg_px = Some(match o.avg_px {
+            Some(avg) if !before.is_zero() => ((avg * before + price * qty) / o.cum).round_dp(8).normalize(),
+            _ => price,
+        });
+        o.status = if o.leaves.is_zero() { "Filled" } else { "PartiallyFilled" }.into();
         o.time = now_ms();
         let o = o.clone();
         let Some(i) = self.instrument(&o.symbol).cloned() else { return };
@@ -361,7 +372,7 @@ impl State {
             position.1
         };
         let exec = format!(
-            r#"{{"execID":{},"orderID":{},"clOrdID":{},"account":1,"symbol":{},"side":"{}","lastQty":{},"lastPx":{},"orderQty":{},"price":{},"currency":"USD","settlCurrency":{},"execType":"Trade","ordType":"{}","ordStatus":"Filled","leavesQty":0,"cumQty":{},"avgPx":{},"commission":{},"execCost":{},"execComm":{},"text":"Submitted via API.","transactTime":"{}","timestamp":"{}"}}"#,
+            r#"{{"execID":{},"orderID":{},"clOrdID":{},"account":1,"symbol":{},"side":"{}","lastQty":{},"lastPx":{},"orderQty":{},"price":{},"currency":"USD","settlCurrency":{},"execType":"Trade","ordType":"{}","ordStatus":"{}","leavesQty":{},"cumQty":{},"avgPx":{},"commission":{},"execCost":{},"execComm":{},"text":"Submitted via API.","transactTime":"{}","timestamp":"{}"}}"#,
             json_str(&exec_id),
             json_str(&o.order_id),
             json_str(&o.cl_ord_id),
@@ -373,8 +384,10 @@ impl State {
             num(o.price),
             json_str(&i.settl_currency),
             o.ord_type,
+            o.status,
+            num(Some(o.leaves)),
             num(Some(o.cum)),
-            num(Some(price)),
+            num(o.avg_px),
             num(Some(rate)),
             num(Some(cost)),
             num(Some(comm)),
@@ -432,7 +445,7 @@ impl State {
         let (low, high) = (candle.low.value(), candle.high.value());
         for index in 0..self.orders.len() {
             let o = &self.orders[index];
-            if o.symbol != symbol || o.status != "New" {
+            if o.symbol != symbol || !o.is_open() {
                 continue;
             }
             let buy = o.side == "Buy";
@@ -443,7 +456,8 @@ impl State {
                 _ => None,
             };
             if let Some((price, taker)) = fill {
-                self.fill(index, price, taker);
+                let qty = self.orders[index].leaves;
+                self.fill(index, qty, price, taker);
             }
         }
         self.streamed.push(candle);
@@ -549,7 +563,7 @@ impl State {
                 else {
                     return error(404, "HTTPError", "Not Found");
                 };
-                if self.orders[index].status == "New" {
+                if self.orders[index].is_open() {
                     self.cancel(index);
                     HttpResponse::json(200, format!("[{}]", self.order_json(&self.orders[index])))
                 } else {
@@ -566,8 +580,7 @@ impl State {
             ("DELETE", "/order/all") => {
                 let open: Vec<usize> = (0..self.orders.len())
                     .filter(|&i| {
-                        self.orders[i].status == "New"
-                            && body.symbol.as_ref().is_none_or(|s| *s == self.orders[i].symbol)
+                        self.orders[i].is_open() && body.symbol.as_ref().is_none_or(|s| *s == self.orders[i].symbol)
                     })
                     .collect();
                 for &i in &open {
@@ -610,7 +623,7 @@ impl State {
             .filter(|o| q.get("symbol").is_none_or(|s| *s == o.symbol))
             .filter(|o| filter["clOrdID"].as_str().is_none_or(|c| c == o.cl_ord_id))
             .filter(|o| filter["orderID"].as_str().is_none_or(|c| c == o.order_id))
-            .filter(|o| filter["open"].as_bool() != Some(true) || o.status == "New")
+            .filter(|o| filter["open"].as_bool() != Some(true) || o.is_open())
             .collect();
         if q.get("reverse").is_some_and(|r| r == "true") {
             rows.reverse();
@@ -673,7 +686,7 @@ impl State {
         self.publish_rows("order", "insert", Some(&symbol), true, &[json]);
         if self.orders[index].ord_type == "Market" {
             match market_price {
-                Some(p) => self.fill(index, p, true),
+                Some(p) => self.fill(index, qty, p, true),
                 None => self.cancel(index),
             }
         }
@@ -689,7 +702,7 @@ impl State {
         else {
             return error(400, "ValidationError", "Invalid origClOrdID");
         };
-        if self.orders[index].status != "New" {
+        if !self.orders[index].is_open() {
             return error(400, "ValidationError", "Invalid ordStatus");
         }
         let Some(i) = self.instrument(&self.orders[index].symbol).cloned() else {
@@ -830,11 +843,7 @@ impl State {
             "execution" => vec![rows(self.executions.clone())],
             "order" => {
                 vec![rows(
-                    self.orders
-                        .iter()
-                        .filter(|o| o.status == "New" && mine(&o.symbol))
-                        .map(|o| self.order_json(o))
-                        .collect(),
+                    self.orders.iter().filter(|o| o.is_open() && mine(&o.symbol)).map(|o| self.order_json(o)).collect(),
                 )]
             }
             "margin" => vec![format!(r#"{{"table":"margin","action":"partial","data":{}}}"#, self.margin_json())],
@@ -974,6 +983,15 @@ impl FakeBitmex {
     /// Open WebSockets that authenticated.
     pub fn authenticated_sockets(&self) -> usize {
         lock(&self.state).sockets.iter().filter(|s| s.authed).count()
+    }
+
+    /// Fills `qty` of the open order `cl_ord_id` at `price`, as maker (a partial fill when
+    /// less than what is left); `false` when there is no such open order.
+    pub fn fill_partially(&self, cl_ord_id: &str, qty: Decimal, price: Decimal) -> bool {
+        let mut s = lock(&self.state);
+        let Some(index) = s.orders.iter().position(|o| o.cl_ord_id == cl_ord_id && o.is_open()) else { return false };
+        s.fill(index, qty, price, false);
+        true
     }
 
     /// Streams `candle` now (besides the paced stream): its bin, and the fills it causes.

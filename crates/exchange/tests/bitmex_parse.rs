@@ -87,6 +87,10 @@ fn recorded_instruments_become_markets() {
     let s = &spot.list()[0];
     assert_eq!((s.pair, s.venue_symbol.as_str(), s.min_qty.to_string()), (pair("XBT/USDT"), "XBT_USDT", "1000".into()));
     assert_eq!(spot.by_pair[&pair("XBT/USDT")].settlement(), (Some("USDT".parse().unwrap()), 6));
+    // An index has no lot or tick size: not an instrument crypy can trade.
+    let index = r#"[{"symbol":".BXBT","typ":"MRCXXX","state":"Unlisted","underlying":"XBT","quoteCurrency":"USD","lotSize":null,"tickSize":0.01}]"#;
+    assert!(rest::parse_instruments(index).unwrap().is_empty());
+    assert!(rest::parse_instruments("{}").is_err());
 }
 
 #[test]

@@ -133,26 +133,25 @@ struct RawInstrument {
     last_price: Num,
 }
 
-/// Parses an `/instrument` or `/instrument/active` body.
+/// Parses an `/instrument` or `/instrument/active` body. Instruments without a positive lot
+/// and tick size (indices, which cannot be traded) are left out.
 ///
 /// # Errors
-/// A body that is not a list of instruments, or one without a positive lot or tick size.
+/// A body that is not a list of instruments.
 pub fn parse_instruments(body: &str) -> Result<Vec<Instrument>, ExchangeError> {
     let raw: Vec<RawInstrument> =
         serde_json::from_str(body).map_err(|e| bad(format!("instrument list does not parse: {e}")))?;
-    raw.into_iter()
-        .map(|r| {
-            let positive = |n: Num, name: &str| match n.0 {
-                Some(d) if d > Decimal::ZERO => Ok(d),
-                _ => Err(bad(format!("instrument {}: {name} is not positive", r.symbol))),
-            };
+    Ok(raw
+        .into_iter()
+        .filter_map(|r| {
+            let positive = |n: Num| n.0.filter(|d| *d > Decimal::ZERO);
             let pair = match (r.underlying.parse::<Asset>(), r.quote_currency.parse::<Asset>()) {
                 (Ok(b), Ok(q)) if b != q => Some(Pair::new(b, q)),
                 _ => None,
             };
-            Ok(Instrument {
-                lot_size: positive(r.lot_size, "lotSize")?,
-                tick_size: positive(r.tick_size, "tickSize")?,
+            Some(Instrument {
+                lot_size: positive(r.lot_size)?,
+                tick_size: positive(r.tick_size)?,
                 max_order_qty: r.max_order_qty.0,
                 multiplier: r.multiplier.0,
                 is_inverse: r.is_inverse,
@@ -169,7 +168,7 @@ pub fn parse_instruments(body: &str) -> Result<Vec<Instrument>, ExchangeError> {
                 quote_currency: r.quote_currency,
             })
         })
-        .collect()
+        .collect())
 }
 
 impl Instrument {

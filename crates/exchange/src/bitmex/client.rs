@@ -7,7 +7,10 @@
 //! [`next_event`](Exchange::next_event) only reads, so that waiting for an event is cancel-safe.
 //! When the socket drops it reconnects with back-off, authenticates and subscribes again; the
 //! book resyncs from the new partial, and executions are deduplicated by `execID`, so a fill is
-//! reported once even when a reconnect's partial repeats it.
+//! reported once even when a reconnect's partial repeats it. The executions in the FIRST
+//! session's partial predate the connection and are not reported (a desk reconciles its orders
+//! at start, e.g. with [`BitmexExchange::order`]); bins that closed while the socket was down
+//! are fetched from `/trade/bucketed`, so the candles stay contiguous.
 //!
 //! **Never a duplicate order.** `place` sends `clOrdID` (see [`rest::cl_ord_id`]); before it
 //! sends again after a timeout, a dropped connection, a 5xx or a 429, it asks `GET /order`

@@ -1,25 +1,31 @@
-//! [`BitmexExchange`](crate::bitmex::BitmexExchange): a BitMEX account as a crypy [`Exchange`](crate::Exchange).
+//! [`BitmexExchange`]: a BitMEX account as a crypy [`Exchange`].
 //!
 //! It owns the REST calls (signed with a short `api-expires`, paced by the `x-ratelimit-*`
-//! headers, retried with bounded back-off) and the realtime WebSocket, which runs on a task of
-//! its own: it authenticates, subscribes, keeps the L2 books, and turns closed trade bins and
-//! the account's executions into [`VenueEvent`](crate::VenueEvent)s on a channel that
-//! [`next_event`](crate::Exchange::next_event) only reads, so that waiting for an event is cancel-safe.
-//! When the socket drops it reconnects with back-off, authenticates and subscribes again; the
-//! book resyncs from the new partial, and executions are deduplicated by `execID`, so a fill is
-//! reported once even when a reconnect's partial repeats it. The executions in the FIRST
-//! session's partial predate the connection and are not reported (a desk reconciles its orders
-//! at start, e.g. with [`BitmexExchange::order`](crate::bitmex::BitmexExchange::order)); bins that closed while the socket was down
-//! are fetched from `/trade/bucketed`, so the candles stay contiguous.
+//! headers, retried with bounded back-off) and the realtime WebSocket, which runs on a task of its
+//! own: it authenticates, subscribes, keeps the L2 books, and turns closed trade bins and the
+//! account's executions into [`VenueEvent`]s on a channel that [`next_event`] only reads, so that
+//! waiting for an event is cancel-safe. When the socket drops it reconnects with back-off,
+//! authenticates and subscribes again; the book resyncs from the new partial, and executions are
+//! deduplicated by `execID`, so a fill is reported once even when a reconnect's partial repeats
+//! it. The executions in the FIRST session's partial predate the connection and are not reported
+//! (a desk reconciles its orders at start, e.g. with [`BitmexExchange::order`]); bins that closed
+//! while the socket was down are fetched from `/trade/bucketed`, so the candles stay contiguous.
 //!
-//! **Never a duplicate order.** `place` sends `clOrdID` (see [`rest::cl_ord_id`](crate::bitmex::rest::cl_ord_id)); before it
-//! sends again after a timeout, a dropped connection, a 5xx or a 429, it asks `GET /order`
-//! for that `clOrdID` and returns the order it finds. BitMEX refuses a second order with the
-//! same `clOrdID` ("Duplicate clOrdID"), which `place` also answers with the order found.
+//! **Never a duplicate order.** `place` sends `clOrdID` (see [`rest::cl_ord_id`]); before it sends
+//! again after a timeout, a dropped connection, a 5xx or a 429, it asks `GET /order` for that
+//! `clOrdID` and returns the order it finds. BitMEX refuses a second order with the same `clOrdID`
+//! ("Duplicate clOrdID"), which `place` also answers with the order found.
 //!
-//! **No secret leaves.** Errors carry the endpoint and BitMEX's message, never a header;
-//! `Debug` shows no key; the raw tap gets only what BitMEX sends, and not the answer to the
-//! WebSocket authentication, which echoes the key and signature.
+//! **No secret leaves.** Errors carry the endpoint and BitMEX's message, never a header; `Debug`
+//! shows no key; the raw tap gets only what BitMEX sends, and not the answer to the WebSocket
+//! authentication, which echoes the key and signature.
+//!
+//! [`BitmexExchange`]: crate::bitmex::BitmexExchange
+//! [`Exchange`]: crate::Exchange
+//! [`VenueEvent`]: crate::VenueEvent
+//! [`next_event`]: crate::Exchange::next_event
+//! [`BitmexExchange::order`]: crate::bitmex::BitmexExchange::order
+//! [`rest::cl_ord_id`]: crate::bitmex::rest::cl_ord_id
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

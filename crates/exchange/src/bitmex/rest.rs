@@ -1,27 +1,33 @@
-//! What BitMEX's REST and realtime tables say, in crypy's terms: instruments (→ [`Market`](crypy_core::Market)s),
-//! trade buckets (→ [`Candle`](crypy_core::Candle)s), margins (→ [`Balance`](crypy_core::Balance)s), positions, executions and the L2
-//! book; and what crypy sends: order bodies, `clOrdID`s and query strings.
+//! What BitMEX's REST and realtime tables say, in crypy's terms: instruments (→ [`Market`]s),
+//! trade buckets (→ [`Candle`]s), margins (→ [`Balance`]s), positions, executions and the L2 book;
+//! and what crypy sends: order bodies, `clOrdID`s and query strings.
 //!
 //! Pure functions over text: no I/O, so every rule here is tested on recorded bodies.
 //!
 //! ## How BitMEX maps onto crypy
-//! - A [`Market`](crypy_core::Market) is an instrument that is a perpetual swap (`typ` `FFWCSX`) or a spot pair
-//!   (`IFXXXP`), its [`Pair`](crypy_core::Pair) `underlying/quoteCurrency` (`XBTUSD` is `XBT/USD`, `XBT_USDT` is
-//!   `XBT/USDT`). Dated futures (`XBTU21`) would collide with the perpetual on the same pair,
-//!   so they are not markets (still listed by [`Instrument`](crate::bitmex::rest::Instrument)s). On a collision the first listed
-//!   wins.
-//! - A crypy [`Qty`](crypy_core::Qty) on BitMEX is the instrument's own order quantity, `orderQty`, unconverted:
-//!   USD contracts on the inverse `XBTUSD`, contracts on linear and quanto swaps, the
-//!   instrument's unit on spot. Converting to the base asset would need the multiplier and a
-//!   price, and would not survive the round trip exactly; so `min_qty` is `lotSize`,
-//!   `qty_precision` the decimals of `lotSize`, and fills, positions and candle volumes are in
-//!   the same unit.
-//! - `price_precision` is the decimals of `tickSize`; a price must also be a multiple of the
-//!   tick (`0.5` on `XBTUSD`), which [`check_order`](crate::bitmex::rest::check_order) enforces before anything is sent.
-//! - Margin amounts come in the settlement currency's smallest unit: `XBt` is 1e-8 `XBT`,
-//!   `USDt` 1e-6 `USDT`, `Gwei` 1e-9 `ETH`; they are scaled exactly (decimal shifts, no
-//!   division). A balance's total is `walletBalance`, free is `availableMargin`, reserved the
-//!   rest. Fees (`execComm`) and realised P&L are scaled the same way.
+//! - A [`Market`] is an instrument that is a perpetual swap (`typ` `FFWCSX`) or a spot pair
+//!   (`IFXXXP`), its [`Pair`] `underlying/quoteCurrency` (`XBTUSD` is `XBT/USD`, `XBT_USDT` is
+//!   `XBT/USDT`). Dated futures (`XBTU21`) would collide with the perpetual on the same pair, so
+//!   they are not markets (still listed by [`Instrument`]s). On a collision the first listed wins.
+//! - A crypy [`Qty`] on BitMEX is the instrument's own order quantity, `orderQty`, unconverted:
+//!   USD contracts on the inverse `XBTUSD`, contracts on linear and quanto swaps, the instrument's
+//!   unit on spot. Converting to the base asset would need the multiplier and a price, and would
+//!   not survive the round trip exactly; so `min_qty` is `lotSize`, `qty_precision` the decimals
+//!   of `lotSize`, and fills, positions and candle volumes are in the same unit.
+//! - `price_precision` is the decimals of `tickSize`; a price must also be a multiple of the tick
+//!   (`0.5` on `XBTUSD`), which [`check_order`] enforces before anything is sent.
+//! - Margin amounts come in the settlement currency's smallest unit: `XBt` is 1e-8 `XBT`, `USDt`
+//!   1e-6 `USDT`, `Gwei` 1e-9 `ETH`; they are scaled exactly (decimal shifts, no division). A
+//!   balance's total is `walletBalance`, free is `availableMargin`, reserved the rest. Fees
+//!   (`execComm`) and realised P&L are scaled the same way.
+//!
+//! [`Market`]: crypy_core::Market
+//! [`Candle`]: crypy_core::Candle
+//! [`Balance`]: crypy_core::Balance
+//! [`Pair`]: crypy_core::Pair
+//! [`Qty`]: crypy_core::Qty
+//! [`Instrument`]: crate::bitmex::rest::Instrument
+//! [`check_order`]: crate::bitmex::rest::check_order
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

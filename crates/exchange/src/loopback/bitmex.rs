@@ -7,8 +7,11 @@
 //! tick sizes), answers with BitMEX's error bodies and `x-ratelimit-*` headers, and keeps the
 //! account: orders, executions, positions, margin. Market orders fill at once at the latest
 //! close; limit, stop and if-touched orders fill when a streamed candle crosses their price.
-//! Faults are injected per path ([`FakeBitmex::fail_next`](crate::loopback::bitmex::FakeBitmex::fail_next)) and the sockets can be dropped
-//! ([`FakeBitmex::drop_websockets`](crate::loopback::bitmex::FakeBitmex::drop_websockets)) to test what a client does about them.
+//! Faults are injected per path ([`fail_next`]) and the sockets can be dropped
+//! ([`drop_websockets`]) to test what a client does about them.
+//!
+//! [`fail_next`]: crate::loopback::bitmex::FakeBitmex::fail_next
+//! [`drop_websockets`]: crate::loopback::bitmex::FakeBitmex::drop_websockets
 //!
 //! Known simplifications: a limit order never fills on arrival, even when marketable; margin
 //! only moves by fees (no unrealised P&L or order margin); one account.

@@ -62,3 +62,47 @@ pub fn small_desk(dir: &Path, bars: usize, min_sharpe: &str) -> (PathBuf, PathBu
     std::fs::write(&market, text.lines().take(bars + 1).collect::<Vec<_>>().join("\n")).unwrap();
     (templates, market)
 }
+
+/// [`run`], but the process is killed (and the test fails with what it printed) when it has
+/// not ended within `limit`: a desk on a live venue runs until told to stop.
+pub fn run_within(cmd: &mut Command, code: i32, limit: std::time::Duration) -> String {
+    use std::io::Read;
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("crypy runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    match status {
+        None => panic!("{cmd:?} did not end within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"),
+        Some(status) => {
+            assert_eq!(status.code(), Some(code), "{cmd:?} ended with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+            if code == 0 {
+                stdout
+            } else {
+                format!("{stdout}{stderr}")
+            }
+        }
+    }
+}

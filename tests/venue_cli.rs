@@ -5,6 +5,9 @@ use crypy_exchange::loopback::kraken::{FakeKraken, FakeKrakenOptions, Fault};
 
 use crate::util::*;
 
+/// A desk on a live venue that has not ended by then is stuck: fail with what it printed.
+const LIMIT: Duration = Duration::from_secs(120);
+
 /// Kraken's documented example secret (its REST authentication guide), and a key.
 const KRAKEN_SECRET: &str = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
 const KRAKEN_KEY: &str = "TESTKEY-Kr4k3n-d0-n0t-l0g";
@@ -26,14 +29,15 @@ fn bundled(bars: usize) -> Vec<crypy_core::Candle> {
 fn fake_kraken(bars: usize) -> FakeKraken {
     let mut opts = FakeKrakenOptions::new(KRAKEN_KEY, KRAKEN_SECRET);
     opts.candles = bundled(bars);
-    opts.candle_pace = Duration::from_millis(2);
+    opts.candle_pace = Duration::from_millis(8);
     opts.balances = FakeKrakenOptions::balance_body(&[("ZEUR", "10000.0000")]);
     FakeKraken::start(opts).unwrap()
 }
 
 fn kraken(data: &Path, fake: &FakeKraken, templates: &Path, candles: usize) -> std::process::Command {
     let mut cmd = crypy(data);
-    cmd.args(["kraken", "--rest-url", &fake.rest_url(), "--ws-url", &fake.ws_url(), "--interval", "15m"])
+    cmd.args(["kraken", "--rest-url", &fake.rest_url(), "--ws-url", &fake.ws_url()])
+        .args(["--ws-auth-url", &fake.ws_auth_url(), "--interval", "15m"])
         .args(["--templates"])
         .arg(templates)
         .args(["--candles", &candles.to_string(), "--timeout", "1"])
@@ -58,7 +62,7 @@ fn kraken_paper_trades_live_candles_locally_and_the_run_replays() {
     let (templates, _) = small_desk(dir.path(), 900, "0.0");
     let fake = fake_kraken(900);
     let data = dir.path().join("paper");
-    let out = run(kraken(&data, &fake, &templates, 899).args(["--paper", "--record", "--json"]), 0);
+    let out = run_within(kraken(&data, &fake, &templates, 899).args(["--paper", "--record", "--json"]), 0, LIMIT);
     let s = summary(&out);
     assert_eq!(s["candles"], 899, "{s}");
     assert!(s["orders"].as_u64().unwrap() > 0 && s["fills"].as_u64().unwrap() > 0, "the desk traded: {s}");
@@ -118,14 +122,15 @@ fn a_live_kraken_desk_survives_faults_without_a_duplicate_order_and_never_shows_
             fake.fail_next("/0/private/AddOrder", Fault::ServerError);
             fake.orders().len()
         });
-        let out = run(&mut cmd, 0);
+        let out = run_within(&mut cmd, 0, LIMIT);
         (out, watcher.join().unwrap())
     });
     let (out, _) = faults;
     let s = summary(&out);
-    assert_eq!(s["candles"], 899, "{s}");
+    assert!(s["candles"].as_u64().unwrap() >= 899, "{s}");
     let orders = fake.orders();
     assert!(orders.len() >= 3, "the desk placed orders through the faults: {s}");
+    assert_eq!(s["accounting_ok"], true, "the desk's books agree with the venue's: {s}");
     let mut ids: Vec<_> = orders.iter().map(|o| o.cl_ord_id.clone().unwrap()).collect();
     ids.sort();
     let before = ids.len();

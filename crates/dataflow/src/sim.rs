@@ -633,6 +633,9 @@ impl<E: Exchange> DeskVenue for E {
     }
 }
 
+/// How long a live desk that was told to stop waits for its open orders to end.
+const LIVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a desk on any venue needs besides the venue.
 #[derive(Debug, Clone)]
 pub struct DeskOptions {
@@ -784,7 +787,15 @@ pub fn run_desk<E: Exchange>(
     let pace = opts.speed.filter(|s| *s > 0.0 && s.is_finite());
     let mut clock: Option<(std::time::Instant, i64)> = None;
     let tick = std::time::Duration::from_millis(20);
+    // After its last candle a live desk waits (a while) for the orders it has out to end, so
+    // that it stops with its books agreeing with the venue.
+    let mut draining: Option<std::time::Instant> = None;
     loop {
+        if draining
+            .is_some_and(|until| std::time::Instant::now() >= until || host.society().open_order_ids().is_empty())
+        {
+            break;
+        }
         if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
             break;
         }
@@ -828,6 +839,11 @@ pub fn run_desk<E: Exchange>(
         };
         let is_candle = matches!(reported.event, Event::Candle(_));
         desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
+        if opts.poll.is_some() {
+            // A live venue reports at human pace: each input is durable before the next, so
+            // a crash loses nothing the venue said.
+            desk_loop.rec.flush()?;
+        }
         if is_candle {
             let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
             desk_loop.books.start_equity.get_or_insert(equity);
@@ -836,8 +852,11 @@ pub fn run_desk<E: Exchange>(
             if candles_done.is_multiple_of(1000) || candles_done == total || opts.poll.is_some() {
                 progress(candles_done, total);
             }
-            if opts.stop_after_candles.is_some_and(|n| candles_done >= n) {
-                break;
+            if draining.is_none() && opts.stop_after_candles.is_some_and(|n| candles_done >= n) {
+                if opts.poll.is_none() {
+                    break;
+                }
+                draining = Some(std::time::Instant::now() + LIVE_DRAIN);
             }
         }
     }

@@ -170,12 +170,12 @@ pub fn paper_account(args: &VenueArgs, pairs: &[Pair], account: &str) -> anyhow:
 /// The runtime a live venue's connections run on: one thread besides the desk's, so that
 /// they keep reading (and answering pings) while the desk thinks.
 pub fn venue_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("venue")
         .enable_all()
         .build()
-        .context("cannot start the venue's runtime")?)
+        .context("cannot start the venue's runtime")
 }
 
 /// The templates of `--templates`, or the defaults.
@@ -248,30 +248,6 @@ pub fn key_for(exchange: &str, args: &VenueArgs) -> anyhow::Result<Option<ApiKey
     Ok(if args.paper { None } else { key })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn a_key_file_others_can_read_is_refused_and_errors_never_show_it() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kraken.key");
-        std::fs::write(&path, "key = \"K3Y-VALUE\"\nsecret = \"S3CRET-VALUE\"\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_key("KRAKEN", Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("can be read by others (mode 644)"), "{err}");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let key = load_key("KRAKEN", Some(&path)).unwrap().unwrap();
-        assert_eq!((key.key.as_str(), key.secret.as_str()), ("K3Y-VALUE", "S3CRET-VALUE"));
-        assert_eq!(format!("{key:?}"), "ApiKey(…)");
-        std::fs::write(&path, "S3CRET-VALUE\n").unwrap();
-        let err = load_key("KRAKEN", Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("line 1") && !err.contains("S3CRET"), "{err}");
-    }
-}
-
 /// `crypy kraken`.
 pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
     use crypy_exchange::kraken::{KrakenConfig, KrakenCredential, KrakenExchange};
@@ -311,7 +287,55 @@ pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
     run_on(runtime, venue, v, &pairs, recording)
 }
 
+/// `crypy bitmex [--testnet]`.
 pub fn bitmex(args: crate::args::BitmexArgs) -> anyhow::Result<ExitCode> {
-    let _ = (&args.venue, args.testnet);
-    bail!("the BitMEX adapter is being wired in")
+    use crypy_exchange::bitmex::{BitmexConfig, BitmexCredential, BitmexExchange};
+    let v = &args.venue;
+    let account = account(v);
+    let key = key_for("BITMEX", v)?;
+    let pairs = if v.pairs.is_empty() { vec!["XBT/USD".parse()?] } else { v.pairs.clone() };
+    std::fs::create_dir_all(&v.dir.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", v.dir.data_dir.display()))?;
+    let recording = if v.record { Some(Recording::start(&v.dir.data_dir, "bitmex", &account)?) } else { None };
+    let mut config = if args.testnet { BitmexConfig::testnet(&account) } else { BitmexConfig::new(&account) };
+    if let Some(url) = &v.rest_url {
+        config.rest_url.clone_from(url);
+    }
+    if let Some(url) = &v.ws_url {
+        config.ws_url.clone_from(url);
+    }
+    config.credential = key.map(|k| BitmexCredential::new(k.key, k.secret));
+    config.pairs.clone_from(&pairs);
+    config.interval = v.interval;
+    config.timeout = std::time::Duration::from_secs(v.timeout.max(1));
+    config.raw = recording.as_ref().and_then(Recording::tap);
+    let runtime = venue_runtime()?;
+    let venue = runtime
+        .block_on(BitmexExchange::connect(config))
+        .with_context(|| format!("cannot connect to BitMEX as bitmex:{account}"))?;
+    run_on(runtime, venue, v, &pairs, recording)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_and_errors_never_show_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kraken.key");
+        std::fs::write(&path, "key = \"K3Y-VALUE\"\nsecret = \"S3CRET-VALUE\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_key("KRAKEN", Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("can be read by others (mode 644)"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let key = load_key("KRAKEN", Some(&path)).unwrap().unwrap();
+        assert_eq!((key.key.as_str(), key.secret.as_str()), ("K3Y-VALUE", "S3CRET-VALUE"));
+        assert_eq!(format!("{key:?}"), "ApiKey(…)");
+        std::fs::write(&path, "S3CRET-VALUE\n").unwrap();
+        let err = load_key("KRAKEN", Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("line 1") && !err.contains("S3CRET"), "{err}");
+    }
 }

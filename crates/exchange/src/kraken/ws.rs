@@ -382,7 +382,10 @@ fn on_ohlc(shared: &SharedState, interval: Interval, minutes: u32, snapshot: boo
             volume: Qty::new(item.volume.0),
             trades: item.trades.and_then(|t| t.0.to_u64()),
         };
-        if snapshot && s.ohlc_seen.insert(pair) {
+        // Only a snapshot that is the first word about a pair is history: when updates came
+        // first (a connection made before any candle), a later snapshot is a reconnection's
+        // and carries what was missed.
+        if s.ohlc_seen.insert(pair) && snapshot {
             first_snapshot.insert(pair);
         }
         let last_committed = s.committed.get(&pair).copied().unwrap_or(i64::MIN);

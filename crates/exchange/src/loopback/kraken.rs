@@ -157,6 +157,10 @@ struct State {
     tokens: HashSet<String>,
     private_subs: Vec<UnboundedSender<String>>,
     candle_index: Option<usize>,
+    /// The market's clock once candles stream: the open of the one in progress. Executions
+    /// carry it, so that they agree with the candles as on a real venue where both are live
+    /// (the fake plays history faster than it happened).
+    market_ms: Option<i64>,
     ohlc_subscribed: bool,
     book_corrupted: bool,
     next_id: u64,
@@ -253,6 +257,7 @@ impl FakeKraken {
             tokens: HashSet::new(),
             private_subs: Vec::new(),
             candle_index: None,
+            market_ms: None,
             ohlc_subscribed: false,
             book_corrupted: false,
             next_id: 0,
@@ -665,7 +670,7 @@ fn exec_item(s: &State, i: usize, exec_type: &str, trade: Option<(&str, Decimal,
             ("open", _) if !o.executed.is_zero() => "partially_filled",
             (status, _) => status,
         },
-        "timestamp": rfc3339(now_ms()),
+        "timestamp": rfc3339(s.market_ms.unwrap_or_else(now_ms)),
     });
     if let Some(c) = &o.cl_ord_id {
         item["cl_ord_id"] = serde_json::json!(c);
@@ -758,6 +763,7 @@ fn advance(inner: &Inner) -> bool {
     let next = s.candle_index.map_or(0, |i| i + 1);
     let Some(candle) = inner.opts.candles.get(next) else { return false };
     s.candle_index = Some(next);
+    s.market_ms = Some(candle.open_time);
     let wsname = candle.pair.to_string();
     let (low, high) = (candle.low.value(), candle.high.value());
     // A resting order takes at most what traded in the candle: big orders fill in parts.
@@ -798,20 +804,34 @@ fn ack(channel: &str, symbol: Option<&str>, success: bool, error: Option<&str>) 
 }
 
 fn ohlc_message(kind: &str, c: &Candle) -> Message {
-    let symbol = v2_symbol(&c.pair);
+    ohlc_message_of(kind, std::slice::from_ref(c))
+}
+
+/// One `ohlc` message with `candles` as its data (a snapshot carries the recent ones).
+fn ohlc_message_of(kind: &str, candles: &[Candle]) -> Message {
+    let data: Vec<String> = candles
+        .iter()
+        .map(|c| {
+            format!(
+                r#"{{"symbol":"{}","open":{},"high":{},"low":{},"close":{},"trades":{},"volume":{},"vwap":{},"interval_begin":"{}","interval":{},"timestamp":"{}"}}"#,
+                v2_symbol(&c.pair),
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.trades.unwrap_or(0),
+                c.volume,
+                c.close,
+                rfc3339(c.open_time),
+                c.interval.secs() / 60,
+                rfc3339(c.open_time),
+            )
+        })
+        .collect();
     Message::text(format!(
-        r#"{{"channel":"ohlc","type":"{kind}","timestamp":"{}","data":[{{"symbol":"{symbol}","open":{},"high":{},"low":{},"close":{},"trades":{},"volume":{},"vwap":{},"interval_begin":"{}","interval":{},"timestamp":"{}"}}]}}"#,
+        r#"{{"channel":"ohlc","type":"{kind}","timestamp":"{}","data":[{}]}}"#,
         rfc3339(now_ms()),
-        c.open,
-        c.high,
-        c.low,
-        c.close,
-        c.trades.unwrap_or(0),
-        c.volume,
-        c.close,
-        rfc3339(c.open_time),
-        c.interval.secs() / 60,
-        rfc3339(c.open_time),
+        data.join(",")
     ))
 }
 
@@ -913,12 +933,22 @@ async fn public_ws(inner: Arc<Inner>, mut ws: ServerWs) {
                                 s.candle_index
                             };
                             let pair = pair_of_v2(symbol);
-                            let snapshot = current
-                                .and_then(|i| inner.opts.candles[..=i].iter().rev().find(|c| Some(c.pair) == pair));
-                            if let Some(c) = snapshot {
-                                if ws.send(ohlc_message("snapshot", c)).await.is_err() {
-                                    return;
-                                }
+                            // As Kraken does, the snapshot carries the recent candles (up to
+                            // 720), so a client that reconnects recovers what it missed.
+                            let mut recent: Vec<Candle> = current
+                                .map(|i| {
+                                    inner.opts.candles[..=i]
+                                        .iter()
+                                        .rev()
+                                        .filter(|c| Some(c.pair) == pair)
+                                        .take(720)
+                                        .cloned()
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            recent.reverse();
+                            if !recent.is_empty() && ws.send(ohlc_message_of("snapshot", &recent)).await.is_err() {
+                                return;
                             }
                         }
                         _ => {}

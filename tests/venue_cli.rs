@@ -180,3 +180,66 @@ fn a_live_venue_without_a_key_or_with_a_bad_key_file_says_what_to_do() {
         run(crypy(&data).args(["kraken"]).env("CRYPY_KRAKEN_KEY", KRAKEN_KEY).env_remove("CRYPY_KRAKEN_SECRET"), 2);
     assert!(err.contains("CRYPY_KRAKEN_KEY is set but CRYPY_KRAKEN_SECRET is not"), "{err}");
 }
+
+const BITMEX_KEY: &str = "LAqUlngMIQkIUjXMUreyu3qn";
+const BITMEX_SECRET: &str = "chNOOS4KvNXR_Xq4k4c9qsfoKWvnDecLATCRlcBwyKDYnWgO";
+
+/// A fake BitMEX streaming its recorded XBTUSD minutes.
+fn fake_bitmex() -> (crypy_exchange::loopback::bitmex::FakeBitmex, usize) {
+    use crypy_exchange::loopback::bitmex::{recorded_candles, FakeBitmex, FakeBitmexOptions};
+    let mut opts = FakeBitmexOptions::new(BITMEX_KEY, BITMEX_SECRET);
+    opts.candles = std::mem::take(&mut opts.history);
+    opts.candle_pace = Duration::from_millis(5);
+    let streamed = recorded_candles().len();
+    (FakeBitmex::start(opts).unwrap(), streamed)
+}
+
+#[test]
+fn bitmex_testnet_paper_and_live_desks_run_on_the_venues_data_and_never_show_the_key() {
+    let (_, streamed) = fake_bitmex();
+    assert!(streamed > 10, "{streamed} recorded minutes");
+    let candles = (streamed - 2).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // A fake streams its candles once, from its first subscriber: one fake per desk.
+    let bitmex = |data: &Path, fake: &crypy_exchange::loopback::bitmex::FakeBitmex| {
+        let mut cmd = crypy(data);
+        cmd.args(["bitmex", "--testnet", "--rest-url", &fake.rest_url(), "--ws-url", &fake.ws_url()])
+            .args(["--candles", &candles, "--timeout", "2", "--json", "--record"])
+            .env_remove("CRYPY_BITMEX_KEY")
+            .env_remove("CRYPY_BITMEX_SECRET");
+        cmd
+    };
+    // Paper: public data only, the account in USD.
+    let paper = dir.path().join("paper");
+    let (fake, _) = fake_bitmex();
+    let s = summary(&run_within(bitmex(&paper, &fake).arg("--paper"), 0, LIMIT));
+    assert_eq!(s["candles"].as_u64().unwrap().to_string(), candles, "{s}");
+    assert_eq!(s["start_equity"], "0", "no EUR in a USD paper account: {s}");
+    assert!(s["end_balances"].as_array().unwrap().iter().any(|b| b["asset"] == "USD" && b["free"] == "10000"), "{s}");
+    let shown = run(crypy(&paper).args(["log", "show", "--kind", "markets", "--json"]), 0);
+    assert!(shown.contains("XBTUSD"), "the venue's markets are recorded: {}", &shown[..shown.len().min(400)]);
+    let spawned = run(crypy(&paper).args(["log", "show", "--kind", "agent_spawned", "--json"]), 0);
+    assert_eq!(json_lines(&spawned)[0]["source"], "bitmex:paper");
+    replay_ok(&paper);
+
+    // Live on the testnet: the key signs requests, balances come from the margin.
+    let live = dir.path().join("live");
+    let (fake, _) = fake_bitmex();
+    let mut cmd = bitmex(&live, &fake);
+    cmd.env("CRYPY_BITMEX_KEY", BITMEX_KEY).env("CRYPY_BITMEX_SECRET", BITMEX_SECRET);
+    let out = run_within(&mut cmd, 0, LIMIT);
+    let s = summary(&out);
+    assert_eq!(s["candles"].as_u64().unwrap().to_string(), candles, "{s}");
+    let balances = run(crypy(&live).args(["log", "show", "--kind", "balances", "--json"]), 0);
+    assert!(balances.contains("\"XBT\""), "the margin in XBT: {balances}");
+    replay_ok(&live);
+    let exported = run(crypy(&live).args(["log", "show", "--json"]), 0);
+    for (name, text) in [("log", exported.as_str()), ("--json output", out.as_str())] {
+        assert!(!text.contains(BITMEX_KEY) && !text.contains(BITMEX_SECRET), "a secret in the {name}");
+    }
+    for entry in std::fs::read_dir(live.join("recordings")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(text.contains("tradeBin1m"), "the stream is recorded");
+        assert!(!text.contains(BITMEX_KEY) && !text.contains(BITMEX_SECRET), "a secret in the recording");
+    }
+}

@@ -16,9 +16,9 @@ use std::future::Future;
 use crypy_core::{AgentId, Balance, Capabilities, ClientOrderId, Event, Market, OrderRequest};
 use thiserror::Error;
 
-/// BitMEX (signing so far).
+/// BitMEX: REST and realtime WebSocket, mainnet and testnet.
 pub mod bitmex;
-/// Kraken spot (signing so far).
+/// Kraken spot: REST and WebSocket v2.
 pub mod kraken;
 /// Loopback venue servers for tests (feature `loopback`).
 #[cfg(any(test, feature = "loopback"))]

@@ -248,16 +248,30 @@ pub fn key_for(exchange: &str, args: &VenueArgs) -> anyhow::Result<Option<ApiKey
     Ok(if args.paper { None } else { key })
 }
 
+/// What every venue command starts with: the account, the key, the pairs, the data dir and
+/// the recording.
+struct Start {
+    account: String,
+    key: Option<ApiKey>,
+    pairs: Vec<Pair>,
+    recording: Option<Recording>,
+}
+
+fn start(exchange: &str, default_pair: &str, v: &VenueArgs) -> anyhow::Result<Start> {
+    let account = account(v);
+    let key = key_for(&exchange.to_ascii_uppercase(), v)?;
+    let pairs = if v.pairs.is_empty() { vec![default_pair.parse()?] } else { v.pairs.clone() };
+    std::fs::create_dir_all(&v.dir.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", v.dir.data_dir.display()))?;
+    let recording = if v.record { Some(Recording::start(&v.dir.data_dir, exchange, &account)?) } else { None };
+    Ok(Start { account, key, pairs, recording })
+}
+
 /// `crypy kraken`.
 pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
     use crypy_exchange::kraken::{KrakenConfig, KrakenCredential, KrakenExchange};
     let v = &args.venue;
-    let account = account(v);
-    let key = key_for("KRAKEN", v)?;
-    let pairs = if v.pairs.is_empty() { vec!["XBT/EUR".parse()?] } else { v.pairs.clone() };
-    std::fs::create_dir_all(&v.dir.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", v.dir.data_dir.display()))?;
-    let recording = if v.record { Some(Recording::start(&v.dir.data_dir, "kraken", &account)?) } else { None };
+    let Start { account, key, pairs, recording } = start("kraken", "XBT/EUR", v)?;
     let mut config = KrakenConfig::new(&account);
     if let Some(url) = &v.rest_url {
         config.rest_url.clone_from(url);
@@ -291,12 +305,7 @@ pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
 pub fn bitmex(args: crate::args::BitmexArgs) -> anyhow::Result<ExitCode> {
     use crypy_exchange::bitmex::{BitmexConfig, BitmexCredential, BitmexExchange};
     let v = &args.venue;
-    let account = account(v);
-    let key = key_for("BITMEX", v)?;
-    let pairs = if v.pairs.is_empty() { vec!["XBT/USD".parse()?] } else { v.pairs.clone() };
-    std::fs::create_dir_all(&v.dir.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", v.dir.data_dir.display()))?;
-    let recording = if v.record { Some(Recording::start(&v.dir.data_dir, "bitmex", &account)?) } else { None };
+    let Start { account, key, pairs, recording } = start("bitmex", "XBT/USD", v)?;
     let mut config = if args.testnet { BitmexConfig::testnet(&account) } else { BitmexConfig::new(&account) };
     if let Some(url) = &v.rest_url {
         config.rest_url.clone_from(url);

@@ -83,18 +83,9 @@ impl FakeBitmexOptions {
     }
 }
 
-/// A failure to inject into the next request on a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// 429 with `x-ratelimit-remaining: 0` and `retry-after: 1`; nothing done.
-    TooManyRequests,
-    /// 503 "The system is currently overloaded"; nothing done.
-    ServerError,
-    /// The request IS carried out, and answered after `timeout_delay` (after the client gave up).
-    Timeout,
-    /// The connection closes without an answer; nothing done.
-    HangUp,
-}
+/// BitMEX's way of each: 429 with `x-ratelimit-remaining: 0` and `retry-after: 1`, 503 "The
+/// system is currently overloaded", a late answer after `timeout_delay`.
+pub use super::Fault;
 
 /// An order the fake accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,18 +31,8 @@ use crate::kraken::http::KrakenAssetPair;
 use crate::kraken::rest::{crypy_asset, form_decode, now_ms, pair_of_v2, parse_decimal, v2_symbol};
 use crate::kraken::KrakenCredential;
 
-/// A fault for the next request on a path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// HTTP 429 with `EAPI:Rate limit exceeded`; nothing done.
-    TooManyRequests,
-    /// HTTP 503 with `EService:Unavailable`; nothing done.
-    ServerError,
-    /// The request is carried out, and answered after the client gave up.
-    Timeout,
-    /// The connection closes without an answer; nothing done.
-    HangUp,
-}
+/// Kraken's way of each: 429 with `EAPI:Rate limit exceeded`, 503 with `EService:Unavailable`.
+pub use super::Fault;
 
 /// What the fake serves.
 #[derive(Clone, Debug)]

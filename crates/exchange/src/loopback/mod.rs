@@ -22,6 +22,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::WebSocketStream;
 
+/// A failure a fake venue injects into the next request on a path, as the real venue fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 429 with the venue's rate-limit error (and its headers); nothing done.
+    TooManyRequests,
+    /// HTTP 503 with the venue's overload error; nothing done.
+    ServerError,
+    /// The request IS carried out, and answered after the client gave up.
+    Timeout,
+    /// The connection closes without an answer; nothing done.
+    HangUp,
+}
+
 /// One HTTP request as the server read it.
 #[derive(Clone, Debug)]
 pub struct HttpRequest {

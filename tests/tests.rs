@@ -19,3 +19,7 @@ mod control_cli;
 /// `crypy kraken` and `crypy bitmex` against loopback venues: paper and live desks, faults
 /// without duplicate orders, recording, keys that never leak.
 mod venue_cli;
+
+/// `crypy sim` killed with SIGKILL at seeded moments and restarted: the log stays whole, no
+/// order is lost or doubled, the books agree.
+mod crash_cli;

@@ -633,6 +633,31 @@ impl<E: Exchange> DeskVenue for E {
     }
 }
 
+/// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended: what
+/// a run killed with orders out leaves behind.
+fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<ClientOrderId>, SimError> {
+    let mut open = std::collections::BTreeSet::new();
+    for e in log.iter_from(1) {
+        let e = e?;
+        match &e.event {
+            Event::OrderApproved(a) if e.source == desk => {
+                open.insert(a.client_id.clone());
+            }
+            Event::OrderFilled(f) => {
+                open.remove(&f.client_id);
+            }
+            Event::OrderCanceled(c) => {
+                open.remove(&c.client_id);
+            }
+            Event::OrderFailed(f) => {
+                open.remove(&f.client_id);
+            }
+            _ => {}
+        }
+    }
+    Ok(open.into_iter().collect())
+}
+
 /// How long a live desk that was told to stop waits for its open orders to end.
 const LIVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -730,6 +755,7 @@ pub fn run_desk<E: Exchange>(
         },
     )?;
     let desk = venue.desk();
+    let unfinished = unfinished_orders(&log, desk)?;
     let registry = Registry::default();
     let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?, opts.workers);
     let run = log.start_run()?;
@@ -780,6 +806,14 @@ pub fn run_desk<E: Exchange>(
     desk_loop.input(Event::Capabilities(capabilities), now, None, &mut venue, &mut host)?;
     desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut venue, &mut host)?;
     desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
+    if !unfinished.is_empty() {
+        // An earlier run was killed with orders out: the venue says how each ended, before
+        // this run trades.
+        for closing in desk_loop.runtime.block_on(venue.reconcile(&unfinished))? {
+            desk_loop.input(closing.event, closing.time, None, &mut venue, &mut host)?;
+        }
+        desk_loop.rec.flush()?;
+    }
 
     let start_balances = Exchange::balances_now(&venue);
     let mut candles_done = 0u64;

@@ -109,4 +109,40 @@ pub trait Exchange: Send {
     fn cancel(&mut self, client_id: &ClientOrderId) -> impl Future<Output = Result<(), ExchangeError>> + Send;
     /// Client ids of the orders still open.
     fn open_orders(&mut self) -> impl Future<Output = Result<Vec<ClientOrderId>, ExchangeError>> + Send;
+    /// What became of orders an earlier run of this desk sent and never saw end (it was
+    /// killed): one terminal event each, from the venue's own account of them, to record
+    /// before anything else. An order still open is canceled first (the new lifetime does
+    /// not own it).
+    ///
+    /// # Errors
+    /// When the venue cannot say, or says something the desk cannot record exactly (a fill
+    /// made while it was down): the desk does not start on books that disagree with the venue.
+    fn reconcile(
+        &mut self,
+        unfinished: &[ClientOrderId],
+    ) -> impl Future<Output = Result<Vec<VenueEvent>, ExchangeError>> + Send;
+}
+
+/// An order of an earlier run that the venue executed while no desk recorded it.
+pub fn unrecorded_fill(venue: &str, id: &ClientOrderId, venue_order_id: &str, filled: &str) -> ExchangeError {
+    ExchangeError::Rejected {
+        reason: format!(
+            "order {id} ({venue_order_id}) of an earlier run filled {filled} at {venue} while the desk was down; \
+             crypy cannot record that fill exactly yet, so it does not start on books that disagree with the venue"
+        ),
+    }
+}
+
+/// A terminal cancellation of `id` with `reason`, now.
+pub fn canceled_now(id: &ClientOrderId, time: i64, reason: String) -> VenueEvent {
+    VenueEvent { time, event: Event::OrderCanceled(crypy_core::event::OrderCanceled { client_id: id.clone(), reason }) }
+}
+
+/// The events that close orders whose venue ended with the process that placed them (the
+/// simulator, a paper account): nothing of them survives, so each is canceled.
+pub fn reconcile_lost(unfinished: &[ClientOrderId], time: i64) -> Vec<VenueEvent> {
+    unfinished
+        .iter()
+        .map(|id| canceled_now(id, time, "the simulated venue ended with the run that placed it".into()))
+        .collect()
 }

@@ -99,6 +99,11 @@ impl<E: Exchange> Exchange for Paper<E> {
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
         self.sim.open_orders().await
     }
+
+    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+        // The paper account lived in the process: the venue never saw these orders.
+        Ok(crate::reconcile_lost(unfinished, self.now()))
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +156,9 @@ mod tests {
         }
         async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
             Ok(Vec::new())
+        }
+        async fn reconcile(&mut self, _: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+            panic!("paper trading reconciles its own orders")
         }
     }
 

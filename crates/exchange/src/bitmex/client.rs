@@ -794,6 +794,25 @@ impl Exchange for BitmexExchange {
             })
             .collect())
     }
+
+    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+        let mut out = Vec::new();
+        for id in unfinished {
+            let closing = match self.order(id).await? {
+                None => "unknown to BitMEX: the request never arrived".to_string(),
+                Some(o) if !o.filled.is_zero() => {
+                    return Err(crate::unrecorded_fill("BitMEX", id, &o.venue_order_id, &o.filled.to_string()))
+                }
+                Some(o) if matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled) => {
+                    self.cancel(id).await?;
+                    format!("left open by an earlier run; canceled at restart ({})", o.venue_order_id)
+                }
+                Some(o) => format!("ended at BitMEX as {:?} ({})", o.status, o.venue_order_id),
+            };
+            out.push(crate::canceled_now(id, now_ms(), closing));
+        }
+        Ok(out)
+    }
 }
 
 // --- the WebSocket -------------------------------------------------------------------------

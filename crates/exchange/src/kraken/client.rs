@@ -529,6 +529,25 @@ impl Exchange for KrakenExchange {
         let orders = self.open_orders_detailed().await?;
         Ok(orders.iter().map(|o| self.client_id_of(o)).collect())
     }
+
+    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+        let mut out = Vec::new();
+        for id in unfinished {
+            let closing = match self.find_order(&cl_ord_id(id)).await? {
+                None => "unknown to Kraken: the request never arrived".to_string(),
+                Some(o) if !o.volume_executed.is_zero() => {
+                    return Err(crate::unrecorded_fill("Kraken", id, &o.txid, &o.volume_executed.to_string()))
+                }
+                Some(o) if o.status == "open" || o.status == "pending" => {
+                    self.cancel(id).await?;
+                    format!("left open by an earlier run; canceled at restart ({})", o.txid)
+                }
+                Some(o) => format!("ended at Kraken as {} ({})", o.status, o.txid),
+            };
+            out.push(crate::canceled_now(id, now_ms(), closing));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

@@ -508,6 +508,10 @@ impl Exchange for Simulator {
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
         Ok(self.orders.values().map(|o| o.request.client_id.clone()).collect())
     }
+
+    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+        Ok(crate::reconcile_lost(unfinished, self.now))
+    }
 }
 
 #[cfg(test)]

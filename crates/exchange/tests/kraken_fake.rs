@@ -519,3 +519,37 @@ async fn stop_loss_and_take_profit_trigger_on_candles() {
     }
     assert!(take_filled);
 }
+
+#[tokio::test]
+async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
+    let fake = fake(|_| {});
+    let resting = order("r1-resting", Side::Buy, limit("8000.0"), "0.01");
+    {
+        // The earlier run: a limit order rests at Kraken, then the process dies.
+        let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+        ex.place(&resting).await.unwrap();
+    }
+    let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+    let never_sent: ClientOrderId = "r1-lost".parse().unwrap();
+    let closing = ex.reconcile(&[resting.client_id.clone(), never_sent.clone()]).await.unwrap();
+    let reasons: Vec<(ClientOrderId, String)> = closing
+        .into_iter()
+        .map(|e| match e.event {
+            Event::OrderCanceled(c) => (c.client_id, c.reason),
+            other => panic!("not a cancellation: {other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons[0].0, resting.client_id);
+    assert!(reasons[0].1.starts_with("left open by an earlier run; canceled at restart"), "{}", reasons[0].1);
+    assert_eq!(reasons[1], (never_sent, "unknown to Kraken: the request never arrived".to_string()));
+    let at_kraken = fake.orders();
+    assert_eq!(at_kraken.len(), 1);
+    assert_eq!(at_kraken[0].status, "canceled", "the resting order no longer works for a dead run");
+
+    // An order that filled while no desk recorded it stops the start, saying which.
+    let filled = order("r1-filled", Side::Buy, OrderKind::Market, "0.01");
+    ex.place(&filled).await.unwrap();
+    let mut again = connected(&fake, config(&fake, vec![xbteur()])).await;
+    let err = again.reconcile(std::slice::from_ref(&filled.client_id)).await.unwrap_err().to_string();
+    assert!(err.contains("r1-filled") && err.contains("filled 0.01") && err.contains("does not start"), "{err}");
+}

@@ -492,3 +492,36 @@ async fn partial_fills_then_a_cancel_and_a_triggered_stop() {
     let sent = fake.orders().into_iter().find(|o| o.cl_ord_id == "stop-1").unwrap();
     assert_eq!((sent.ord_type.as_str(), sent.stop_px.unwrap().to_string()), ("Stop", "35000".into()));
 }
+
+#[tokio::test]
+async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
+    let fake = fake(|_| {});
+    let resting = order("r1-resting", Side::Buy, limit("30000.5"), "300");
+    {
+        // The earlier run: a limit order rests at BitMEX, then the process dies.
+        let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+        ex.place(&resting).await.unwrap();
+    }
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    let never_sent: ClientOrderId = "r1-lost".parse().unwrap();
+    let closing = ex.reconcile(&[resting.client_id.clone(), never_sent.clone()]).await.unwrap();
+    let reasons: Vec<(ClientOrderId, String)> = closing
+        .into_iter()
+        .map(|e| match e.event {
+            Event::OrderCanceled(c) => (c.client_id, c.reason),
+            other => panic!("not a cancellation: {other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons[0].0, resting.client_id);
+    assert!(reasons[0].1.starts_with("left open by an earlier run; canceled at restart"), "{}", reasons[0].1);
+    assert_eq!(reasons[1], (never_sent, "unknown to BitMEX: the request never arrived".to_string()));
+    assert!(ex.open_orders().await.unwrap().is_empty(), "the resting order no longer works for a dead run");
+    one_order_per_cl_ord_id(&fake);
+
+    // An order that filled while no desk recorded it stops the start, saying which.
+    let filled = order("r1-filled", Side::Buy, OrderKind::Market, "3300");
+    ex.place(&filled).await.unwrap();
+    let mut again = BitmexExchange::connect(config(&fake)).await.unwrap();
+    let err = again.reconcile(std::slice::from_ref(&filled.client_id)).await.unwrap_err().to_string();
+    assert!(err.contains("r1-filled") && err.contains("filled 3300") && err.contains("does not start"), "{err}");
+}

@@ -86,3 +86,67 @@ fn a_desk_killed_twenty_times_loses_no_event_and_no_order_and_its_books_agree() 
         serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
     assert_eq!(replay["ok"], true, "{replay}");
 }
+
+/// Sends `signal` (TERM, INT) to `pid` with the shell's own `kill`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("sh").arg("-c").arg(format!("kill -{signal} {pid}")).status().unwrap();
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+fn open_orders_in_log(data: &std::path::Path) -> Vec<String> {
+    let events = json_lines(&run(crypy(data).args(["log", "show", "--json"]), 0));
+    let mut open = std::collections::BTreeSet::new();
+    for e in &events {
+        let client = || e["data"]["client_id"].as_str().unwrap().to_string();
+        match e["kind"].as_str().unwrap() {
+            "order_approved" => {
+                open.insert(client());
+            }
+            "order_filled" | "order_canceled" | "order_failed" => {
+                open.remove(&client());
+            }
+            _ => {}
+        }
+    }
+    open.into_iter().collect()
+}
+
+#[test]
+fn sigterm_stops_the_desk_cleanly_and_a_second_signal_stops_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = small_desk(dir.path(), 900, "0.0");
+    let sim = |data: &std::path::Path| {
+        let mut cmd = crypy(data);
+        // Slow enough to be mid-run when the signal comes, with orders about.
+        cmd.args(["sim", "--json", "--speed", "100000x", "--templates"]).arg(&templates).arg("--market").arg(&market);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
+    };
+    let data = dir.path().join("term");
+    let child = sim(&data).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(3_500));
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("stopping: the desk ends after the input in hand"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(summary["candles"].as_u64().unwrap() < 900, "stopped early: {summary}");
+    assert!(summary["orders"].as_u64().unwrap() > 0, "the desk had traded when it stopped: {summary}");
+    assert_eq!(summary["accounting_ok"], true, "{summary}");
+    assert!(open_orders_in_log(&data).is_empty(), "on_stop = cancel leaves no order open");
+    run(crypy(&data).args(["log", "verify"]), 0);
+    let replay: serde_json::Value =
+        serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
+    assert_eq!(replay["ok"], true, "{replay}");
+
+    // Two signals: out at once, the log still whole.
+    let data = dir.path().join("twice");
+    let child = sim(&data).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    signal(child.id(), "INT");
+    signal(child.id(), "INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    run(crypy(&data).args(["log", "verify"]), 0);
+}

@@ -32,7 +32,22 @@ pub struct DeskTemplate {
     pub trusted_asset: Asset,
     #[serde(default)]
     pub divert: Vec<Asset>,
+    /// What becomes of the orders still open when the desk stops (a signal, `quit`, the end
+    /// of its data).
+    #[serde(default)]
+    pub on_stop: OnStop,
     pub limits: DeskLimits,
+}
+
+/// See [`DeskTemplate::on_stop`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStop {
+    /// Cancel them at the venue, and record it: the books end flat of open orders.
+    #[default]
+    Cancel,
+    /// Leave them working at the venue; the next start reconciles them.
+    Keep,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -633,6 +633,24 @@ impl<E: Exchange> DeskVenue for E {
     }
 }
 
+/// The desk template's `on_stop = "cancel"`: every order still open is canceled at the
+/// venue and the cancellation recorded. One the venue no longer knows has ended there (a fill
+/// not yet reported): it is left for the next start to reconcile.
+fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host: &mut Host) -> Result<(), SimError> {
+    let open: Vec<ClientOrderId> = host.society().open_order_ids();
+    for id in open {
+        if venue.cancel(&desk_loop.runtime, &id).is_ok() {
+            let cause = desk_loop.approvals.get(&id).copied();
+            let event = Event::OrderCanceled(OrderCanceled {
+                client_id: id,
+                reason: "the desk stopped (on_stop = cancel)".into(),
+            });
+            desk_loop.input(event, venue.now(), cause, venue, host)?;
+        }
+    }
+    Ok(())
+}
+
 /// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended: what
 /// a run killed with orders out leaves behind.
 fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<ClientOrderId>, SimError> {
@@ -893,6 +911,9 @@ pub fn run_desk<E: Exchange>(
                 draining = Some(std::time::Instant::now() + LIVE_DRAIN);
             }
         }
+    }
+    if opts.templates.desk.on_stop == crypy_agents::template::OnStop::Cancel {
+        stop_orders(&mut desk_loop, &mut venue, &mut host)?;
     }
     let DeskLoop { mut rec, mut books, order_latencies, .. } = desk_loop;
     // The differential ledger's view: realized P&L per strategy, and balances from fills.

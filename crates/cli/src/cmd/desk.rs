@@ -69,16 +69,7 @@ pub fn drive<E: Exchange>(
     let mut stdout = out::stdout();
     let mut failed: Option<std::io::Error> = None;
     let live_venue = options.poll.is_some();
-    if live_venue {
-        // Ctrl-C ends a live run between two inputs: the log keeps everything up to there.
-        let stopper = std::sync::Arc::clone(&stopper);
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("stopping: the desk ends after the current input");
-                stopper.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
+    stop_on_signals(std::sync::Arc::clone(&stopper));
     let report = run_desk(
         runtime,
         venue,
@@ -198,4 +189,39 @@ fn print_summary(r: &SimReport, dir: &Path) -> anyhow::Result<()> {
         dir.display()
     )?;
     out::flush(&mut o)
+}
+
+/// SIGINT or SIGTERM: the desk stops after the input in hand, its log flushed and its open
+/// orders as the desk template's `on_stop` says. A second signal ends the process at once:
+/// the log's appends are atomic, so even then no record is torn (the next start reconciles).
+fn stop_on_signals(stopper: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            let mut received = 0;
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                received += 1;
+                if received == 1 {
+                    eprintln!("stopping: the desk ends after the input in hand (a second signal ends it at once)");
+                    stopper.store(true, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    eprintln!("stopped at once");
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        eprintln!("signals will end crypy at once: {e}");
+    }
 }

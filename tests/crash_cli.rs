@@ -150,3 +150,28 @@ fn sigterm_stops_the_desk_cleanly_and_a_second_signal_stops_it_at_once() {
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     run(crypy(&data).args(["log", "verify"]), 0);
 }
+
+#[test]
+fn a_desk_whose_log_fails_stops_trading_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = small_desk(dir.path(), 900, "0.0");
+    let data = dir.path().join("full");
+    // Live: the first order's append succeeds, the next one meets a full disk.
+    let mut cmd = crypy(&data);
+    cmd.args(["sim", "--quiet", "--speed", "1000000x", "--fault-log-fails-after", "1", "--templates"])
+        .arg(&templates)
+        .arg("--market")
+        .arg(&market);
+    let err = run(&mut cmd, 2);
+    assert!(err.contains("the log cannot be written") && err.contains("no space left on device"), "{err}");
+    assert!(err.contains("kill switch engaged") && err.contains("the desk stopped"), "{err}");
+    run(crypy(&data).args(["log", "verify"]), 0);
+    // Only what was recorded was traded on: one order, whose approval reached the log.
+    let requested = json_lines(&run(crypy(&data).args(["log", "show", "--kind", "order_requested", "--json"]), 0));
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    // The next start reconciles it and trades on.
+    let out = run(crypy(&data).args(["sim", "--json", "--templates"]).arg(&templates).arg("--market").arg(&market), 0);
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["accounting_ok"], true, "{summary}");
+    assert!(open_orders_in_log(&data).is_empty());
+}

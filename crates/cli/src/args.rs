@@ -125,6 +125,9 @@ pub struct DeskUi {
     pub after: u64,
     #[command(flatten)]
     pub control: ControlArgs,
+    /// Fault injection for tests: the log fails after N appends, as on a full disk.
+    #[arg(long, value_name = "N", hide = true)]
+    pub fault_log_fails_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]

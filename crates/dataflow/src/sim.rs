@@ -107,6 +107,12 @@ pub enum SimError {
     Secret(std::io::Error),
     #[error("no candles to trade")]
     NoData,
+    /// The log could not be written on a live desk: it stopped trading.
+    #[error(
+        "the log cannot be written ({cause}): kill switch engaged, {canceled} of {open} open orders canceled at the \
+         venue, and the desk stopped; nothing after the last durable event was traded on"
+    )]
+    NoLogNoTrade { cause: crypy_eventstore::Error, canceled: usize, open: usize },
 }
 
 /// One strategy's realized results over the run.
@@ -633,6 +639,26 @@ impl<E: Exchange> DeskVenue for E {
     }
 }
 
+/// A run that fails while trading: when it is the log that failed on a live desk, the kill
+/// switch's work is done at once (every open order canceled at the venue, not recorded since
+/// nothing can be) and the error says so; the desk then stops, never trading on events it
+/// could not record. Other failures end the run as they are.
+fn no_log_no_trade(
+    failure: SimError,
+    live: bool,
+    desk_loop: &mut DeskLoop<'_, '_>,
+    venue: &mut dyn DeskVenue,
+    host: &Host,
+) -> SimError {
+    let SimError::Log(cause) = failure else { return failure };
+    if !live {
+        return SimError::Log(cause);
+    }
+    let open = host.society().open_order_ids();
+    let canceled = open.iter().filter(|id| venue.cancel(&desk_loop.runtime, id).is_ok()).count();
+    SimError::NoLogNoTrade { cause, canceled, open: open.len() }
+}
+
 /// The desk template's `on_stop = "cancel"`: every order still open is canceled at the
 /// venue and the cancellation recorded. One the venue no longer knows has ended there (a fill
 /// not yet reported): it is left for the next start to reconcile.
@@ -701,6 +727,9 @@ pub struct DeskOptions {
     /// How long to wait for a live venue before the terminals get a turn (`None`: the venue
     /// answers at once, as the simulator does).
     pub poll: Option<std::time::Duration>,
+    /// Fault injection: the log fails after this many appends (see the eventstore's
+    /// `Options::fail_after_appends`).
+    pub log_fails_after: Option<u64>,
 }
 
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
@@ -742,6 +771,7 @@ pub fn run_steered(
         expected_candles: Some(expected),
         stop_after_candles: None,
         poll: None,
+        log_fails_after: None,
     };
     run_desk(runtime, sim, desk, observe, progress, steering)
 }
@@ -769,6 +799,7 @@ pub fn run_desk<E: Exchange>(
             // lets a background flush make the log durable every 200 ms.
             durability: if opts.live { Durability::EveryBatch } else { Durability::Interval(200) },
             lock_wait: std::time::Duration::from_secs(3),
+            fail_after_appends: opts.log_fails_after,
             ..Options::default()
         },
     )?;
@@ -842,75 +873,85 @@ pub fn run_desk<E: Exchange>(
     // After its last candle a live desk waits (a while) for the orders it has out to end, so
     // that it stops with its books agreeing with the venue.
     let mut draining: Option<std::time::Instant> = None;
-    loop {
-        if draining
-            .is_some_and(|until| std::time::Instant::now() >= until || host.society().open_order_ids().is_empty())
-        {
-            break;
-        }
-        if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
-            break;
-        }
-        let next = match opts.poll {
-            // Cancel-safe by the trait's contract: a wait that times out loses nothing.
-            Some(poll) => {
-                match desk_loop.runtime.block_on(async { tokio::time::timeout(poll, venue.next_event()).await }) {
-                    Ok(next) => next?,
-                    Err(_quiet) => continue,
-                }
-            }
-            None => desk_loop.runtime.block_on(venue.next_event())?,
-        };
-        let Some(reported) = next else {
-            // The data is over: the steering may keep the desk up (a terminal is open).
-            while desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), true)? == Flow::Go {
-                std::thread::sleep(tick);
-            }
-            break;
-        };
-        if let Some(speed) = pace {
-            let (started, first) = *clock.get_or_insert((std::time::Instant::now(), reported.time));
-            let due =
-                started + std::time::Duration::from_secs_f64((reported.time - first).max(0) as f64 / 1000.0 / speed);
-            let mut stopped = false;
-            while let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
-                std::thread::sleep(wait.min(tick));
-                if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
-                    stopped = true;
-                    break;
-                }
-            }
-            if stopped {
+    // Everything between here and the end of the run writes the log: if it cannot, the desk
+    // trades no more (see `no_log_no_trade`).
+    let mut trade = || -> Result<(), SimError> {
+        loop {
+            if draining
+                .is_some_and(|until| std::time::Instant::now() >= until || host.society().open_order_ids().is_empty())
+            {
                 break;
             }
-        }
-        let cause = match &reported.event {
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => desk_loop.approvals.get(&f.client_id).copied(),
-            Event::OrderCanceled(c) => desk_loop.approvals.get(&c.client_id).copied(),
-            _ => None,
-        };
-        let is_candle = matches!(reported.event, Event::Candle(_));
-        desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
-        if opts.poll.is_some() {
-            // A live venue reports at human pace: each input is durable before the next, so
-            // a crash loses nothing the venue said.
-            desk_loop.rec.flush()?;
-        }
-        if is_candle {
-            let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
-            desk_loop.books.start_equity.get_or_insert(equity);
-            desk_loop.books.mark(equity);
-            candles_done += 1;
-            if candles_done.is_multiple_of(1000) || candles_done == total || opts.poll.is_some() {
-                progress(candles_done, total);
+            if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+                break;
             }
-            if draining.is_none() && opts.stop_after_candles.is_some_and(|n| candles_done >= n) {
-                if opts.poll.is_none() {
+            let next = match opts.poll {
+                // Cancel-safe by the trait's contract: a wait that times out loses nothing.
+                Some(poll) => {
+                    match desk_loop.runtime.block_on(async { tokio::time::timeout(poll, venue.next_event()).await }) {
+                        Ok(next) => next?,
+                        Err(_quiet) => continue,
+                    }
+                }
+                None => desk_loop.runtime.block_on(venue.next_event())?,
+            };
+            let Some(reported) = next else {
+                // The data is over: the steering may keep the desk up (a terminal is open).
+                while desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), true)? == Flow::Go {
+                    std::thread::sleep(tick);
+                }
+                break;
+            };
+            if let Some(speed) = pace {
+                let (started, first) = *clock.get_or_insert((std::time::Instant::now(), reported.time));
+                let due = started
+                    + std::time::Duration::from_secs_f64((reported.time - first).max(0) as f64 / 1000.0 / speed);
+                let mut stopped = false;
+                while let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait.min(tick));
+                    if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {
+                        stopped = true;
+                        break;
+                    }
+                }
+                if stopped {
                     break;
                 }
-                draining = Some(std::time::Instant::now() + LIVE_DRAIN);
+            }
+            let cause = match &reported.event {
+                Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                    desk_loop.approvals.get(&f.client_id).copied()
+                }
+                Event::OrderCanceled(c) => desk_loop.approvals.get(&c.client_id).copied(),
+                _ => None,
+            };
+            let is_candle = matches!(reported.event, Event::Candle(_));
+            desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
+            if opts.poll.is_some() {
+                // A live venue reports at human pace: each input is durable before the next, so
+                // a crash loses nothing the venue said.
+                desk_loop.rec.flush()?;
+            }
+            if is_candle {
+                let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
+                desk_loop.books.start_equity.get_or_insert(equity);
+                desk_loop.books.mark(equity);
+                candles_done += 1;
+                if candles_done.is_multiple_of(1000) || candles_done == total || opts.poll.is_some() {
+                    progress(candles_done, total);
+                }
+                if draining.is_none() && opts.stop_after_candles.is_some_and(|n| candles_done >= n) {
+                    if opts.poll.is_none() {
+                        break;
+                    }
+                    draining = Some(std::time::Instant::now() + LIVE_DRAIN);
+                }
             }
         }
+        Ok(())
+    };
+    if let Err(failure) = trade() {
+        return Err(no_log_no_trade(failure, opts.live, &mut desk_loop, &mut venue, &host));
     }
     if opts.templates.desk.on_stop == crypy_agents::template::OnStop::Cancel {
         stop_orders(&mut desk_loop, &mut venue, &mut host)?;

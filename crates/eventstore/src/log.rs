@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,11 +47,19 @@ pub struct Options {
     /// live writer hold it only for the moment of a read, so a writer may want to wait a
     /// little rather than fail because of one.
     pub lock_wait: Duration,
+    /// Fault injection: appends after this many fail with an I/O error, as on a full disk,
+    /// so that tests can show what a desk does when its log fails. `None` in real use.
+    pub fail_after_appends: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { durability: Durability::EveryBatch, serve_readers: true, lock_wait: Duration::ZERO }
+        Options {
+            durability: Durability::EveryBatch,
+            serve_readers: true,
+            lock_wait: Duration::ZERO,
+            fail_after_appends: None,
+        }
     }
 }
 
@@ -100,6 +109,8 @@ pub(crate) struct Inner {
     /// The last appended seq, for tails to wake on (not sled's `watch_prefix`, whose
     /// bounded channel would let a slow reader block the writer).
     appended: watch::Sender<u64>,
+    /// See [`Options::fail_after_appends`].
+    appends_left: Option<AtomicU64>,
     // Dropped last: sled must be closed before another handle may open the dir.
     _lock: DirLock,
 }
@@ -162,6 +173,7 @@ impl EventLog {
                 damaged,
                 writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default() }),
                 appended,
+                appends_left: options.fail_after_appends.map(AtomicU64::new),
                 _lock: lock,
             }),
         };
@@ -214,6 +226,14 @@ impl EventLog {
         let first = w.next_seq;
         if events.is_empty() {
             return Ok(SeqRange { first, last: first - 1 });
+        }
+        if let Some(left) = &inner.appends_left {
+            if left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+                return Err(Error::Io {
+                    path: inner.dir.clone(),
+                    error: std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left on device (injected)"),
+                });
+            }
         }
         let mut batch = sled::Batch::default();
         let mut chunk_first = first;

@@ -65,6 +65,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         expected_candles: Some(expected),
         stop_after_candles: None,
         poll: None,
+        log_fails_after: args.ui.fault_log_fails_after,
     };
     super::desk::drive(runtime, sim, options, &desk_name, &args.dir.data_dir, &args.ui, args.stay)
 }

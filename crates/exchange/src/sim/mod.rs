@@ -106,31 +106,17 @@ impl Simulator {
     /// # Errors
     /// A candle for an unknown pair.
     pub fn new(cfg: SimConfig, mut candles: Vec<Candle>) -> Result<Self, ConfigError> {
-        let markets: BTreeMap<Pair, Market> = cfg.markets().into_iter().map(|m| (m.pair, m)).collect();
-        if let Some(c) = candles.iter().find(|c| !markets.contains_key(&c.pair)) {
+        let markets = cfg.markets();
+        if let Some(c) = candles.iter().find(|c| !markets.iter().any(|m| m.pair == c.pair)) {
             return Err(ConfigError(format!("market data for {}, which has no [[markets]] entry", c.pair)));
         }
         candles.sort_by_key(|c| (c.close_time(), c.pair));
         let desk = AgentId::desk("sim", &cfg.account).map_err(|e| ConfigError(e.to_string()))?;
         let now = candles.first().map_or(0, |c| c.open_time);
-        Ok(Simulator {
-            rng: SplitMix64(cfg.seed),
-            free: cfg.balances.clone(),
-            reserved: BTreeMap::new(),
-            desk,
-            markets,
-            candles,
-            next_candle: 0,
-            now,
-            orders: BTreeMap::new(),
-            used_client_ids: HashSet::new(),
-            placed: 0,
-            fills: 0,
-            recent: VecDeque::new(),
-            last_close: BTreeMap::new(),
-            queue: VecDeque::new(),
-            cfg,
-        })
+        let mut sim = Simulator::live(cfg, desk, markets);
+        sim.candles = candles;
+        sim.now = now;
+        Ok(sim)
     }
 
     /// A simulator without history: it trades on the candles [`feed`](Self::feed) gives it as

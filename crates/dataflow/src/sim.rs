@@ -97,7 +97,8 @@ impl Steering for Unsteered {
 pub enum SimError {
     #[error(transparent)]
     Log(#[from] crypy_eventstore::Error),
-    #[error("simulator: {0}")]
+    /// Its text already says it is the simulator's configuration.
+    #[error(transparent)]
     Config(#[from] crypy_exchange::sim::ConfigError),
     #[error("templates: {0}")]
     Templates(#[from] crypy_agents::template::TemplateError),

@@ -1,7 +1,8 @@
 //! Fuzzes the candle importers: format detection and `parse_candles` for headered CSV,
 //! Kraken OHLCVT and BitMEX bucketed JSON, fed arbitrary text and real files (the bundled
 //! replays) with random bytes spliced in, fields dropped or replaced by huge, negative,
-//! NaN or empty values, empty lines added and rows swapped.
+//! NaN or empty values, empty lines added and rows swapped; and the Parquet importer, fed
+//! cells of any value and valid files with damaged bytes.
 //!
 //! Promises: never a panic or a hang; a file that cannot be imported is an error naming the
 //! file and, for a bad row, its line (1-based, inside the file); a row made invalid is
@@ -354,4 +355,126 @@ fn the_unmutated_fixtures_import() {
     let without_header: String = kraken_csv().lines().skip(1).map(|l| format!("{l}\n")).collect();
     assert_eq!(parse(&without_header, None, interval("15m")).unwrap(), KRAKEN_ROWS);
     assert_eq!(parse(bitmex_json(), None, interval("1m")).unwrap(), BITMEX_ROWS);
+}
+
+mod parquet_files {
+    //! The Parquet importer (`read_candles` on a file starting `PAR1`): typed cells with
+    //! extreme values, and valid files with their bytes damaged.
+
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampSecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use crypy_eventstore::import::read_candles;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::{interval, pair};
+
+    /// A candle file: `times` as `ts` (Arrow seconds, or plain integers), prices as floats
+    /// or text.
+    fn file(times: &[i64], as_timestamp: bool, prices: &[f64], text_prices: bool) -> Vec<u8> {
+        let n = times.len();
+        let ts: ArrayRef = if as_timestamp {
+            Arc::new(TimestampSecondArray::from(times.to_vec()))
+        } else {
+            Arc::new(Int64Array::from(times.to_vec()))
+        };
+        let price = |i: usize| -> ArrayRef {
+            let v: Vec<f64> = (0..n).map(|r| prices[(r * 4 + i) % prices.len()]).collect();
+            if text_prices {
+                Arc::new(StringArray::from(v.iter().map(|p| p.to_string()).collect::<Vec<_>>()))
+            } else {
+                Arc::new(Float64Array::from(v))
+            }
+        };
+        let price_type = if text_prices { DataType::Utf8 } else { DataType::Float64 };
+        let ts_type = if as_timestamp { DataType::Timestamp(TimeUnit::Second, None) } else { DataType::Int64 };
+        let mut fields = vec![Field::new("ts", ts_type, false)];
+        for name in ["open", "high", "low", "close", "volume"] {
+            fields.push(Field::new(name, price_type.clone(), false));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let columns = vec![ts, price(0), price(1), price(2), price(3), price(0)];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    fn read(bytes: &[u8]) -> Result<usize, crypy_eventstore::import::ImportError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), bytes).unwrap();
+        let r = read_candles(f.path(), &pair(), interval("1m"), None).map(|c| c.len());
+        if let Err(e) = &r {
+            assert_eq!(e.file, f.path());
+        }
+        r
+    }
+
+    fn time() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => (1_600_000_000i64..1_700_000_000).prop_map(|t| t - t % 60),
+            1 => any::<i64>(),
+            1 => Just(i64::MAX),
+            1 => Just(i64::MIN),
+            // The farthest minute-aligned times whose ms still fit an i64.
+            1 => Just(-9_223_372_036_854_720i64),
+            1 => Just(9_223_372_036_854_720i64),
+        ]
+    }
+
+    fn price() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 1.0f64..100_000.0,
+            1 => any::<f64>(),
+            1 => prop::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, f64::MAX, f64::MIN_POSITIVE, 1e28, 8e28]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Cells of any value, in the types the importer reads.
+        #[test]
+        fn any_cells_are_imported_or_refused(
+            times in prop::collection::vec(time(), 1..6),
+            prices in prop::collection::vec(price(), 1..8),
+            as_timestamp in any::<bool>(),
+            text_prices in any::<bool>(),
+        ) {
+            let _ = read(&file(&times, as_timestamp, &prices, text_prices));
+        }
+
+        /// A valid file with bytes flipped or cut.
+        #[test]
+        fn damaged_files_are_refused_not_panicked_on(
+            flips in prop::collection::vec((any::<Index>(), 0u8..8), 1..4),
+            cut in any::<Option<Index>>(),
+        ) {
+            let good = file(&[1_696_118_400, 1_696_118_460], true, &[100.0, 101.0, 99.0, 100.5], false);
+            let mut bytes = good.clone();
+            for (i, bit) in &flips {
+                let i = i.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c.index(bytes.len()).max(4));
+            }
+            let _ = read(&bytes);
+        }
+    }
+
+    /// Found by this fuzzing: seconds past i64 in ms overflowed, and so did the gap between
+    /// the farthest two aligned times.
+    #[test]
+    fn the_extreme_times_found_are_read_or_refused() {
+        let prices = [100.0, 101.0, 99.0, 100.5];
+        for as_timestamp in [true, false] {
+            let _ = read(&file(&[i64::MAX, 0], as_timestamp, &prices, false));
+            let _ = read(&file(&[-9_223_372_036_854_720, 9_223_372_036_854_720], as_timestamp, &prices, false));
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Fuzzes the record decoder through the log's public API: real records of arbitrary events
 //! are replaced by arbitrary bytes, truncated, extended, bit-flipped, or mutated and then
 //! re-checksummed (standing in for a writer bug the CRC cannot catch, which is what drives
-//! the event decoder itself).
+//! the event decoder itself); and the same records streamed by a fake writer to a
+//! `LogReader` in a damaged frame stream.
 //!
 //! Promises: nothing panics or hangs; a damaged record is a typed error; `verify` reports
 //! it; a reader stops at it with an error and never yields an event past it, so no record is
@@ -22,11 +23,11 @@ const HEADER_LEN: usize = 20;
 
 /// One log per test thread, built once: a fresh sled per case would dominate the run time,
 /// so each case damages one record and puts the original back afterwards.
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
     log: EventLog,
     /// (key seq, original bytes, event count) of every record, in seq order.
-    records: Vec<(u64, Vec<u8>, u64)>,
+    pub(crate) records: Vec<(u64, Vec<u8>, u64)>,
     total: u64,
 }
 
@@ -349,4 +350,159 @@ fn a_record_overlapping_the_next_one_is_an_error_for_a_reader() {
         assert!(reason.contains("overlaps"), "{reason}");
         assert!(seen.failed(), "verify found {reason:?} at {seq}, the reader read on: {:?}", seen.read);
     });
+}
+
+mod remote_frames {
+    //! The frames a live writer sends to readers in other processes (`LogReader` over
+    //! `log.sock`), from a fake writer that serves real records in a damaged stream: bytes
+    //! flipped, cut, inserted, frames of unknown kinds or with lengths past the end.
+
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::{Arc, Mutex};
+
+    use crypy_eventstore::LogReader;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::Fixture;
+
+    /// Frames as the writer sends them: `1, key seq, length, record` for each record, `2`
+    /// at the end.
+    fn stream(records: &[(u64, Vec<u8>, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (key, bytes, _) in records {
+            out.push(1);
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out.push(2);
+        out
+    }
+
+    /// A fake writer on `dir/log.sock` answering INFO and serving `frames` to every READ.
+    fn fake_writer(dir: &std::path::Path, frames: Arc<Mutex<Vec<u8>>>) {
+        std::fs::create_dir_all(dir.join("log")).unwrap();
+        let listener = UnixListener::bind(dir.join("log.sock")).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = String::new();
+                if BufReader::new(&stream).read_line(&mut line).is_err() {
+                    continue;
+                }
+                if line.starts_with("INFO") {
+                    let _ = stream.write_all(&[0u8; 12]);
+                } else {
+                    let bytes = frames.lock().unwrap().clone();
+                    let _ = stream.write_all(&bytes);
+                }
+            }
+        });
+    }
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Flip(Index, u8),
+        Cut(Index, usize),
+        Insert(Index, Vec<u8>),
+        /// A frame header claiming more bytes than follow (bounded: a 4 GiB claim would
+        /// only test the allocator).
+        Length(Index, u32),
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            (any::<Index>(), 0u8..8).prop_map(|(i, b)| Damage::Flip(i, b)),
+            (any::<Index>(), 1usize..64).prop_map(|(i, n)| Damage::Cut(i, n)),
+            (any::<Index>(), prop::collection::vec(any::<u8>(), 1..24)).prop_map(|(i, b)| Damage::Insert(i, b)),
+            (any::<Index>(), prop_oneof![0u32..64, 0u32..(1 << 24)]).prop_map(|(i, l)| Damage::Length(i, l)),
+        ]
+    }
+
+    fn apply(frames: &mut Vec<u8>, damage: &Damage, records: &[(u64, Vec<u8>, u64)]) {
+        match damage {
+            Damage::Flip(i, bit) => {
+                let i = i.index(frames.len());
+                frames[i] ^= 1 << bit;
+            }
+            Damage::Cut(i, n) => {
+                let a = i.index(frames.len());
+                frames.drain(a..(a + n).min(frames.len()));
+            }
+            Damage::Insert(i, bytes) => {
+                let a = i.index(frames.len() + 1);
+                frames.splice(a..a, bytes.iter().copied());
+            }
+            Damage::Length(which, len) => {
+                // The length field of the chosen record's frame, if the stream still has it.
+                let r = which.index(records.len());
+                let at: usize = records[..r].iter().map(|(_, b, _)| 13 + b.len()).sum::<usize>() + 9;
+                if at + 4 <= frames.len() {
+                    frames[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        /// One fake writer per test thread; each case swaps what it serves.
+        static SERVED: (tempfile::TempDir, Arc<Mutex<Vec<u8>>>) = {
+            let dir = tempfile::tempdir().unwrap();
+            let frames = Arc::new(Mutex::new(Vec::new()));
+            fake_writer(dir.path(), frames.clone());
+            (dir, frames)
+        };
+    }
+
+    /// The harness serves what a writer would: undamaged, every event comes through.
+    #[test]
+    fn an_undamaged_stream_reads_whole() {
+        let records = Fixture::with(|fx| fx.records.clone());
+        let total: u64 = records.iter().map(|(_, _, n)| n).sum();
+        SERVED.with(|(dir, served)| {
+            *served.lock().unwrap() = stream(&records);
+            let reader = LogReader::open(dir.path()).unwrap();
+            assert!(reader.is_remote());
+            let seqs: Vec<u64> = reader.iter_from(1).unwrap().map(|e| e.unwrap().seq).collect();
+            assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+            assert!(reader.verify().unwrap().is_ok());
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn damaged_frames_from_a_writer_are_errors_never_panics(damages in prop::collection::vec(damage(), 1..4)) {
+            let records = Fixture::with(|fx| fx.records.clone());
+            let total: u64 = records.iter().map(|(_, _, n)| n).sum();
+            let mut frames = stream(&records);
+            for d in &damages {
+                apply(&mut frames, d, &records);
+            }
+            SERVED.with(|(dir, served)| {
+                *served.lock().unwrap() = frames;
+                let reader = LogReader::open(dir.path()).unwrap();
+                prop_assert!(reader.is_remote());
+                let mut seen = 0u64;
+                let mut failed = false;
+                for item in reader.iter_from(1).unwrap() {
+                    prop_assert!(!failed, "the reader went on after an error");
+                    match item {
+                        Ok(e) => {
+                            seen += 1;
+                            prop_assert_eq!(e.seq, seen, "the reader skipped or repeated a seq");
+                        }
+                        Err(_) => failed = true,
+                    }
+                    prop_assert!(seen <= total);
+                }
+                // Whatever verify makes of it, it answers.
+                let _ = reader.verify();
+                Ok(())
+            })?;
+        }
+    }
 }

@@ -338,6 +338,23 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// How much of what was typed an error may quote back, in bytes: a pasted megabyte must not
+/// come back as a megabyte of error.
+const QUOTED_BYTES: usize = 40;
+const MESSAGE_BYTES: usize = 240;
+
+fn excerpt(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push('…');
+    }
+    text
+}
+
 fn definition(name: &str, level: LevelKind) -> Option<&'static Definition> {
     DEFINITIONS.iter().find(|d| d.name == name && d.levels.contains(&level))
 }
@@ -351,13 +368,21 @@ pub fn parse(level: &Level, line: &str) -> Result<Option<Command>, LangError> {
         let suggestion = DEFINITIONS
             .iter()
             .filter(|d| d.levels.contains(&level.kind()))
+            // The distance is at least the difference in length: this skips the quadratic
+            // comparison for a long word (a pasted megabyte took seconds) without changing
+            // any suggestion.
+            .filter(|d| d.name.chars().count().abs_diff(name.chars().count()) <= 2)
             .map(|d| (distance(&name, d.name), d.name))
             .filter(|(dist, _)| *dist <= 2)
             .min()
             .map(|(_, n)| n.to_string());
-        return Err(LangError::Unknown { got: name, suggestion });
+        return Err(LangError::Unknown { got: excerpt(name, QUOTED_BYTES), suggestion });
     };
-    let usage = |message: String| LangError::Usage { command: def.name, message, usage: def.usage };
+    let usage = |message: String| LangError::Usage {
+        command: def.name,
+        message: excerpt(message, MESSAGE_BYTES),
+        usage: def.usage,
+    };
     let none = |cmd: Command| if args.is_empty() { Ok(cmd) } else { Err(usage(format!("unexpected {:?}", args[0]))) };
     let setting = |args: &[String]| -> Result<Option<Setting>, LangError> {
         match args {

@@ -271,13 +271,16 @@ pub(crate) fn verify_records<B: AsRef<[u8]>>(records: impl Iterator<Item = Resul
 pub(crate) struct RecordEvents<I, B> {
     records: I,
     next: u64,
+    /// The seq after the last record opened: the next record must start there. The first
+    /// record may start before `from`, so only records after it are held to this.
+    expected: Option<u64>,
     current: Option<(B, Cursor)>,
     failed: bool,
 }
 
 impl<I, B> RecordEvents<I, B> {
     pub(crate) fn new(records: I, from: u64) -> Self {
-        RecordEvents { records, next: from.max(1), current: None, failed: false }
+        RecordEvents { records, next: from.max(1), expected: None, current: None, failed: false }
     }
 }
 
@@ -301,6 +304,15 @@ impl<I: Iterator<Item = Result<(u64, B)>>, B: AsRef<[u8]>> RecordEvents<I, B> {
             let Some(item) = self.records.next() else { return Ok(None) };
             let (key_seq, bytes) = item?;
             let chunk = open_chunk(key_seq, bytes.as_ref())?;
+            // An overlap is what verify reports too; skipping the repeated seqs would read
+            // past a record that is wrong without a word.
+            if let Some(expected) = self.expected.filter(|e| key_seq < *e) {
+                return Err(Error::Corrupt {
+                    seq: key_seq,
+                    reason: format!("record at seq {key_seq} overlaps the previous one (expected seq {expected})"),
+                });
+            }
+            self.expected = Some(chunk.last_seq() + 1);
             if key_seq > self.next {
                 return Err(Error::Corrupt {
                     seq: self.next,

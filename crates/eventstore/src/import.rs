@@ -145,7 +145,10 @@ fn cell_ms(col: &arrow_array::ArrayRef, row: usize) -> Option<i64> {
         return None;
     }
     match col.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => Some(col.as_primitive::<TimestampSecondType>().value(row) * 1000),
+        // A time past i64 in ms is no time: refused as "not a time", not a panic.
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            col.as_primitive::<TimestampSecondType>().value(row).checked_mul(1000)
+        }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
             Some(col.as_primitive::<TimestampMillisecondType>().value(row))
         }
@@ -440,8 +443,9 @@ fn check_sequence(candles: &[Candle], interval: Interval) -> Result<(), (usize, 
             ));
         }
         if let Some(prev) = i.checked_sub(1).map(|j| &candles[j]) {
-            let gap = c.open_time - prev.open_time;
-            if gap <= 0 {
+            // Compared, not subtracted: Parquet times span all of i64, and the difference
+            // of two far apart ones overflows.
+            if c.open_time <= prev.open_time {
                 return Err((
                     i,
                     format!(

@@ -361,7 +361,10 @@ pub fn margin_balance(currency: &str, wallet: Option<Decimal>, available: Option
     let (asset, scale) = currency_unit(currency);
     let total = scaled(wallet?, scale);
     let free = available.map_or(total, |a| scaled(a, scale)).min(total);
-    Some(Balance { asset: asset?, free, reserved: total - free })
+    // Not `total - free`: a margin whose parts differ by more than a Decimal holds is no
+    // balance we can state, and subtracting would panic.
+    let reserved = Money::new(total.value().checked_sub(free.value())?);
+    Some(Balance { asset: asset?, free, reserved })
 }
 
 /// Parses a `/user/margin` body: one object, or a list (`?currency=all`).

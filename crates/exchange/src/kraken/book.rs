@@ -31,8 +31,22 @@ fn apply_side(levels: &mut Levels, updates: &[(Decimal, Decimal)]) {
     }
 }
 
+/// `d` with exactly `dp` decimals, truncated or padded as Decimal's `{:.dp$}` does; that
+/// format panics once the digits pass its 32-byte buffer (1000 at 28 decimals, say).
+fn fixed(d: Decimal, dp: usize) -> String {
+    let text = d.to_string();
+    let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut out = String::with_capacity(whole.len() + 1 + dp);
+    out.push_str(whole);
+    if dp > 0 {
+        out.push('.');
+        out.extend(frac.chars().chain(std::iter::repeat('0')).take(dp));
+    }
+    out
+}
+
 fn checksum_text(price: Decimal, qty: Decimal, price_dp: usize, qty_dp: usize, out: &mut String) {
-    for text in [format!("{price:.price_dp$}"), format!("{qty:.qty_dp$}")] {
+    for text in [fixed(price, price_dp), fixed(qty, qty_dp)] {
         let digits: String = text.chars().filter(|c| *c != '.').collect();
         let trimmed = digits.trim_start_matches('0');
         out.push_str(if trimmed.is_empty() { "0" } else { trimmed });
@@ -123,6 +137,17 @@ mod tests {
         assert_eq!(last, 2_438_878_880);
         assert_ne!(book.checksum(1, 8), 2_438_868_880);
         assert!(book.best_bid().unwrap().0 < book.best_ask().unwrap().0, "a sane book");
+    }
+
+    #[test]
+    fn fixed_decimals_are_decimals_own_format_without_its_panic() {
+        for (d, dp) in [("45281.0", 1), ("0.005", 8), ("-0.5", 0), ("0.5", 0), ("1.23456", 2), ("7", 3), ("0", 0)] {
+            let d: Decimal = d.parse().unwrap();
+            assert_eq!(fixed(d, dp), format!("{d:.dp$}"), "{d} at {dp}");
+        }
+        // `format!("{:.28}", 1000)` panics inside rust_decimal.
+        assert_eq!(fixed(Decimal::from(1000), 28), format!("1000.{}", "0".repeat(28)));
+        assert_eq!(fixed(Decimal::MAX, 30).len(), 29 + 1 + 30);
     }
 
     #[test]

@@ -133,10 +133,12 @@ pub fn parse_ohlc(
                 text(j)?.parse().map_err(|e| bad(format!("row {i}: {e}")))
             };
             let time = field(0)?.as_i64().ok_or_else(|| bad(format!("row {i} time is not an integer")))?;
+            let open_time =
+                time.checked_mul(1000).ok_or_else(|| bad(format!("row {i} time {time} is out of range")))?;
             let candle = Candle {
                 pair,
                 interval,
-                open_time: time * 1000,
+                open_time,
                 open: price(1)?,
                 high: price(2)?,
                 low: price(3)?,

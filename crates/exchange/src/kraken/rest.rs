@@ -349,7 +349,8 @@ pub struct KrakenOrder {
 
 fn seconds_to_ms(d: Dec) -> i64 {
     use rust_decimal::prelude::ToPrimitive;
-    (d.0 * Decimal::from(1000)).trunc().to_i64().unwrap_or(0)
+    // A time past what a Decimal can hold in ms is as unreadable as one past i64, not a panic.
+    d.0.checked_mul(Decimal::from(1000)).and_then(|ms| ms.trunc().to_i64()).unwrap_or(0)
 }
 
 fn side(text: &str) -> Result<Side, ExchangeError> {

@@ -543,15 +543,17 @@ fn on_executions(shared: &SharedState, snapshot: bool, data: &str) -> Vec<VenueE
                 let qty = Qty::new(qty.0);
                 let (mut fee, mut fee_asset) = (Decimal::ZERO, pair.quote);
                 for f in e.fees.iter().flatten() {
-                    fee += f.qty.0;
+                    fee = fee.saturating_add(f.qty.0);
                     if let Some(a) = crypy_asset(&f.asset) {
                         fee_asset = a;
                     }
                 }
                 let order_qty = e.order_qty.map(|q| q.0).or(placed.as_ref().map(|p| p.qty.value()));
                 let filled_before = placed.as_ref().map_or(Decimal::ZERO, |p| p.filled.value());
-                let cum = e.cum_qty.map_or(filled_before + qty.value(), |c| c.0);
-                let remaining = order_qty.map_or(Decimal::ZERO, |q| (q - cum).max(Decimal::ZERO));
+                // Saturating: a venue's absurd numbers must not panic this task, which would end
+                // the stream of fills for good.
+                let cum = e.cum_qty.map_or(filled_before.saturating_add(qty.value()), |c| c.0);
+                let remaining = order_qty.map_or(Decimal::ZERO, |q| q.saturating_sub(cum).max(Decimal::ZERO));
                 if let Some(c) = &e.cl_ord_id {
                     if let Some(p) = s.placed.get_mut(c) {
                         p.filled = Qty::new(cum);
@@ -604,10 +606,11 @@ fn apply_fill(
     fee: Decimal,
     fee_asset: crypy_core::Asset,
 ) {
-    let cost = price.value() * qty.value();
+    // Saturating, as in `on_executions`: these balances are an estimate between snapshots.
+    let cost = price.value().saturating_mul(qty.value());
     let mut add = |asset: crypy_core::Asset, amount: Decimal| {
         let b = balances.entry(asset).or_insert(Balance { asset, free: Money::ZERO, reserved: Money::ZERO });
-        b.free += Money::new(amount);
+        b.free = Money::new(b.free.value().saturating_add(amount));
     };
     match side {
         Side::Buy => {

@@ -124,7 +124,15 @@ fn sigterm_stops_the_desk_cleanly_and_a_second_signal_stops_it_at_once() {
     };
     let data = dir.path().join("term");
     let child = sim(&data).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(3_500));
+    // Signal once the desk has traded (the running desk serves its log to readers).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let shown = crypy(&data).args(["log", "show", "--kind", "order_requested", "--json"]).output().unwrap();
+        if !shown.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

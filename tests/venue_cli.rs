@@ -102,8 +102,9 @@ fn a_live_kraken_desk_survives_faults_without_a_duplicate_order_and_never_shows_
     let dir = tempfile::tempdir().unwrap();
     let (templates, _) = small_desk(dir.path(), 900, "0.0");
     let fake = fake_kraken(900);
-    // The first order's answer comes after the client gave up (the order is placed), the
-    // next ones meet a 429 and a 503; the websockets drop once orders flow.
+    // The first order's answer comes after the client gave up (the order is placed); the
+    // second meets a 429 and then a 503 before it goes through; the websockets drop once
+    // orders flow.
     fake.fail_next("/0/private/AddOrder", Fault::Timeout);
     let data = dir.path().join("live");
     let mut cmd = kraken(&data, &fake, &templates, 899);
@@ -115,21 +116,20 @@ fn a_live_kraken_desk_survives_faults_without_a_duplicate_order_and_never_shows_
                 std::thread::sleep(Duration::from_millis(5));
             }
             fake.fail_next("/0/private/AddOrder", Fault::TooManyRequests);
-            fake.drop_websockets();
-            while fake.orders().len() < 2 && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
             fake.fail_next("/0/private/AddOrder", Fault::ServerError);
-            fake.orders().len()
+            fake.drop_websockets();
         });
         let out = run_within(&mut cmd, 0, LIMIT);
-        (out, watcher.join().unwrap())
+        watcher.join().unwrap();
+        out
     });
-    let (out, _) = faults;
+    let out = faults;
     let s = summary(&out);
     assert!(s["candles"].as_u64().unwrap() >= 899, "{s}");
     let orders = fake.orders();
-    assert!(orders.len() >= 3, "the desk placed orders through the faults: {s}");
+    assert!(orders.len() >= 2, "the desk placed orders through the faults: {s}");
+    let adds = fake.requests().iter().filter(|r| r.path.ends_with("/AddOrder")).count();
+    assert!(adds > orders.len(), "the faults made the client resend ({adds} AddOrder for {} orders)", orders.len());
     assert_eq!(s["accounting_ok"], true, "the desk's books agree with the venue's: {s}");
     let mut ids: Vec<_> = orders.iter().map(|o| o.cl_ord_id.clone().unwrap()).collect();
     ids.sort();

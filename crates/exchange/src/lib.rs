@@ -65,18 +65,30 @@ pub struct OrderAck {
 #[non_exhaustive]
 pub enum ExchangeError {
     /// The venue refused the request; sending it again unchanged will not help.
-    #[error("rejected by the venue: {reason}")]
+    #[error("rejected by the venue: {}", excerpt(reason))]
     Rejected { reason: String },
     /// Too many requests; the venue may accept the same request later.
-    #[error("rate limited by the venue: {reason}")]
+    #[error("rate limited by the venue: {}", excerpt(reason))]
     RateLimited { reason: String },
     /// No such open order.
     #[error("unknown order {0}")]
     UnknownOrder(ClientOrderId),
     /// The venue could not be reached or did not answer in time; the request may or may not
     /// have been executed (check by client order id before retrying).
-    #[error("venue unreachable: {0}")]
+    #[error("venue unreachable: {}", excerpt(.0))]
     Connectivity(String),
+}
+
+/// Longest reason an error shows: a parse error may quote a whole string a venue sent, and
+/// error text ends up in the log (`order_failed`) and on terminals.
+const REASON_CHARS: usize = 300;
+
+/// `text`, or its first [`REASON_CHARS`] characters and how long it was.
+fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(REASON_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..cut], text.len())),
+    }
 }
 
 impl ExchangeError {
@@ -145,4 +157,21 @@ pub fn reconcile_lost(unfinished: &[ClientOrderId], time: i64) -> Vec<VenueEvent
         .iter()
         .map(|id| canceled_now(id, time, "the simulated venue ended with the run that placed it".into()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_shows_at_most_an_excerpt_of_what_the_venue_sent() {
+        let huge = format!("invalid type: string \"{}\"", "x".repeat(1 << 20));
+        let text = ExchangeError::Rejected { reason: huge.clone() }.to_string();
+        assert!(text.len() < 400 && text.ends_with(&format!("… ({} bytes in all)", huge.len())), "{}", text.len());
+        let short = ExchangeError::Connectivity("timed out".into()).to_string();
+        assert_eq!(short, "venue unreachable: timed out");
+        // Cut on a character boundary, whatever the text.
+        let wide = ExchangeError::RateLimited { reason: "é".repeat(1000) }.to_string();
+        assert!(wide.contains("… (2000 bytes in all)"), "{wide}");
+    }
 }

@@ -183,3 +183,36 @@ fn a_desk_whose_log_fails_stops_trading_and_says_why() {
     assert_eq!(summary["accounting_ok"], true, "{summary}");
     assert!(open_orders_in_log(&data).is_empty());
 }
+
+#[test]
+fn repeated_and_stale_market_data_change_nothing_the_desk_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = small_desk(dir.path(), 900, "0.0");
+    let faulty = dir.path().join("faulty.toml");
+    let default = std::fs::read_to_string(root().join("crates/exchange/src/sim/default.toml")).unwrap();
+    let config = default
+        .replace("duplicate_data_probability = 0.0", "duplicate_data_probability = 0.2")
+        .replace("stale_data_probability = 0.0", "stale_data_probability = 0.2");
+    assert_ne!(config, default, "the default configuration names both faults");
+    std::fs::write(&faulty, config).unwrap();
+    let sim = |data: &std::path::Path, config: Option<&std::path::Path>| {
+        let mut cmd = crypy(data);
+        cmd.args(["sim", "--json", "--templates"]).arg(&templates).arg("--market").arg(&market);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let out = run(&mut cmd, 0);
+        serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap()).unwrap()
+    };
+    let clean = sim(&dir.path().join("clean"), None);
+    let data = dir.path().join("faulty");
+    let noisy = sim(&data, Some(&faulty));
+    assert!(noisy["candles"].as_u64().unwrap() > clean["candles"].as_u64().unwrap() + 200, "faults were injected");
+    assert!(clean["orders"].as_u64().unwrap() > 0, "{clean}");
+    for field in ["orders", "fills", "positions", "end_equity", "fees", "per_strategy", "accounting_ok"] {
+        assert_eq!(noisy[field], clean[field], "{field}: {noisy} vs {clean}");
+    }
+    let replay: serde_json::Value =
+        serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
+    assert_eq!(replay["ok"], true, "{replay}");
+}

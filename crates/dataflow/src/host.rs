@@ -122,6 +122,8 @@ pub struct Host {
     acknowledged: u64,
     current: BTreeMap<String, i128>,
     epoch: u64,
+    /// The open time of the newest candle the agents saw, per pair: see [`Host::push`].
+    newest_candle: BTreeMap<crypy_core::Pair, i64>,
 }
 
 impl std::fmt::Debug for Host {
@@ -315,6 +317,7 @@ impl Host {
             acknowledged: 0,
             current: BTreeMap::new(),
             epoch: 0,
+            newest_candle: BTreeMap::new(),
         }
     }
 
@@ -384,7 +387,19 @@ impl Host {
     }
 
     /// Adds an event to the current epoch.
+    ///
+    /// A candle no newer than one the agents already saw for its pair (a venue repeating
+    /// itself, or data arriving out of order) is kept from them: it is in the log, as the
+    /// venue said it, but a bar must move the agents forward once. Live runs and replays
+    /// both come through here, so they agree on what was kept out.
     pub fn push(&mut self, event: Envelope) {
+        if let crypy_core::Event::Candle(c) = &event.event {
+            let newest = self.newest_candle.entry(c.pair).or_insert(i64::MIN);
+            if c.open_time <= *newest {
+                return;
+            }
+            *newest = c.open_time;
+        }
         self.pending.push(event);
     }
 

@@ -207,6 +207,8 @@ struct Books {
     /// At the first candle.
     start_equity: Option<Money>,
     last_close: BTreeMap<Pair, Price>,
+    /// The open time of the newest candle per pair.
+    newest: BTreeMap<Pair, i64>,
     peak: f64,
     max_drawdown: f64,
     /// Which strategy each order serves (the same mapping the differential ledger uses).
@@ -240,7 +242,9 @@ impl Books {
     fn see(&mut self, e: &Envelope) {
         self.ledger.updates(e);
         match &e.event {
-            Event::Candle(c) => {
+            // A repeated or stale candle does not move prices back (as for the agents).
+            Event::Candle(c) if self.newest.get(&c.pair).is_none_or(|t| c.open_time > *t) => {
+                self.newest.insert(c.pair, c.open_time);
                 self.last_close.insert(c.pair, c.close);
             }
             Event::OrderRequested(_) => self.orders += 1,
@@ -815,6 +819,7 @@ pub fn run_desk<E: Exchange>(
         trusted: opts.templates.desk.trusted_asset,
         start_equity: None,
         last_close: BTreeMap::new(),
+        newest: BTreeMap::new(),
         peak: 0.0,
         max_drawdown: 0.0,
         ledger: Ledger::default(),

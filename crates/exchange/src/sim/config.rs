@@ -38,6 +38,13 @@ pub struct SimConfig {
     pub partial_fill_fraction: Decimal,
     #[serde(default)]
     pub rejection_probability: f64,
+    /// Fault injection: chance that a candle is reported twice.
+    #[serde(default)]
+    pub duplicate_data_probability: f64,
+    /// Fault injection: chance that, after a candle, the one before it on its pair is
+    /// reported again (stale data arriving out of order).
+    #[serde(default)]
+    pub stale_data_probability: f64,
     #[serde(default)]
     pub rate_limit_per_s: Option<u32>,
     /// Required: what the account starts with.

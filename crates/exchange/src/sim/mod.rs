@@ -97,6 +97,11 @@ pub struct Simulator {
     recent: VecDeque<i64>,
     last_close: BTreeMap<Pair, Price>,
     queue: VecDeque<VenueEvent>,
+    /// Draws for market-data faults only, so that injecting them leaves every other draw
+    /// (latency, partial fills, rejections) as it was.
+    data_rng: SplitMix64,
+    /// The last bar reported per pair, for stale-data faults.
+    previous_bar: BTreeMap<Pair, Candle>,
 }
 
 impl Simulator {
@@ -139,6 +144,8 @@ impl Simulator {
             recent: VecDeque::new(),
             last_close: BTreeMap::new(),
             queue: VecDeque::new(),
+            data_rng: SplitMix64(cfg.seed ^ 0xDA7A_FA17),
+            previous_bar: BTreeMap::new(),
             cfg,
         }
     }
@@ -154,6 +161,22 @@ impl Simulator {
         self.last_close.insert(bar.pair, bar.close);
         self.push(bar.close_time(), Event::Candle(bar));
         true
+    }
+
+    /// The configuration's market-data faults after `bar`: it again, or the bar before it.
+    fn inject_data_faults(&mut self, bar: Candle) {
+        let (duplicate, stale) = (self.cfg.duplicate_data_probability, self.cfg.stale_data_probability);
+        if duplicate > 0.0 && self.data_rng.next_f64() < duplicate {
+            self.push(bar.close_time(), Event::Candle(bar.clone()));
+        }
+        if stale > 0.0 && self.data_rng.next_f64() < stale {
+            if let Some(before) = self.previous_bar.get(&bar.pair).cloned() {
+                self.push(bar.close_time(), Event::Candle(before));
+            }
+        }
+        if stale > 0.0 {
+            self.previous_bar.insert(bar.pair, bar);
+        }
     }
 
     /// The next report already decided, without advancing the data.
@@ -448,7 +471,8 @@ impl Simulator {
             self.next_candle += 1;
             self.match_bar(&bar);
             self.last_close.insert(bar.pair, bar.close);
-            self.push(bar.close_time(), Event::Candle(bar));
+            self.push(bar.close_time(), Event::Candle(bar.clone()));
+            self.inject_data_faults(bar);
         }
         self.next_queued()
     }

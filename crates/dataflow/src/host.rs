@@ -122,8 +122,25 @@ pub struct Host {
     acknowledged: u64,
     current: BTreeMap<String, i128>,
     epoch: u64,
-    /// The open time of the newest candle the agents saw, per pair: see [`Host::push`].
-    newest_candle: BTreeMap<crypy_core::Pair, i64>,
+    /// The candles the agents saw: see [`Host::push`].
+    candles: CandleClock,
+}
+
+/// The newest candle seen per pair: a candle moves a pair forward once, and one no newer
+/// (repeated, or stale and out of order) does not move it at all.
+#[derive(Debug, Clone, Default)]
+pub struct CandleClock(BTreeMap<crypy_core::Pair, i64>);
+
+impl CandleClock {
+    /// Whether `c` is newer than every candle seen of its pair; if so it is now the newest.
+    pub fn advances(&mut self, c: &crypy_core::Candle) -> bool {
+        let newest = self.0.entry(c.pair).or_insert(i64::MIN);
+        let advances = c.open_time > *newest;
+        if advances {
+            *newest = c.open_time;
+        }
+        advances
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -317,7 +334,7 @@ impl Host {
             acknowledged: 0,
             current: BTreeMap::new(),
             epoch: 0,
-            newest_candle: BTreeMap::new(),
+            candles: CandleClock::default(),
         }
     }
 
@@ -394,11 +411,9 @@ impl Host {
     /// both come through here, so they agree on what was kept out.
     pub fn push(&mut self, event: Envelope) {
         if let crypy_core::Event::Candle(c) = &event.event {
-            let newest = self.newest_candle.entry(c.pair).or_insert(i64::MIN);
-            if c.open_time <= *newest {
+            if !self.candles.advances(c) {
                 return;
             }
-            *newest = c.open_time;
         }
         self.pending.push(event);
     }

@@ -207,8 +207,7 @@ struct Books {
     /// At the first candle.
     start_equity: Option<Money>,
     last_close: BTreeMap<Pair, Price>,
-    /// The open time of the newest candle per pair.
-    newest: BTreeMap<Pair, i64>,
+    candles: crate::host::CandleClock,
     peak: f64,
     max_drawdown: f64,
     /// Which strategy each order serves (the same mapping the differential ledger uses).
@@ -243,8 +242,7 @@ impl Books {
         self.ledger.updates(e);
         match &e.event {
             // A repeated or stale candle does not move prices back (as for the agents).
-            Event::Candle(c) if self.newest.get(&c.pair).is_none_or(|t| c.open_time > *t) => {
-                self.newest.insert(c.pair, c.open_time);
+            Event::Candle(c) if self.candles.advances(c) => {
                 self.last_close.insert(c.pair, c.close);
             }
             Event::OrderRequested(_) => self.orders += 1,
@@ -819,7 +817,7 @@ pub fn run_desk<E: Exchange>(
         trusted: opts.templates.desk.trusted_asset,
         start_equity: None,
         last_close: BTreeMap::new(),
-        newest: BTreeMap::new(),
+        candles: crate::host::CandleClock::default(),
         peak: 0.0,
         max_drawdown: 0.0,
         ledger: Ledger::default(),

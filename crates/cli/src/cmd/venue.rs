@@ -191,12 +191,18 @@ fn templates(args: &VenueArgs) -> anyhow::Result<(Templates, Option<[String; 3]>
 
 /// Runs the desk on a connected venue (wrapped in a paper account with `--paper`).
 pub fn run_on<E: Exchange>(
-    runtime: tokio::runtime::Runtime,
-    venue: E,
+    connect: impl std::future::Future<Output = Result<E, crypy_exchange::ExchangeError>>,
+    venue_name: &str,
     args: &VenueArgs,
-    pairs: &[Pair],
-    recording: Option<Recording>,
+    start: Start,
 ) -> anyhow::Result<ExitCode> {
+    let Start { account, pairs, recording, .. } = start;
+    let pairs = &pairs[..];
+    // The venue's connections are spawned on this runtime, so they must start inside it.
+    let runtime = venue_runtime()?;
+    let venue = runtime
+        .block_on(connect)
+        .with_context(|| format!("cannot connect to {venue_name} as {}:{account}", venue_name.to_lowercase()))?;
     let (templates, texts) = templates(args)?;
     let desk_name = venue.desk().to_string();
     let options = DeskOptions {
@@ -251,11 +257,25 @@ pub fn key_for(exchange: &str, args: &VenueArgs) -> anyhow::Result<Option<ApiKey
 
 /// What every venue command starts with: the account, the key, the pairs, the data dir and
 /// the recording.
-struct Start {
+pub struct Start {
     account: String,
     key: Option<ApiKey>,
     pairs: Vec<Pair>,
     recording: Option<Recording>,
+}
+
+impl Start {
+    /// Where the adapter sends what it receives, when recording.
+    fn tap(&self) -> Option<RawTap> {
+        self.recording.as_ref().and_then(Recording::tap)
+    }
+}
+
+impl VenueArgs {
+    /// `--timeout`, at least a second.
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout.max(1))
+    }
 }
 
 fn start(exchange: &str, default_pair: &str, v: &VenueArgs) -> anyhow::Result<Start> {
@@ -272,7 +292,8 @@ fn start(exchange: &str, default_pair: &str, v: &VenueArgs) -> anyhow::Result<St
 pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
     use crypy_exchange::kraken::{KrakenConfig, KrakenCredential, KrakenExchange};
     let v = &args.venue;
-    let Start { account, key, pairs, recording } = start("kraken", "XBT/EUR", v)?;
+    let mut start = start("kraken", "XBT/EUR", v)?;
+    let account = start.account.clone();
     let mut config = KrakenConfig::new(&account);
     if let Some(url) = &v.rest_url {
         config.rest_url.clone_from(url);
@@ -284,29 +305,26 @@ pub fn kraken(args: crate::args::KrakenArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &args.ws_auth_url {
         config.ws_auth_url.clone_from(url);
     }
-    config.credential = match key {
+    config.credential = match start.key.take() {
         // The decoding error says what is wrong with the secret, never the secret.
         Some(k) => Some(KrakenCredential::new(k.key, &k.secret).context("the Kraken API secret")?),
         None => None,
     };
     // Kraken remembers the highest nonce of a key forever: ours must survive restarts.
     config.nonce_path = Some(v.dir.data_dir.join(format!("kraken-{account}.nonce")));
-    config.pairs.clone_from(&pairs);
+    config.pairs.clone_from(&start.pairs);
     config.interval = v.interval;
-    config.timeout = std::time::Duration::from_secs(v.timeout.max(1));
-    config.raw = recording.as_ref().and_then(Recording::tap);
-    let runtime = venue_runtime()?;
-    let venue = runtime
-        .block_on(KrakenExchange::connect(config))
-        .with_context(|| format!("cannot connect to Kraken as kraken:{account}"))?;
-    run_on(runtime, venue, v, &pairs, recording)
+    config.timeout = v.timeout();
+    config.raw = start.tap();
+    run_on(KrakenExchange::connect(config), "Kraken", v, start)
 }
 
 /// `crypy bitmex [--testnet]`.
 pub fn bitmex(args: crate::args::BitmexArgs) -> anyhow::Result<ExitCode> {
     use crypy_exchange::bitmex::{BitmexConfig, BitmexCredential, BitmexExchange};
     let v = &args.venue;
-    let Start { account, key, pairs, recording } = start("bitmex", "XBT/USD", v)?;
+    let mut start = start("bitmex", "XBT/USD", v)?;
+    let account = start.account.clone();
     let mut config = if args.testnet { BitmexConfig::testnet(&account) } else { BitmexConfig::new(&account) };
     if let Some(url) = &v.rest_url {
         config.rest_url.clone_from(url);
@@ -314,16 +332,12 @@ pub fn bitmex(args: crate::args::BitmexArgs) -> anyhow::Result<ExitCode> {
     if let Some(url) = &v.ws_url {
         config.ws_url.clone_from(url);
     }
-    config.credential = key.map(|k| BitmexCredential::new(k.key, k.secret));
-    config.pairs.clone_from(&pairs);
+    config.credential = start.key.take().map(|k| BitmexCredential::new(k.key, k.secret));
+    config.pairs.clone_from(&start.pairs);
     config.interval = v.interval;
-    config.timeout = std::time::Duration::from_secs(v.timeout.max(1));
-    config.raw = recording.as_ref().and_then(Recording::tap);
-    let runtime = venue_runtime()?;
-    let venue = runtime
-        .block_on(BitmexExchange::connect(config))
-        .with_context(|| format!("cannot connect to BitMEX as bitmex:{account}"))?;
-    run_on(runtime, venue, v, &pairs, recording)
+    config.timeout = v.timeout();
+    config.raw = start.tap();
+    run_on(BitmexExchange::connect(config), "BitMEX", v, start)
 }
 
 #[cfg(test)]

@@ -530,14 +530,7 @@ impl Desk<'_, '_, '_> {
         let issued = self.issued(self.lp.desk, command, session);
         let mut recorded = self.record(vec![issued], None)?;
         let cause = recorded.first().map(|e| e.seq);
-        let open = self.host.society().open_order_ids();
-        let mut canceled = Vec::new();
-        for id in open {
-            // An order the venue no longer knows has filled or ended: its report follows.
-            if self.venue.cancel(&self.lp.runtime, &id).is_ok() {
-                canceled.push(id);
-            }
-        }
+        let (canceled, _) = cancel_open_orders(self.venue, &self.lp.runtime, self.host);
         let mut inputs = vec![Event::KillSwitchEngaged(KillSwitchEngaged {
             reason: format!("by {session}"),
             canceled: canceled.len() as u32,
@@ -657,25 +650,33 @@ fn no_log_no_trade(
     if !live {
         return SimError::Log(cause);
     }
+    let (canceled, open) = cancel_open_orders(venue, &desk_loop.runtime, host);
+    SimError::NoLogNoTrade { cause, canceled: canceled.len(), open }
+}
+
+/// Cancels at the venue every order the desk's gate counts open; returns those the venue
+/// canceled, and how many were open. One the venue no longer knows has filled or ended
+/// there: its report follows, or the next start reconciles it.
+fn cancel_open_orders(
+    venue: &mut dyn DeskVenue,
+    runtime: &tokio::runtime::Runtime,
+    host: &Host,
+) -> (Vec<ClientOrderId>, usize) {
     let open = host.society().open_order_ids();
-    let canceled = open.iter().filter(|id| venue.cancel(&desk_loop.runtime, id).is_ok()).count();
-    SimError::NoLogNoTrade { cause, canceled, open: open.len() }
+    let count = open.len();
+    (open.into_iter().filter(|id| venue.cancel(runtime, id).is_ok()).collect(), count)
 }
 
 /// The desk template's `on_stop = "cancel"`: every order still open is canceled at the
 /// venue and the cancellation recorded. One the venue no longer knows has ended there (a fill
 /// not yet reported): it is left for the next start to reconcile.
 fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host: &mut Host) -> Result<(), SimError> {
-    let open: Vec<ClientOrderId> = host.society().open_order_ids();
-    for id in open {
-        if venue.cancel(&desk_loop.runtime, &id).is_ok() {
-            let cause = desk_loop.approvals.get(&id).copied();
-            let event = Event::OrderCanceled(OrderCanceled {
-                client_id: id,
-                reason: "the desk stopped (on_stop = cancel)".into(),
-            });
-            desk_loop.input(event, venue.now(), cause, venue, host)?;
-        }
+    let (canceled, _) = cancel_open_orders(venue, &desk_loop.runtime, host);
+    for id in canceled {
+        let cause = desk_loop.approvals.get(&id).copied();
+        let event =
+            Event::OrderCanceled(OrderCanceled { client_id: id, reason: "the desk stopped (on_stop = cancel)".into() });
+        desk_loop.input(event, venue.now(), cause, venue, host)?;
     }
     Ok(())
 }

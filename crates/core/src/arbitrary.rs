@@ -277,6 +277,12 @@ pub fn event() -> impl Strategy<Value = Event> {
         (scope(), text(), proptest::option::of(text()), proptest::option::of(text()), text()).prop_map(
             |(scope, key, old, new, reason)| Event::TemplateChanged(TemplateChanged { scope, key, old, new, reason })
         ),
+        (text(), text(), any::<u32>(), text()).prop_map(|(call, error, attempt, then)| Event::VenueError(VenueError {
+            call,
+            error,
+            attempt,
+            then
+        })),
     ]
 }
 

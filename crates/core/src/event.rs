@@ -139,6 +139,10 @@ events! {
     KillSwitchReleased(KillSwitchReleased) = "kill_switch_released" in Control,
     // Templates.
     TemplateChanged(TemplateChanged) = "template_changed" in Template,
+    // Account (declared last: a variant's place is its code in the log).
+    /// A venue call failed in a way worth another try (unreachable, timed out, rate limited);
+    /// what the desk did about it follows.
+    VenueError(VenueError) = "venue_error" in Account,
 }
 
 /// See [`Event::data`].
@@ -214,7 +218,8 @@ subject_none!(
     OrderFailed,
     CommandIssued,
     KillSwitchEngaged,
-    KillSwitchReleased
+    KillSwitchReleased,
+    VenueError
 );
 into_event!(
     Candle,
@@ -238,7 +243,8 @@ into_event!(
     CommandIssued,
     KillSwitchEngaged,
     KillSwitchReleased,
-    TemplateChanged
+    TemplateChanged,
+    VenueError
 );
 
 impl From<Allocation> for Event {
@@ -526,6 +532,18 @@ pub struct OrderFailed {
     pub error: String,
     /// Whether the same request (same client id) may be sent again.
     pub retryable: bool,
+}
+
+/// A failed venue call the desk tries again (or gives up on, saying so in `then`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VenueError {
+    /// Which call: `next_event`, `place <client id>`, `lookup <client id>`, `cancel <client id>`.
+    pub call: String,
+    pub error: String,
+    /// 1 for the first failure of this call in a row.
+    pub attempt: u32,
+    /// What the desk does next: `retry`, `look up`, `give up`…
+    pub then: String,
 }
 
 /// A human command accepted by an agent's terminal, logged before it takes effect.

@@ -132,6 +132,11 @@ pub struct Host {
 pub struct CandleClock(BTreeMap<crypy_core::Pair, i64>);
 
 impl CandleClock {
+    /// Whether `c` would advance its pair (without recording it).
+    pub fn is_newer(&self, c: &crypy_core::Candle) -> bool {
+        self.0.get(&c.pair).is_none_or(|newest| c.open_time > *newest)
+    }
+
     /// Whether `c` is newer than every candle seen of its pair; if so it is now the newest.
     pub fn advances(&mut self, c: &crypy_core::Candle) -> bool {
         let newest = self.0.entry(c.pair).or_insert(i64::MIN);

@@ -28,9 +28,10 @@ pub mod aggregates;
 pub mod host;
 /// Re-deriving a recorded run's decisions and comparing them with the log.
 pub mod replay;
+/// The simulated desk's runtime.
+mod retry;
 /// The data dir's secret, from which holder keys derive.
 pub mod secret;
-/// The simulated desk's runtime.
 pub mod sim;
 
 use crypy_core::EventKind;
@@ -58,5 +59,6 @@ pub fn is_external(kind: EventKind) -> bool {
             | KillSwitchEngaged
             | KillSwitchReleased
             | TemplateChanged
+            | VenueError
     )
 }

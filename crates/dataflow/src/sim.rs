@@ -22,11 +22,12 @@ use crypy_agents::society::{Parent, Society};
 
 use crate::aggregates::Ledger;
 use crate::host::Host;
+use crate::retry::{self, Retry};
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, FILES};
 use crypy_core::event::{
-    Balances, CommandIssued, KillSwitchEngaged, KillSwitchReleased, Markets, OrderAcknowledged, OrderCanceled,
-    OrderFailed, TemplateChanged, TemplateScope,
+    Balances, CommandIssued, KillSwitchEngaged, KillSwitchReleased, Markets, OrderCanceled, TemplateChanged,
+    TemplateScope,
 };
 use crypy_core::{
     AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Pair, Price, Side,
@@ -292,6 +293,10 @@ struct DeskLoop<'a, 'o> {
     captured: Option<Vec<Envelope>>,
     live: bool,
     order_latencies: Vec<std::time::Duration>,
+    retry: Retry,
+    /// The desk's clock: the latest time of its inputs. It never goes back, whatever a
+    /// venue's skewed clock stamps on a report.
+    clock: i64,
 }
 
 impl DeskLoop<'_, '_> {
@@ -341,6 +346,8 @@ impl DeskLoop<'_, '_> {
         host: &mut Host,
     ) -> Result<(), SimError> {
         let entered = std::time::Instant::now();
+        let time = time.max(self.clock);
+        self.clock = time;
         let from_market = event.kind().group() == crypy_core::event::EventGroup::Market;
         let mut queue = std::collections::VecDeque::from([(event, time, cause)]);
         while let Some((event, time, cause)) = queue.pop_front() {
@@ -377,15 +384,9 @@ impl DeskLoop<'_, '_> {
                 if from_market {
                     self.order_latencies.push(entered.elapsed());
                 }
-                let event = match venue.place(&self.runtime, request) {
-                    Ok(ack) => {
-                        Event::OrderAcknowledged(OrderAcknowledged { client_id, venue_order_id: ack.venue_order_id })
-                    }
-                    Err(e) => {
-                        Event::OrderFailed(OrderFailed { client_id, error: e.to_string(), retryable: e.is_retryable() })
-                    }
-                };
-                queue.push_back((event, venue.now(), Some(approval)));
+                for event in retry::place(venue, &self.runtime, self.retry, request) {
+                    queue.push_back((event, venue.now().max(time), Some(approval)));
+                }
             }
         }
         self.rec.flush_if_large()
@@ -530,7 +531,7 @@ impl Desk<'_, '_, '_> {
         let issued = self.issued(self.lp.desk, command, session);
         let mut recorded = self.record(vec![issued], None)?;
         let cause = recorded.first().map(|e| e.seq);
-        let (canceled, _) = cancel_open_orders(self.venue, &self.lp.runtime, self.host);
+        let (canceled, _) = cancel_open_orders(self.venue, &self.lp.runtime, self.lp.retry, self.host);
         let mut inputs = vec![Event::KillSwitchEngaged(KillSwitchEngaged {
             reason: format!("by {session}"),
             canceled: canceled.len() as u32,
@@ -589,6 +590,15 @@ impl Desk<'_, '_, '_> {
 pub trait DeskVenue {
     fn now(&self) -> i64;
     fn balances_now(&self) -> Vec<crypy_core::Balance>;
+    /// Looks an order up by client id, waiting for the venue's answer.
+    ///
+    /// # Errors
+    /// What the venue says.
+    fn lookup(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_id: &ClientOrderId,
+    ) -> Result<Option<crypy_exchange::OrderAck>, crypy_exchange::ExchangeError>;
     /// Places an order, waiting for the venue's answer.
     ///
     /// # Errors
@@ -626,6 +636,14 @@ impl<E: Exchange> DeskVenue for E {
         runtime.block_on(Exchange::place(self, order))
     }
 
+    fn lookup(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_id: &ClientOrderId,
+    ) -> Result<Option<crypy_exchange::OrderAck>, crypy_exchange::ExchangeError> {
+        runtime.block_on(Exchange::lookup(self, client_id))
+    }
+
     fn cancel(
         &mut self,
         runtime: &tokio::runtime::Runtime,
@@ -650,7 +668,7 @@ fn no_log_no_trade(
     if !live {
         return SimError::Log(cause);
     }
-    let (canceled, open) = cancel_open_orders(venue, &desk_loop.runtime, host);
+    let (canceled, open) = cancel_open_orders(venue, &desk_loop.runtime, desk_loop.retry, host);
     SimError::NoLogNoTrade { cause, canceled: canceled.len(), open }
 }
 
@@ -660,18 +678,19 @@ fn no_log_no_trade(
 fn cancel_open_orders(
     venue: &mut dyn DeskVenue,
     runtime: &tokio::runtime::Runtime,
+    retry: Retry,
     host: &Host,
 ) -> (Vec<ClientOrderId>, usize) {
     let open = host.society().open_order_ids();
     let count = open.len();
-    (open.into_iter().filter(|id| venue.cancel(runtime, id).is_ok()).collect(), count)
+    (open.into_iter().filter(|id| retry::cancel(venue, runtime, retry, id).is_ok()).collect(), count)
 }
 
 /// The desk template's `on_stop = "cancel"`: every order still open is canceled at the
 /// venue and the cancellation recorded. One the venue no longer knows has ended there (a fill
 /// not yet reported): it is left for the next start to reconcile.
 fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host: &mut Host) -> Result<(), SimError> {
-    let (canceled, _) = cancel_open_orders(venue, &desk_loop.runtime, host);
+    let (canceled, _) = cancel_open_orders(venue, &desk_loop.runtime, desk_loop.retry, host);
     for id in canceled {
         let cause = desk_loop.approvals.get(&id).copied();
         let event =
@@ -841,6 +860,8 @@ pub fn run_desk<E: Exchange>(
         captured: None,
         live: opts.live,
         order_latencies: Vec::new(),
+        retry: Retry::new(opts.poll.is_some()),
+        clock: i64::MIN,
     };
     let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {
@@ -854,9 +875,14 @@ pub fn run_desk<E: Exchange>(
         });
         desk_loop.input(event, now, None, &mut venue, &mut host)?;
     }
-    let capabilities = desk_loop.runtime.block_on(venue.capabilities())?;
-    let markets = desk_loop.runtime.block_on(venue.markets())?;
-    let balances = desk_loop.runtime.block_on(venue.balances())?;
+    let (retry, mut troubles) = (desk_loop.retry, Vec::new());
+    let capabilities =
+        retry::query(retry, "capabilities", &mut troubles, || desk_loop.runtime.block_on(venue.capabilities()))?;
+    let markets = retry::query(retry, "markets", &mut troubles, || desk_loop.runtime.block_on(venue.markets()))?;
+    let balances = retry::query(retry, "balances", &mut troubles, || desk_loop.runtime.block_on(venue.balances()))?;
+    for trouble in troubles {
+        desk_loop.input(trouble, now, None, &mut venue, &mut host)?;
+    }
     desk_loop.input(Event::Capabilities(capabilities), now, None, &mut venue, &mut host)?;
     desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut venue, &mut host)?;
     desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
@@ -878,6 +904,8 @@ pub fn run_desk<E: Exchange>(
     // After its last candle a live desk waits (a while) for the orders it has out to end, so
     // that it stops with its books agreeing with the venue.
     let mut draining: Option<std::time::Instant> = None;
+    // Consecutive failures of the venue's report stream.
+    let mut stream_failures = 0u32;
     // Everything between here and the end of the run writes the log: if it cannot, the desk
     // trades no more (see `no_log_no_trade`).
     let mut trade = || -> Result<(), SimError> {
@@ -894,11 +922,38 @@ pub fn run_desk<E: Exchange>(
                 // Cancel-safe by the trait's contract: a wait that times out loses nothing.
                 Some(poll) => {
                     match desk_loop.runtime.block_on(async { tokio::time::timeout(poll, venue.next_event()).await }) {
-                        Ok(next) => next?,
+                        Ok(next) => next,
                         Err(_quiet) => continue,
                     }
                 }
-                None => desk_loop.runtime.block_on(venue.next_event())?,
+                None => desk_loop.runtime.block_on(venue.next_event()),
+            };
+            let next = match next {
+                Ok(next) => {
+                    stream_failures = 0;
+                    next
+                }
+                Err(e) if e.is_retryable() => {
+                    // The venue keeps what it had to say for after the reconnect.
+                    stream_failures += 1;
+                    let give_up = stream_failures >= desk_loop.retry.reconnects;
+                    let trouble = retry::venue_error(
+                        "next_event".into(),
+                        &e,
+                        stream_failures,
+                        if give_up { "give up" } else { "reconnect" },
+                    );
+                    desk_loop.input(trouble, Exchange::now(&venue), None, &mut venue, &mut host)?;
+                    if opts.poll.is_some() {
+                        desk_loop.rec.flush()?;
+                    }
+                    if give_up {
+                        return Err(e.into());
+                    }
+                    desk_loop.retry.wait(stream_failures);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             let Some(reported) = next else {
                 // The data is over: the steering may keep the desk up (a terminal is open).
@@ -930,7 +985,8 @@ pub fn run_desk<E: Exchange>(
                 Event::OrderCanceled(c) => desk_loop.approvals.get(&c.client_id).copied(),
                 _ => None,
             };
-            let is_candle = matches!(reported.event, Event::Candle(_));
+            // A repeated or stale candle is no progress through the data.
+            let is_candle = matches!(&reported.event, Event::Candle(c) if desk_loop.books.candles.is_newer(c));
             desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
             if opts.poll.is_some() {
                 // A live venue reports at human pace: each input is durable before the next, so

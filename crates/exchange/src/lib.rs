@@ -119,6 +119,12 @@ pub trait Exchange: Send {
     /// Places an order; its fills arrive through [`next_event`](Self::next_event).
     fn place(&mut self, order: &OrderRequest) -> impl Future<Output = Result<OrderAck, ExchangeError>> + Send;
     fn cancel(&mut self, client_id: &ClientOrderId) -> impl Future<Output = Result<(), ExchangeError>> + Send;
+    /// The venue's acknowledgement of the order sent under `client_id` (open or ended), if it
+    /// has one: what the desk asks when a placement's answer was lost, before sending again.
+    fn lookup(
+        &mut self,
+        client_id: &ClientOrderId,
+    ) -> impl Future<Output = Result<Option<OrderAck>, ExchangeError>> + Send;
     /// Client ids of the orders still open.
     fn open_orders(&mut self) -> impl Future<Output = Result<Vec<ClientOrderId>, ExchangeError>> + Send;
     /// What became of orders an earlier run of this desk sent and never saw end (it was

@@ -96,6 +96,10 @@ impl<E: Exchange> Exchange for Paper<E> {
         self.sim.cancel_now(client_id)
     }
 
+    async fn lookup(&mut self, client_id: &ClientOrderId) -> Result<Option<OrderAck>, ExchangeError> {
+        self.sim.lookup(client_id).await
+    }
+
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
         self.sim.open_orders().await
     }
@@ -153,6 +157,9 @@ mod tests {
         }
         async fn cancel(&mut self, _: &ClientOrderId) -> Result<(), ExchangeError> {
             panic!("paper trading must never send a cancel to the venue")
+        }
+        async fn lookup(&mut self, _: &ClientOrderId) -> Result<Option<OrderAck>, ExchangeError> {
+            panic!("paper trading looks up its own orders")
         }
         async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
             Ok(Vec::new())

@@ -781,6 +781,11 @@ impl Exchange for BitmexExchange {
         }
     }
 
+    async fn lookup(&mut self, client_id: &ClientOrderId) -> Result<Option<OrderAck>, ExchangeError> {
+        let now = Exchange::now(self);
+        Ok(self.order(client_id).await?.map(|o| OrderAck { venue_order_id: o.venue_order_id, time: now }))
+    }
+
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
         let query = format!("filter={}&count=500&reverse=true", rest::encode(r#"{"open":true}"#));
         let text = self.rest.call(Method::GET, "/order", &query, None, true).await?;

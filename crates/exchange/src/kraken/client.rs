@@ -525,6 +525,11 @@ impl Exchange for KrakenExchange {
         }
     }
 
+    async fn lookup(&mut self, client_id: &ClientOrderId) -> Result<Option<OrderAck>, ExchangeError> {
+        let now = Exchange::now(self);
+        Ok(self.find_order(&cl_ord_id(client_id)).await?.map(|o| OrderAck { venue_order_id: o.txid, time: now }))
+    }
+
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
         let orders = self.open_orders_detailed().await?;
         Ok(orders.iter().map(|o| self.client_id_of(o)).collect())

@@ -45,6 +45,19 @@ pub struct SimConfig {
     /// reported again (stale data arriving out of order).
     #[serde(default)]
     pub stale_data_probability: f64,
+    /// Fault injection on the wire, with draws of their own (see `default.toml`).
+    #[serde(default)]
+    pub disconnect_probability: f64,
+    #[serde(default)]
+    pub timeout_probability: f64,
+    #[serde(default)]
+    pub rate_limited_probability: f64,
+    #[serde(default)]
+    pub server_error_probability: f64,
+    #[serde(default)]
+    pub reorder_probability: f64,
+    #[serde(default)]
+    pub clock_skew_ms: u64,
     #[serde(default)]
     pub rate_limit_per_s: Option<u32>,
     /// Required: what the account starts with.
@@ -105,10 +118,23 @@ impl SimConfig {
         for (name, p) in [
             ("partial_fill_probability", self.partial_fill_probability),
             ("rejection_probability", self.rejection_probability),
+            ("duplicate_data_probability", self.duplicate_data_probability),
+            ("stale_data_probability", self.stale_data_probability),
+            ("disconnect_probability", self.disconnect_probability),
+            ("timeout_probability", self.timeout_probability),
+            ("rate_limited_probability", self.rate_limited_probability),
+            ("server_error_probability", self.server_error_probability),
+            ("reorder_probability", self.reorder_probability),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("{name} {p} must be in [0, 1]"));
             }
+        }
+        if self.disconnect_probability >= 1.0 {
+            return bad("disconnect_probability 1 would never let a report through".into());
+        }
+        if self.clock_skew_ms > 3_600_000 {
+            return bad(format!("clock_skew_ms {} is more than an hour", self.clock_skew_ms));
         }
         if self.partial_fill_fraction <= Decimal::ZERO || self.partial_fill_fraction >= Decimal::ONE {
             return bad(format!("partial_fill_fraction {} must be in (0, 1)", self.partial_fill_fraction));

@@ -26,13 +26,17 @@
 //! precision) and the rest is canceled with the reason. With `partial_fill_probability`, a
 //! fill may take only `partial_fill_fraction` of the remaining quantity; the rest stays open.
 //!
+//! **Faults** on request (see `default.toml`): market data repeated or stale, and on the wire
+//! dropped report streams, timeouts, 429s, 5xx, reordered reports and a skewed clock, each
+//! from seeded draws of its own so that injecting them changes nothing else.
+//!
 //! **Refusals** at placement, as a venue would: unknown pair or order type, quantity or price
 //! with more decimals than the market allows, below the minimum size or notional, not enough
 //! free balance, a reused client order id, the rate limit, and seeded random rejections.
 
 mod config;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crypy_core::event::OrderCanceled;
 use crypy_core::{
@@ -90,7 +94,9 @@ pub struct Simulator {
     reserved: BTreeMap<Asset, Money>,
     /// Open orders by placement number: matched in the order they were placed.
     orders: BTreeMap<u64, OpenOrder>,
-    used_client_ids: HashSet<ClientOrderId>,
+    /// Every order it accepted, by client id: ids are never reused, and a desk whose answer
+    /// was lost can look its order up.
+    accepted: HashMap<ClientOrderId, OrderAck>,
     placed: u64,
     fills: u64,
     /// Placement times within the last second, for the rate limit.
@@ -102,6 +108,8 @@ pub struct Simulator {
     data_rng: SplitMix64,
     /// The last bar reported per pair, for stale-data faults.
     previous_bar: BTreeMap<Pair, Candle>,
+    /// Draws for wire faults only (dropped streams, timeouts, 429s, 5xx, reordering, skew).
+    wire_rng: SplitMix64,
 }
 
 impl Simulator {
@@ -138,7 +146,7 @@ impl Simulator {
             next_candle: 0,
             now: 0,
             orders: BTreeMap::new(),
-            used_client_ids: HashSet::new(),
+            accepted: HashMap::new(),
             placed: 0,
             fills: 0,
             recent: VecDeque::new(),
@@ -146,6 +154,7 @@ impl Simulator {
             queue: VecDeque::new(),
             data_rng: SplitMix64(cfg.seed ^ 0xDA7A_FA17),
             previous_bar: BTreeMap::new(),
+            wire_rng: SplitMix64(cfg.seed ^ 0x3172_E5FA_0175_0000),
             cfg,
         }
     }
@@ -227,7 +236,7 @@ impl Simulator {
         if !self.cfg.order_types.contains(&order_type) {
             return Err(Self::reject(format!("order type {order_type:?} is not supported")));
         }
-        if self.used_client_ids.contains(&order.client_id) {
+        if self.accepted.contains_key(&order.client_id) {
             return Err(Self::reject(format!("client order id {} was already used", order.client_id)));
         }
         if order.qty.is_sign_negative() || order.qty.is_zero() {
@@ -290,11 +299,12 @@ impl Simulator {
             return Err(Self::reject("simulated rejection"));
         }
         self.recent.push_back(self.now);
-        self.used_client_ids.insert(order.client_id.clone());
         self.placed += 1;
         let jitter = if self.cfg.jitter_ms > 0 { self.rng.next_u64() % (self.cfg.jitter_ms + 1) } else { 0 };
         let arrival = self.now + (self.cfg.latency_ms + jitter) as i64;
         let venue_id = format!("SIM-{}", self.placed);
+        let ack = OrderAck { venue_order_id: venue_id.clone(), time: arrival };
+        self.accepted.insert(order.client_id.clone(), ack.clone());
         self.move_funds(asset, -need, need);
         self.orders.insert(
             self.placed,
@@ -306,7 +316,50 @@ impl Simulator {
                 reserved: need,
             },
         );
-        Ok(OrderAck { venue_order_id: venue_id, time: arrival })
+        Ok(ack)
+    }
+
+    /// The acknowledgement of the order accepted under `client_id`, if any (open or ended).
+    pub fn lookup_now(&self, client_id: &ClientOrderId) -> Option<OrderAck> {
+        self.accepted.get(client_id).cloned()
+    }
+
+    /// A wire fault with chance `p`.
+    fn wire_fault(&mut self, p: f64) -> bool {
+        p > 0.0 && self.wire_rng.next_f64() < p
+    }
+
+    /// A request refused (429) or failed (5xx) before the venue executed it, by the
+    /// configuration's chances.
+    fn request_fault(&mut self, what: &str) -> Result<(), ExchangeError> {
+        if self.wire_fault(self.cfg.rate_limited_probability) {
+            return Err(ExchangeError::RateLimited { reason: format!("HTTP 429 on {what} (simulated)") });
+        }
+        if self.wire_fault(self.cfg.server_error_probability) {
+            return Err(ExchangeError::Connectivity(format!("HTTP 503 on {what} (simulated)")));
+        }
+        Ok(())
+    }
+
+    /// The next report as the wire delivers it: maybe swapped with the one after it, its
+    /// time maybe skewed.
+    fn deliver(&mut self) -> Option<VenueEvent> {
+        // Market data and account reports travel on separate channels (as on a venue's
+        // public and private websockets), each in order: what can overtake is one channel's
+        // message the other's.
+        let crosses =
+            |q: &VecDeque<VenueEvent>| matches!(q[0].event, Event::Candle(_)) != matches!(q[1].event, Event::Candle(_));
+        if self.queue.len() >= 2 && crosses(&self.queue) && self.wire_fault(self.cfg.reorder_probability) {
+            self.queue.swap(0, 1);
+        }
+        let mut e = self.next_queued()?;
+        let skew = self.cfg.clock_skew_ms;
+        if skew > 0 && !matches!(e.event, Event::Candle(_)) {
+            // The venue stamps its own reports; a bar's time is the bar's.
+            let offset = (self.wire_rng.next_u64() % (2 * skew + 1)) as i64 - skew as i64;
+            e.time += offset;
+        }
+        Some(e)
     }
 
     /// Cancels an open order, releasing what it held.
@@ -474,7 +527,7 @@ impl Simulator {
             self.push(bar.close_time(), Event::Candle(bar.clone()));
             self.inject_data_faults(bar);
         }
-        self.next_queued()
+        self.deliver()
     }
 }
 
@@ -492,27 +545,47 @@ impl Exchange for Simulator {
     }
 
     async fn capabilities(&mut self) -> Result<crypy_core::Capabilities, ExchangeError> {
+        self.request_fault("capabilities")?;
         Ok(self.cfg.capabilities())
     }
 
     async fn markets(&mut self) -> Result<Vec<Market>, ExchangeError> {
+        self.request_fault("markets")?;
         Ok(self.markets.values().cloned().collect())
     }
 
     async fn balances(&mut self) -> Result<Vec<Balance>, ExchangeError> {
+        self.request_fault("balances")?;
         Ok(self.balances_now())
     }
 
     async fn next_event(&mut self) -> Result<Option<VenueEvent>, ExchangeError> {
+        if self.wire_fault(self.cfg.disconnect_probability) {
+            // Before anything is taken from the queue: the venue sends it after the reconnect.
+            return Err(ExchangeError::Connectivity("the report stream dropped (simulated)".into()));
+        }
         Ok(self.next_now())
     }
 
     async fn place(&mut self, order: &OrderRequest) -> Result<OrderAck, ExchangeError> {
-        self.place_now(order)
+        self.request_fault("place")?;
+        let ack = self.place_now(order)?;
+        if self.wire_fault(self.cfg.timeout_probability) {
+            return Err(ExchangeError::Connectivity(
+                "timed out waiting for the answer (simulated); the order may have been placed".into(),
+            ));
+        }
+        Ok(ack)
     }
 
     async fn cancel(&mut self, client_id: &ClientOrderId) -> Result<(), ExchangeError> {
+        self.request_fault("cancel")?;
         self.cancel_now(client_id)
+    }
+
+    async fn lookup(&mut self, client_id: &ClientOrderId) -> Result<Option<OrderAck>, ExchangeError> {
+        self.request_fault("lookup")?;
+        Ok(self.lookup_now(client_id))
     }
 
     async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {

@@ -23,3 +23,7 @@ mod venue_cli;
 /// `crypy sim` killed with SIGKILL at seeded moments and restarted: the log stays whole, no
 /// order is lost or doubled, the books agree.
 mod crash_cli;
+
+/// `crypy sim` on a venue that misbehaves in every way the simulator can inject, for more than
+/// a million events: every invariant of the crash test still holds.
+mod soak_cli;

@@ -345,3 +345,105 @@ fn the_random_scenarios_really_trade() {
     }
     assert!(full > 50 && partial > 5, "full {full}, partial {partial}, canceled {canceled}");
 }
+
+/// The reports of a run through the `Exchange` interface, failed calls left out: what a desk
+/// that tries again sees.
+fn wire_reports(cfg: SimConfig, candles: Vec<Candle>) -> (Vec<VenueEvent>, u32) {
+    let mut sim = Simulator::new(cfg, candles).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (mut out, mut dropped) = (Vec::new(), 0);
+    let mut placed = 0;
+    loop {
+        match runtime.block_on(sim.next_event()) {
+            Ok(Some(e)) => {
+                // An order every fourth bar keeps fills flowing beside the candles.
+                if matches!(e.event, Event::Candle(_)) && out.len() % 4 == 0 {
+                    placed += 1;
+                    let o = order(&format!("w{placed}"), Side::Buy, OrderKind::Market, "0.001");
+                    sim.place_now(&o).unwrap();
+                }
+                out.push(e);
+            }
+            Ok(None) => return (out, dropped),
+            Err(ExchangeError::Connectivity(_)) => dropped += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn walk(n: usize) -> Vec<Candle> {
+    let prices: Vec<String> = (0..n).map(|i| format!("{}", 20_000 + (i * 37 % 200))).collect();
+    let ohlc: Vec<(&str, &str, &str, &str)> =
+        (0..n).map(|i| (prices[i].as_str(), "30000", "10000", prices[(i + 1) % n].as_str())).collect();
+    bars(&ohlc)
+}
+
+#[test]
+fn a_dropped_report_stream_loses_nothing() {
+    let clean = wire_reports(quiet_config(), walk(200));
+    let faulty = wire_reports(SimConfig { disconnect_probability: 0.3, ..quiet_config() }, walk(200));
+    assert_eq!(clean.1, 0);
+    assert!(faulty.1 > 30, "{} drops", faulty.1);
+    assert_eq!(faulty.0, clean.0, "the same reports, in the same order, once each");
+}
+
+#[test]
+fn reordering_crosses_channels_only_and_skew_moves_account_reports_only() {
+    let clean = wire_reports(quiet_config(), walk(400)).0;
+    let cfg = SimConfig { reorder_probability: 1.0, clock_skew_ms: 3000, ..quiet_config() };
+    let faulty = wire_reports(cfg, walk(400)).0;
+    let candles = |r: &[VenueEvent]| -> Vec<VenueEvent> {
+        r.iter().filter(|e| matches!(e.event, Event::Candle(_))).cloned().collect()
+    };
+    let account = |r: &[VenueEvent]| -> Vec<Event> {
+        r.iter().filter(|e| !matches!(e.event, Event::Candle(_))).map(|e| e.event.clone()).collect()
+    };
+    // Each channel keeps its order (and candles their times); only the interleaving changes.
+    assert_eq!(candles(&faulty), candles(&clean));
+    assert_eq!(account(&faulty), account(&clean));
+    assert_ne!(faulty, clean);
+    let skewed = faulty.iter().zip(&clean).filter(|(a, b)| a.time != b.time).count();
+    assert!(skewed > 0);
+}
+
+#[test]
+fn a_placement_whose_answer_is_lost_is_booked_and_found_by_its_client_id() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let cfg = SimConfig { timeout_probability: 1.0, ..quiet_config() };
+    let mut sim = Simulator::new(cfg, walk(3)).unwrap();
+    runtime.block_on(sim.next_event()).unwrap();
+    let o = order("lost-1", Side::Buy, OrderKind::Market, "0.001");
+    let err = runtime.block_on(sim.place(&o)).unwrap_err();
+    assert!(err.is_retryable() && err.to_string().contains("may have been placed"), "{err}");
+    let found = runtime.block_on(sim.lookup(&o.client_id)).unwrap().expect("the venue has it");
+    assert_eq!(found.venue_order_id, "SIM-1");
+    // Sending it again cannot make a second order.
+    let again = runtime.block_on(sim.place(&o)).unwrap_err();
+    assert!(again.to_string().contains("already used"), "{again}");
+    assert_eq!(runtime.block_on(sim.open_orders()).unwrap().len(), 1);
+    assert_eq!(runtime.block_on(sim.lookup(&"never-sent".parse().unwrap())).unwrap(), None);
+}
+
+#[test]
+fn refused_requests_are_not_executed() {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    for cfg in [
+        SimConfig { rate_limited_probability: 1.0, ..quiet_config() },
+        SimConfig { server_error_probability: 1.0, ..quiet_config() },
+    ] {
+        let mut sim = Simulator::new(cfg, walk(3)).unwrap();
+        runtime.block_on(sim.next_event()).unwrap();
+        let o = order("refused-1", Side::Buy, OrderKind::Market, "0.001");
+        assert!(runtime.block_on(sim.place(&o)).unwrap_err().is_retryable());
+        assert_eq!(sim.lookup_now(&o.client_id), None);
+        assert!(runtime.block_on(sim.balances()).is_err());
+    }
+}
+
+#[test]
+fn fault_chances_out_of_range_are_named() {
+    let text = DEFAULT_TOML.replace("timeout_probability = 0.0", "timeout_probability = 1.5");
+    assert!(SimConfig::from_toml(&text).unwrap_err().to_string().contains("timeout_probability 1.5"));
+    let text = DEFAULT_TOML.replace("disconnect_probability = 0.0", "disconnect_probability = 1.0");
+    assert!(SimConfig::from_toml(&text).unwrap_err().to_string().contains("never let a report through"));
+}

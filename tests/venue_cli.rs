@@ -154,6 +154,61 @@ fn a_live_kraken_desk_survives_faults_without_a_duplicate_order_and_never_shows_
     }
 }
 
+/// A live desk killed while Kraken filled its order unseen (the private stream had gone
+/// quiet): the next start imports that fill from Kraken's own trades, before the balances it
+/// is part of, its books agree with the venue's, and both runs replay exactly.
+#[test]
+fn a_fill_made_while_the_desk_was_down_is_imported_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, _) = small_desk(dir.path(), 900, "0.0");
+    let fake = fake_kraken(900);
+    fake.mute_executions(true);
+    let data = dir.path().join("live");
+    let keyed = |cmd: &mut std::process::Command| {
+        cmd.env("CRYPY_KRAKEN_KEY", KRAKEN_KEY).env("CRYPY_KRAKEN_SECRET", KRAKEN_SECRET);
+    };
+    let mut first = kraken(&data, &fake, &templates, 899);
+    keyed(&mut first);
+    let mut child = first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fake.orders().iter().all(|o| o.executed.is_zero()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    fake.mute_executions(false);
+    let unseen: Vec<String> =
+        fake.orders().iter().filter(|o| !o.executed.is_zero()).map(|o| o.cl_ord_id.clone().unwrap()).collect();
+    assert!(!unseen.is_empty(), "the desk placed an order and Kraken filled it: {:?}", fake.orders());
+
+    let mut second = kraken(&data, &fake, &templates, 20);
+    keyed(second.arg("--json"));
+    let s = summary(&run_within(&mut second, 0, LIMIT));
+    assert_eq!(s["run"], 2, "{s}");
+    assert_eq!(s["accounting_ok"], true, "{s}");
+    let kinds = "order_approved,order_filled,order_partially_filled,order_canceled,balances";
+    let events = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", kinds]), 0));
+    let balances_of_run_2 =
+        events.iter().find(|e| e["kind"] == "balances" && e["run"] == 2).expect("run 2 records balances")["seq"]
+            .as_u64()
+            .unwrap();
+    let trades_at_kraken: Vec<String> = fake.orders().iter().flat_map(|o| o.trades.clone()).collect();
+    for id in &unseen {
+        let fills: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["kind"].as_str().unwrap().contains("filled") && e["data"]["client_id"] == id.as_str())
+            .collect();
+        assert!(!fills.is_empty(), "the fill of {id} made while the desk was down is in the log");
+        for f in fills {
+            assert_eq!(f["run"], 2, "{f}");
+            assert!(f["seq"].as_u64().unwrap() < balances_of_run_2, "recorded before the balances it is part of");
+            assert!(trades_at_kraken.iter().any(|t| f["data"]["fill_id"] == t.as_str()), "Kraken's trade id: {f}");
+        }
+    }
+    replay_ok(&data);
+}
+
 #[test]
 fn a_live_venue_without_a_key_or_with_a_bad_key_file_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ use crypy_core::{
 };
 use crypy_eventstore::{Durability, EventLog, Options};
 use crypy_exchange::sim::{SimConfig, Simulator};
-use crypy_exchange::Exchange;
+use crypy_exchange::{Exchange, Unfinished};
 use rust_decimal::prelude::ToPrimitive;
 use thiserror::Error;
 
@@ -700,15 +700,20 @@ fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host
     Ok(())
 }
 
-/// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended: what
-/// a run killed with orders out leaves behind.
-fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<ClientOrderId>, SimError> {
-    let mut open = std::collections::BTreeSet::new();
+/// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended, with
+/// the fills recorded of them: what a run killed with orders out leaves behind.
+fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<Unfinished>, SimError> {
+    let mut open: BTreeMap<ClientOrderId, Unfinished> = BTreeMap::new();
     for e in log.iter_from(1) {
         let e = e?;
         match &e.event {
             Event::OrderApproved(a) if e.source == desk => {
-                open.insert(a.client_id.clone());
+                open.insert(a.client_id.clone(), Unfinished::new(a.client_id.clone()));
+            }
+            Event::OrderPartiallyFilled(f) => {
+                if let Some(u) = open.get_mut(&f.client_id) {
+                    u.recorded_fills.insert(f.fill_id.clone());
+                }
             }
             Event::OrderFilled(f) => {
                 open.remove(&f.client_id);
@@ -722,7 +727,24 @@ fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<ClientOrderId>
             _ => {}
         }
     }
-    Ok(open.into_iter().collect())
+    Ok(open.into_values().collect())
+}
+
+/// What `fills` did to an account's balances, by asset: bought and sold quantities, values
+/// and fees, exactly.
+fn balance_changes<'f>(fills: impl IntoIterator<Item = &'f crypy_core::Fill>) -> BTreeMap<Asset, Money> {
+    let mut change: BTreeMap<Asset, Money> = BTreeMap::new();
+    for f in fills {
+        let (qty, value) = (Money::new(f.qty.value()), f.price * f.qty);
+        let (base, quote) = match f.side {
+            Side::Buy => (qty, -value),
+            Side::Sell => (-qty, value),
+        };
+        *change.entry(f.pair.base).or_default() += base;
+        *change.entry(f.pair.quote).or_default() += quote;
+        *change.entry(f.fee_asset).or_default() -= f.fee;
+    }
+    change
 }
 
 /// How long a live desk that was told to stop waits for its open orders to end.
@@ -885,15 +907,25 @@ pub fn run_desk<E: Exchange>(
     }
     desk_loop.input(Event::Capabilities(capabilities), now, None, &mut venue, &mut host)?;
     desk_loop.input(Event::Markets(Markets { markets }), now, None, &mut venue, &mut host)?;
-    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
+    // Fills an earlier run did not live to record are already in the balances the venue
+    // reports: they are recorded before them, and kept out of this run's accounting.
+    let mut reconciled_fills = Vec::new();
     if !unfinished.is_empty() {
         // An earlier run was killed with orders out: the venue says how each ended, before
         // this run trades.
         for closing in desk_loop.runtime.block_on(venue.reconcile(&unfinished))? {
+            if let Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) = &closing.event {
+                reconciled_fills.push((**f).clone());
+            }
             desk_loop.input(closing.event, closing.time, None, &mut venue, &mut host)?;
         }
+    }
+    desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
+    if !unfinished.is_empty() {
+        // What the venue said of the earlier run's orders is durable before this run trades.
         desk_loop.rec.flush()?;
     }
+    let reconciled_change = balance_changes(&reconciled_fills);
 
     let start_balances = Exchange::balances_now(&venue);
     let mut candles_done = 0u64;
@@ -1035,7 +1067,8 @@ pub fn run_desk<E: Exchange>(
     for asset in assets {
         let total =
             |bs: &[crypy_core::Balance]| bs.iter().find(|b| b.asset == asset).map_or(Money::ZERO, |b| b.total());
-        let change = totals.get(&format!("asset:{asset}")).copied().unwrap_or_default();
+        let change = totals.get(&format!("asset:{asset}")).copied().unwrap_or_default()
+            - reconciled_change.get(&asset).copied().unwrap_or_default().value();
         let expected = total(&start_balances).value() + change;
         if expected != total(&end_balances).value() {
             accounting_mismatches

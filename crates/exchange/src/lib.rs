@@ -128,25 +128,45 @@ pub trait Exchange: Send {
     /// Client ids of the orders still open.
     fn open_orders(&mut self) -> impl Future<Output = Result<Vec<ClientOrderId>, ExchangeError>> + Send;
     /// What became of orders an earlier run of this desk sent and never saw end (it was
-    /// killed): one terminal event each, from the venue's own account of them, to record
-    /// before anything else. An order still open is canceled first (the new lifetime does
-    /// not own it).
+    /// killed), from the venue's own account of them, to record before anything else: each
+    /// fill the earlier run did not record (one event per venue trade, with its own price and
+    /// fee), then the order's end. An order still open is canceled first (the new lifetime
+    /// does not own it). Fills reported here are already in the balances the venue reports:
+    /// an adapter does not add them to [`balances_now`](Self::balances_now) again.
     ///
     /// # Errors
-    /// When the venue cannot say, or says something the desk cannot record exactly (a fill
-    /// made while it was down): the desk does not start on books that disagree with the venue.
+    /// When the venue cannot say, or cannot say exactly (an order filled without the trades
+    /// that filled it): the desk does not start on books that disagree with the venue.
     fn reconcile(
         &mut self,
-        unfinished: &[ClientOrderId],
+        unfinished: &[Unfinished],
     ) -> impl Future<Output = Result<Vec<VenueEvent>, ExchangeError>> + Send;
 }
 
-/// An order of an earlier run that the venue executed while no desk recorded it.
+/// An order an earlier run of the desk sent and never saw end, with what that run recorded of
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    pub client_id: ClientOrderId,
+    /// The venue's ids of its fills already recorded (`Fill::fill_id`): the venue reports
+    /// only the others.
+    pub recorded_fills: std::collections::BTreeSet<String>,
+}
+
+impl Unfinished {
+    pub fn new(client_id: ClientOrderId) -> Self {
+        Unfinished { client_id, recorded_fills: Default::default() }
+    }
+}
+
+/// An order of an earlier run that the venue executed while no desk recorded it, and whose
+/// trades the venue does not list.
 pub fn unrecorded_fill(venue: &str, id: &ClientOrderId, venue_order_id: &str, filled: &str) -> ExchangeError {
     ExchangeError::Rejected {
         reason: format!(
-            "order {id} ({venue_order_id}) of an earlier run filled {filled} at {venue} while the desk was down; \
-             crypy cannot record that fill exactly yet, so it does not start on books that disagree with the venue"
+            "order {id} ({venue_order_id}) of an earlier run filled {filled} at {venue} while the desk was down, \
+             and {venue} lists no trades for it: crypy cannot record that fill exactly, so it does not start on \
+             books that disagree with the venue"
         ),
     }
 }
@@ -158,10 +178,10 @@ pub fn canceled_now(id: &ClientOrderId, time: i64, reason: String) -> VenueEvent
 
 /// The events that close orders whose venue ended with the process that placed them (the
 /// simulator, a paper account): nothing of them survives, so each is canceled.
-pub fn reconcile_lost(unfinished: &[ClientOrderId], time: i64) -> Vec<VenueEvent> {
+pub fn reconcile_lost(unfinished: &[Unfinished], time: i64) -> Vec<VenueEvent> {
     unfinished
         .iter()
-        .map(|id| canceled_now(id, time, "the simulated venue ended with the run that placed it".into()))
+        .map(|u| canceled_now(&u.client_id, time, "the simulated venue ended with the run that placed it".into()))
         .collect()
 }
 

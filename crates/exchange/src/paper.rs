@@ -104,7 +104,7 @@ impl<E: Exchange> Exchange for Paper<E> {
         self.sim.open_orders().await
     }
 
-    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+    async fn reconcile(&mut self, unfinished: &[crate::Unfinished]) -> Result<Vec<VenueEvent>, ExchangeError> {
         // The paper account lived in the process: the venue never saw these orders.
         Ok(crate::reconcile_lost(unfinished, self.now()))
     }
@@ -164,7 +164,7 @@ mod tests {
         async fn open_orders(&mut self) -> Result<Vec<ClientOrderId>, ExchangeError> {
             Ok(Vec::new())
         }
-        async fn reconcile(&mut self, _: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+        async fn reconcile(&mut self, _: &[crate::Unfinished]) -> Result<Vec<VenueEvent>, ExchangeError> {
             panic!("paper trading reconciles its own orders")
         }
     }

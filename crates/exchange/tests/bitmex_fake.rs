@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crypy_core::{Candle, ClientOrderId, Event, OrderKind, OrderRequest, Pair, Side};
+use crypy_core::{Candle, ClientOrderId, Event, OrderKind, OrderRequest, Pair, Qty, Side};
 use crypy_exchange::bitmex::{BitmexConfig, BitmexCredential, BitmexExchange};
 use crypy_exchange::loopback::bitmex::{recorded_candles, FakeBitmex, FakeBitmexOptions, Fault};
-use crypy_exchange::{Exchange, ExchangeError, RawMessage, VenueEvent};
+use crypy_exchange::{Exchange, ExchangeError, RawMessage, Unfinished, VenueEvent};
 
 const KEY: &str = "fakeKeyQ7w9Zr2LmN4p";
 const SECRET: &str = "fakeSecret_x8Vt3Kp0Qa7Yd2Lm5Nz9Wc4Rb6Hj1Fg";
@@ -504,7 +504,8 @@ async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
     }
     let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
     let never_sent: ClientOrderId = "r1-lost".parse().unwrap();
-    let closing = ex.reconcile(&[resting.client_id.clone(), never_sent.clone()]).await.unwrap();
+    let closing =
+        ex.reconcile(&[Unfinished::new(resting.client_id.clone()), Unfinished::new(never_sent.clone())]).await.unwrap();
     let reasons: Vec<(ClientOrderId, String)> = closing
         .into_iter()
         .map(|e| match e.event {
@@ -517,11 +518,51 @@ async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
     assert_eq!(reasons[1], (never_sent, "unknown to BitMEX: the request never arrived".to_string()));
     assert!(ex.open_orders().await.unwrap().is_empty(), "the resting order no longer works for a dead run");
     one_order_per_cl_ord_id(&fake);
+}
 
-    // An order that filled while no desk recorded it stops the start, saying which.
-    let filled = order("r1-filled", Side::Buy, OrderKind::Market, "3300");
-    ex.place(&filled).await.unwrap();
+/// Orders that traded while no desk recorded them: each execution the earlier run did not
+/// record comes back as its own fill, with BitMEX's price and fee, then the order's end.
+#[tokio::test]
+async fn a_restarted_desk_imports_the_fills_it_missed_trade_by_trade() {
+    let fake = fake(|_| {});
+    let filled = order("r2-filled", Side::Buy, OrderKind::Market, "3300");
+    let partly = order("r2-partly", Side::Buy, limit("30000.5"), "300");
+    let mut recorded = std::collections::BTreeSet::new();
+    {
+        // The earlier run: the limit order's first trade is seen and recorded, then the
+        // process dies; the rest trades while no desk records it.
+        let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+        ex.place(&partly).await.unwrap();
+        assert!(fake.fill_partially("r2-partly", "100".parse().unwrap(), "30000.5".parse().unwrap()));
+        let first = until(&mut ex, |e| matches!(e, Event::OrderPartiallyFilled(_))).await;
+        let Event::OrderPartiallyFilled(f) = first.event else { unreachable!() };
+        recorded.insert(f.fill_id.clone());
+        ex.place(&filled).await.unwrap();
+    }
+    assert!(fake.fill_partially("r2-partly", "100".parse().unwrap(), "30000.0".parse().unwrap()));
+    let mut ex = BitmexExchange::connect(config(&fake)).await.unwrap();
+    let unfinished = [
+        Unfinished { client_id: partly.client_id.clone(), recorded_fills: recorded },
+        Unfinished::new(filled.client_id.clone()),
+    ];
+    let events: Vec<Event> = ex.reconcile(&unfinished).await.unwrap().into_iter().map(|e| e.event).collect();
+    let qty = |s: &str| Qty::new(s.parse().unwrap());
+    match &events[..] {
+        [Event::OrderPartiallyFilled(second), Event::OrderCanceled(rest), Event::OrderFilled(market)] => {
+            assert_eq!((second.qty, second.price.to_string()), (qty("100"), "30000".into()));
+            assert_eq!(second.remaining, qty("100"), "what is left after both trades");
+            assert!(rest.reason.starts_with("left open by an earlier run; canceled at restart"), "{}", rest.reason);
+            assert_eq!((market.client_id.as_str(), market.qty), ("r2-filled", qty("3300")));
+            assert!(market.remaining.is_zero());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ex.open_orders().await.unwrap().is_empty());
+    one_order_per_cl_ord_id(&fake);
+
+    // An order BitMEX says filled but whose trades it does not list stops the start.
+    fake.forget_trades();
     let mut again = BitmexExchange::connect(config(&fake)).await.unwrap();
-    let err = again.reconcile(std::slice::from_ref(&filled.client_id)).await.unwrap_err().to_string();
-    assert!(err.contains("r1-filled") && err.contains("filled 3300") && err.contains("does not start"), "{err}");
+    let err = again.reconcile(&[Unfinished::new(filled.client_id.clone())]).await.unwrap_err().to_string();
+    assert!(err.contains("r2-filled") && err.contains("filled 3300") && err.contains("does not start"), "{err}");
 }

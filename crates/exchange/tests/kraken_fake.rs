@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crypy_core::{Candle, ClientOrderId, Event, Interval, OrderKind, OrderRequest, Pair, Price, Qty, Side};
+use crypy_core::{Candle, ClientOrderId, Event, Fill, Interval, OrderKind, OrderRequest, Pair, Price, Qty, Side};
 use crypy_exchange::kraken::{cl_ord_id, KrakenConfig, KrakenCredential, KrakenExchange, Tier};
 use crypy_exchange::loopback::kraken::{FakeKraken, FakeKrakenOptions, Fault};
-use crypy_exchange::{Exchange, ExchangeError, RawMessage, VenueEvent};
+use crypy_exchange::{Exchange, ExchangeError, RawMessage, Unfinished, VenueEvent};
 
 /// The secret of Kraken's authentication guide (no real account behind it).
 const SECRET: &str = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==";
@@ -99,6 +99,17 @@ fn limit(price: &str) -> OrderKind {
 }
 
 /// Connected, with both streams subscribed.
+/// The next fill of the order sent as `client_id`, as the private stream reports it.
+async fn next_fill(ex: &mut KrakenExchange, client_id: &str) -> Fill {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), ex.next_event()).await.expect("a fill in time");
+        match e.unwrap().expect("the stream goes on").event {
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) if f.client_id.as_str() == client_id => return *f,
+            _ => {}
+        }
+    }
+}
+
 async fn connected(fake: &FakeKraken, cfg: KrakenConfig) -> KrakenExchange {
     let ex = KrakenExchange::connect(cfg).await.unwrap();
     wait_until("the ohlc subscription", || fake.ohlc_subscribed()).await;
@@ -531,7 +542,8 @@ async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
     }
     let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
     let never_sent: ClientOrderId = "r1-lost".parse().unwrap();
-    let closing = ex.reconcile(&[resting.client_id.clone(), never_sent.clone()]).await.unwrap();
+    let closing =
+        ex.reconcile(&[Unfinished::new(resting.client_id.clone()), Unfinished::new(never_sent.clone())]).await.unwrap();
     let reasons: Vec<(ClientOrderId, String)> = closing
         .into_iter()
         .map(|e| match e.event {
@@ -545,11 +557,55 @@ async fn a_restarted_desk_reconciles_what_an_earlier_run_left_out() {
     let at_kraken = fake.orders();
     assert_eq!(at_kraken.len(), 1);
     assert_eq!(at_kraken[0].status, "canceled", "the resting order no longer works for a dead run");
+}
 
-    // An order that filled while no desk recorded it stops the start, saying which.
-    let filled = order("r1-filled", Side::Buy, OrderKind::Market, "0.01");
-    ex.place(&filled).await.unwrap();
+/// Orders that traded while no desk recorded them: each trade the earlier run did not record
+/// comes back as its own fill, with Kraken's price and fee, then the order's end.
+#[tokio::test]
+async fn a_restarted_desk_imports_the_fills_it_missed_trade_by_trade() {
+    let fake = fake(|_| {});
+    let filled = order("r2-filled", Side::Buy, OrderKind::Market, "0.01");
+    let partly = order("r2-partly", Side::Buy, limit("8000.0"), "0.03");
+    let mut recorded = std::collections::BTreeSet::new();
+    {
+        // The earlier run: both orders out; the limit order's first trade is seen and
+        // recorded, then the process dies; the rest trades while no desk records it.
+        let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+        ex.place(&filled).await.unwrap();
+        ex.place(&partly).await.unwrap();
+        assert!(fake.fill_partially("r2-partly", "0.01".parse().unwrap(), "7999.5".parse().unwrap()));
+        let first = next_fill(&mut ex, "r2-partly").await;
+        recorded.insert(first.fill_id.clone());
+    }
+    assert!(fake.fill_partially("r2-partly", "0.005".parse().unwrap(), "7998.0".parse().unwrap()));
+    let mut ex = connected(&fake, config(&fake, vec![xbteur()])).await;
+    let unfinished = [
+        Unfinished::new(filled.client_id.clone()),
+        Unfinished { client_id: partly.client_id.clone(), recorded_fills: recorded },
+    ];
+    let events: Vec<Event> = ex.reconcile(&unfinished).await.unwrap().into_iter().map(|e| e.event).collect();
+    let at_kraken = fake.orders();
+    match &events[..] {
+        [Event::OrderFilled(market), Event::OrderPartiallyFilled(second), Event::OrderCanceled(rest)] => {
+            let qty = |s: &str| Qty::new(s.parse().unwrap());
+            assert_eq!((market.client_id.as_str(), market.qty), ("r2-filled", qty("0.01")));
+            assert!(market.remaining.is_zero());
+            assert_eq!(market.price.value(), at_kraken[0].cost / at_kraken[0].executed);
+            assert_eq!(market.fee.value(), at_kraken[0].fee);
+            assert_eq!((second.qty, second.price.to_string()), (qty("0.005"), "7998.0".into()));
+            assert_eq!(second.remaining, qty("0.015"), "what is left after both trades");
+            assert!(rest.reason.starts_with("left open by an earlier run; canceled at restart"), "{}", rest.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(at_kraken[1].status, "canceled");
+    // The fills are in the balances Kraken reports; the adapter does not count them twice.
+    let eur = ex.balances_now().into_iter().find(|b| b.asset.to_string() == "EUR").unwrap();
+    assert_eq!(eur.total().value(), fake.balance("ZEUR").unwrap());
+
+    // An order Kraken says filled but whose trades it does not list stops the start.
+    fake.forget_trades();
     let mut again = connected(&fake, config(&fake, vec![xbteur()])).await;
-    let err = again.reconcile(std::slice::from_ref(&filled.client_id)).await.unwrap_err().to_string();
-    assert!(err.contains("r1-filled") && err.contains("filled 0.01") && err.contains("does not start"), "{err}");
+    let err = again.reconcile(&[Unfinished::new(filled.client_id.clone())]).await.unwrap_err().to_string();
+    assert!(err.contains("r2-filled") && err.contains("filled 0.01") && err.contains("does not start"), "{err}");
 }

@@ -46,7 +46,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::http::{self, OrderState, OrderStatus, RateLimit};
 use super::rest::{self, Book, Execution, ExecutionReport, Instrument, Markets};
 use super::BitmexCredential;
-use crate::{net, Exchange, ExchangeError, OrderAck, RawMessage, RawTap, VenueEvent};
+use crate::{net, Exchange, ExchangeError, OrderAck, RawMessage, RawTap, Unfinished, VenueEvent};
 
 /// How far in the future a request's `api-expires` lies: short, so that a captured request
 /// is soon worthless, but long enough for a slow network.
@@ -599,6 +599,52 @@ impl BitmexExchange {
         Ok(self.rest.find(&rest::cl_ord_id(client_id)).await?.map(|(o, _)| o))
     }
 
+    /// The executions of the order sent as `client_id` (`GET /execution/tradeHistory`), oldest
+    /// first.
+    ///
+    /// # Errors
+    /// Without a key, or BitMEX's error.
+    pub async fn executions(&self, client_id: &ClientOrderId) -> Result<Vec<Execution>, ExchangeError> {
+        let filter = rest::cl_ord_id_json(&rest::cl_ord_id(client_id));
+        let query = format!("filter={}&count=500&reverse=false", rest::encode(&filter));
+        let text = self.rest.call(Method::GET, "/execution/tradeHistory", &query, None, true).await?;
+        serde_json::from_str(&text).map_err(|e| rejected(format!("BitMEX trade history: {e}")))
+    }
+
+    /// The fills of order `o` (sent as `id`) not in `recorded`, from BitMEX's trade history.
+    ///
+    /// # Errors
+    /// Trades that do not add up to what the order filled, or BitMEX's errors.
+    async fn unrecorded_fills(
+        &self,
+        id: &ClientOrderId,
+        o: &OrderState,
+        recorded: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<VenueEvent>, ExchangeError> {
+        if o.filled.is_zero() {
+            return Ok(Vec::new());
+        }
+        let trades: Vec<Execution> =
+            self.executions(id).await?.into_iter().filter(|x| x.exec_type == "Trade").collect();
+        let listed: Decimal = trades.iter().filter_map(|x| x.last_qty.0).sum();
+        if listed != o.filled.value() {
+            return Err(crate::unrecorded_fill("BitMEX", id, &o.venue_order_id, &o.filled.to_string()));
+        }
+        let mut out = Vec::new();
+        for x in trades.iter().filter(|x| !recorded.contains(&x.exec_id)) {
+            if let Some(ExecutionReport::Fill(fill)) = x.report(&self.markets, |_| Some(id.clone()))? {
+                let time = x.time().unwrap_or_else(now_ms);
+                let event = if fill.remaining.is_zero() {
+                    Event::OrderFilled(Box::new(fill))
+                } else {
+                    Event::OrderPartiallyFilled(Box::new(fill))
+                };
+                out.push(VenueEvent { time, event });
+            }
+        }
+        Ok(out)
+    }
+
     /// Changes an open order's quantity and/or limit price (`PUT /order`).
     ///
     /// # Errors
@@ -800,19 +846,23 @@ impl Exchange for BitmexExchange {
             .collect())
     }
 
-    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+    async fn reconcile(&mut self, unfinished: &[Unfinished]) -> Result<Vec<VenueEvent>, ExchangeError> {
         let mut out = Vec::new();
-        for id in unfinished {
-            let closing = match self.order(id).await? {
-                None => "unknown to BitMEX: the request never arrived".to_string(),
-                Some(o) if !o.filled.is_zero() => {
-                    return Err(crate::unrecorded_fill("BitMEX", id, &o.venue_order_id, &o.filled.to_string()))
-                }
-                Some(o) if matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled) => {
-                    self.cancel(id).await?;
-                    format!("left open by an earlier run; canceled at restart ({})", o.venue_order_id)
-                }
-                Some(o) => format!("ended at BitMEX as {:?} ({})", o.status, o.venue_order_id),
+        for u in unfinished {
+            let id = &u.client_id;
+            let Some(o) = self.order(id).await? else {
+                out.push(crate::canceled_now(id, now_ms(), "unknown to BitMEX: the request never arrived".into()));
+                continue;
+            };
+            out.extend(self.unrecorded_fills(id, &o, &u.recorded_fills).await?);
+            let closing = if matches!(o.status, OrderStatus::New | OrderStatus::PartiallyFilled) {
+                self.cancel(id).await?;
+                format!("left open by an earlier run; canceled at restart ({})", o.venue_order_id)
+            } else if !o.filled.is_zero() && o.remaining.is_zero() {
+                // Its last fill, just reported, ended it.
+                continue;
+            } else {
+                format!("ended at BitMEX as {:?} ({})", o.status, o.venue_order_id)
             };
             out.push(crate::canceled_now(id, now_ms(), closing));
         }

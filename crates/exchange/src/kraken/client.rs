@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crypy_core::{
-    AgentId, Balance, Candle, Capabilities, ClientOrderId, Interval, Market, OrderKind, OrderRequest, Pair, Side,
+    AgentId, Balance, Candle, Capabilities, ClientOrderId, Event, Fill, Interval, Market, Money, OrderKind,
+    OrderRequest, Pair, Qty, Side,
 };
 use rust_decimal::{Decimal, RoundingStrategy};
 use sha2::{Digest, Sha256};
@@ -24,7 +25,7 @@ use crate::kraken::limits::Tier;
 use crate::kraken::rest::{self, now_ms, KrakenDepth, KrakenOrder, KrakenTicker, KrakenTrade, Rest};
 use crate::kraken::ws::{self, BookStatus, PlacedOrder, PrivateStream, PublicStream, SharedState};
 use crate::kraken::KrakenCredential;
-use crate::{Exchange, ExchangeError, OrderAck, RawTap, VenueEvent};
+use crate::{Exchange, ExchangeError, OrderAck, RawTap, Unfinished, VenueEvent};
 
 /// How to reach a Kraken account.
 #[derive(Clone, Debug)]
@@ -250,12 +251,12 @@ impl KrakenExchange {
     /// # Errors
     /// Kraken's errors or Kraken out of reach.
     pub async fn find_order(&self, cl: &str) -> Result<Option<KrakenOrder>, ExchangeError> {
-        let open = rest::parse_open_orders(&self.rest.private("OpenOrders", &[("cl_ord_id", cl.to_owned())]).await?)?;
+        let params = [("cl_ord_id", cl.to_owned()), ("trades", "true".to_owned())];
+        let open = rest::parse_open_orders(&self.rest.private("OpenOrders", &params).await?)?;
         if let Some(o) = open.into_iter().find(|o| o.cl_ord_id.as_deref() == Some(cl)) {
             return Ok(Some(o));
         }
-        let (closed, _) =
-            rest::parse_closed_orders(&self.rest.private("ClosedOrders", &[("cl_ord_id", cl.to_owned())]).await?)?;
+        let (closed, _) = rest::parse_closed_orders(&self.rest.private("ClosedOrders", &params).await?)?;
         Ok(closed.into_iter().rev().find(|o| o.cl_ord_id.as_deref() == Some(cl)))
     }
 
@@ -302,6 +303,76 @@ impl KrakenExchange {
     /// Kraken's errors or Kraken out of reach.
     pub async fn query_orders(&mut self, txids: &[String]) -> Result<Vec<KrakenOrder>, ExchangeError> {
         rest::parse_query_orders(&self.rest.private("QueryOrders", &[("txid", txids.join(","))]).await?)
+    }
+
+    /// Trades by id (Kraken answers at most 20 per call), oldest first.
+    ///
+    /// # Errors
+    /// Kraken's errors or Kraken out of reach.
+    pub async fn query_trades(&self, ids: &[String]) -> Result<Vec<KrakenTrade>, ExchangeError> {
+        let mut trades = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(20) {
+            let body = self.rest.private("QueryTrades", &[("txid", chunk.join(","))]).await?;
+            trades.extend(rest::parse_query_trades(&body)?);
+        }
+        trades.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then_with(|| a.trade_id.cmp(&b.trade_id)));
+        Ok(trades)
+    }
+
+    /// The fills of order `o` (sent as `id`) that are not in `recorded`, from its trades, each
+    /// with what was left of the order after it.
+    ///
+    /// # Errors
+    /// An order filled without trades listed, trades of an unknown pair, or Kraken's errors.
+    async fn unrecorded_fills(
+        &self,
+        id: &ClientOrderId,
+        o: &KrakenOrder,
+        recorded: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<VenueEvent>, ExchangeError> {
+        if o.volume_executed.is_zero() || o.trades.iter().all(|t| recorded.contains(t)) {
+            return Ok(Vec::new());
+        }
+        let trades = self.query_trades(&o.trades).await?;
+        let listed: Decimal = trades.iter().map(|t| t.volume.value()).sum();
+        if trades.len() != o.trades.len() || listed != o.volume_executed.value() {
+            return Err(crate::unrecorded_fill("Kraken", id, &o.txid, &o.volume_executed.to_string()));
+        }
+        let mut filled = Decimal::ZERO;
+        let mut out = Vec::new();
+        for t in trades {
+            filled += t.volume.value();
+            if recorded.contains(&t.trade_id) {
+                continue;
+            }
+            let market = self
+                .markets
+                .iter()
+                .find(|m| m.venue_symbol == t.pair || format!("{}{}", m.pair.base, m.pair.quote) == t.pair)
+                .ok_or_else(|| {
+                    rejected(format!("trade {} of order {}: unknown pair {}", t.trade_id, o.txid, t.pair))
+                })?;
+            let remaining = Qty::new((o.volume.value() - filled).max(Decimal::ZERO));
+            let fill = Fill {
+                client_id: id.clone(),
+                venue_order_id: Some(o.txid.clone()),
+                fill_id: t.trade_id,
+                pair: market.pair,
+                side: t.side,
+                qty: t.volume,
+                price: t.price,
+                fee: Money::new(t.fee),
+                fee_asset: market.pair.quote,
+                remaining,
+            };
+            let event = if remaining.is_zero() {
+                Event::OrderFilled(Box::new(fill))
+            } else {
+                Event::OrderPartiallyFilled(Box::new(fill))
+            };
+            out.push(VenueEvent { time: t.time_ms, event });
+        }
+        Ok(out)
     }
 
     /// Our most recent trades (Kraken's first page of 50), oldest first.
@@ -535,19 +606,25 @@ impl Exchange for KrakenExchange {
         Ok(orders.iter().map(|o| self.client_id_of(o)).collect())
     }
 
-    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+    async fn reconcile(&mut self, unfinished: &[Unfinished]) -> Result<Vec<VenueEvent>, ExchangeError> {
         let mut out = Vec::new();
-        for id in unfinished {
-            let closing = match self.find_order(&cl_ord_id(id)).await? {
-                None => "unknown to Kraken: the request never arrived".to_string(),
-                Some(o) if !o.volume_executed.is_zero() => {
-                    return Err(crate::unrecorded_fill("Kraken", id, &o.txid, &o.volume_executed.to_string()))
-                }
-                Some(o) if o.status == "open" || o.status == "pending" => {
-                    self.cancel(id).await?;
-                    format!("left open by an earlier run; canceled at restart ({})", o.txid)
-                }
-                Some(o) => format!("ended at Kraken as {} ({})", o.status, o.txid),
+        for u in unfinished {
+            let id = &u.client_id;
+            let Some(o) = self.find_order(&cl_ord_id(id)).await? else {
+                out.push(crate::canceled_now(id, now_ms(), "unknown to Kraken: the request never arrived".into()));
+                continue;
+            };
+            let fills = self.unrecorded_fills(id, &o, &u.recorded_fills).await?;
+            let filled_completely = o.volume_executed >= o.volume;
+            out.extend(fills);
+            let closing = if o.status == "open" || o.status == "pending" {
+                self.cancel(id).await?;
+                format!("left open by an earlier run; canceled at restart ({})", o.txid)
+            } else if filled_completely {
+                // Its last fill, just reported, ended it.
+                continue;
+            } else {
+                format!("ended at Kraken as {} ({})", o.status, o.txid)
             };
             out.push(crate::canceled_now(id, now_ms(), closing));
         }

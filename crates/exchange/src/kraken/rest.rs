@@ -442,29 +442,23 @@ pub struct KrakenTrade {
 ///
 /// # Errors
 /// A body that is not that shape, or Kraken's error.
-pub fn parse_trades_history(body: &str) -> Result<(Vec<KrakenTrade>, u64), ExchangeError> {
-    #[derive(Deserialize)]
-    struct T {
-        ordertxid: String,
-        pair: String,
-        time: Dec,
-        #[serde(rename = "type")]
-        side: String,
-        ordertype: String,
-        price: Dec,
-        cost: Dec,
-        fee: Dec,
-        vol: Dec,
-    }
-    #[derive(Deserialize)]
-    struct R {
-        trades: BTreeMap<String, T>,
-        #[serde(default)]
-        count: u64,
-    }
-    let r = http::result::<R>(body)?;
-    let mut trades = r
-        .trades
+#[derive(Deserialize)]
+struct RawTrade {
+    ordertxid: String,
+    pair: String,
+    time: Dec,
+    #[serde(rename = "type")]
+    side: String,
+    ordertype: String,
+    price: Dec,
+    cost: Dec,
+    fee: Dec,
+    vol: Dec,
+}
+
+/// Trades by id, oldest first.
+fn into_trades(raw: BTreeMap<String, RawTrade>) -> Result<Vec<KrakenTrade>, ExchangeError> {
+    let mut trades = raw
         .into_iter()
         .map(|(id, t)| {
             Ok(KrakenTrade {
@@ -483,7 +477,26 @@ pub fn parse_trades_history(body: &str) -> Result<(Vec<KrakenTrade>, u64), Excha
         })
         .collect::<Result<Vec<_>, ExchangeError>>()?;
     trades.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then_with(|| a.trade_id.cmp(&b.trade_id)));
-    Ok((trades, r.count))
+    Ok(trades)
+}
+
+pub fn parse_trades_history(body: &str) -> Result<(Vec<KrakenTrade>, u64), ExchangeError> {
+    #[derive(Deserialize)]
+    struct R {
+        trades: BTreeMap<String, RawTrade>,
+        #[serde(default)]
+        count: u64,
+    }
+    let r = http::result::<R>(body)?;
+    Ok((into_trades(r.trades)?, r.count))
+}
+
+/// The `result` of QueryTrades: the trades asked for, oldest first.
+///
+/// # Errors
+/// A body that is not that shape, or Kraken's error.
+pub fn parse_query_trades(body: &str) -> Result<Vec<KrakenTrade>, ExchangeError> {
+    into_trades(http::result::<BTreeMap<String, RawTrade>>(body)?)
 }
 
 /// One pair of a Ticker result.

@@ -545,6 +545,7 @@ impl State {
             }
             ("GET", "/position") => HttpResponse::json(200, self.positions_json()),
             ("GET", "/order") => self.list_orders(&q),
+            ("GET", "/execution/tradeHistory") => self.trade_history(&q),
             ("POST", "/order") => self.create(&body),
             ("PUT", "/order") => self.amend(&body),
             ("DELETE", "/order") => {
@@ -605,6 +606,22 @@ impl State {
             rows.reverse();
         }
         let rows: Vec<String> = rows.into_iter().take(count).filter_map(|c| self.bin_json(c)).collect();
+        HttpResponse::json(200, format!("[{}]", rows.join(",")))
+    }
+
+    /// The account's trades (executions of type `Trade`), oldest first, filtered as asked.
+    fn trade_history(&self, q: &BTreeMap<String, String>) -> HttpResponse {
+        let filter: serde_json::Value =
+            q.get("filter").and_then(|f| serde_json::from_str(f).ok()).unwrap_or(serde_json::Value::Null);
+        let rows: Vec<&String> = self
+            .executions
+            .iter()
+            .filter(|x| {
+                let Ok(row) = serde_json::from_str::<serde_json::Value>(x) else { return false };
+                row["execType"] == "Trade" && filter["clOrdID"].as_str().is_none_or(|c| row["clOrdID"] == c)
+            })
+            .collect();
+        let rows: Vec<&str> = rows.into_iter().map(String::as_str).collect();
         HttpResponse::json(200, format!("[{}]", rows.join(",")))
     }
 
@@ -986,6 +1003,11 @@ impl FakeBitmex {
         let Some(index) = s.orders.iter().position(|o| o.cl_ord_id == cl_ord_id && o.is_open()) else { return false };
         s.fill(index, qty, price, false);
         true
+    }
+
+    /// Forgets every execution (the trade history lists none), as if it had aged out.
+    pub fn forget_trades(&self) {
+        lock(&self.state).executions.clear();
     }
 
     /// Streams `candle` now (besides the paced stream): its bin, and the fills it causes.

@@ -112,6 +112,18 @@ pub struct FakeOrder {
     pub trades: Vec<String>,
 }
 
+/// One trade (a fill of an order), as TradesHistory and QueryTrades report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FakeTrade {
+    id: String,
+    order: usize,
+    qty: Decimal,
+    price: Decimal,
+    cost: Decimal,
+    fee: Decimal,
+    time_ms: i64,
+}
+
 /// A request as it arrived (the key and signature headers are not kept).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FakeRequest {
@@ -144,6 +156,10 @@ struct State {
     orders: Vec<FakeOrder>,
     /// Execution messages' data items, for the snapshot of a new private subscription.
     executions: Vec<String>,
+    /// Every trade, in order: TradesHistory and QueryTrades.
+    trade_log: Vec<FakeTrade>,
+    /// Executions are kept but not sent (a private stream that has gone quiet).
+    executions_muted: bool,
     tokens: HashSet<String>,
     private_subs: Vec<UnboundedSender<String>>,
     candle_index: Option<usize>,
@@ -244,6 +260,8 @@ impl FakeKraken {
             faults: Vec::new(),
             orders: Vec::new(),
             executions: Vec::new(),
+            trade_log: Vec::new(),
+            executions_muted: false,
             tokens: HashSet::new(),
             private_subs: Vec::new(),
             candle_index: None,
@@ -317,6 +335,30 @@ impl FakeKraken {
     /// Every request that arrived, in order.
     pub fn requests(&self) -> Vec<FakeRequest> {
         self.inner.state().requests.clone()
+    }
+
+    /// Fills up to `qty` of the open order sent as `cl_ord_id` at `price`, as maker (a
+    /// partial fill when less than what is left); `false` when there is no such open order.
+    pub fn fill_partially(&self, cl_ord_id: &str, qty: Decimal, price: Decimal) -> bool {
+        let mut s = self.inner.state();
+        let Some(i) = s.orders.iter().position(|o| o.cl_ord_id.as_deref() == Some(cl_ord_id) && o.status == "open")
+        else {
+            return false;
+        };
+        fill(&mut s, i, price, true, Some(qty));
+        true
+    }
+
+    /// Stops (or resumes) sending executions on the private stream; they are kept for the
+    /// next subscription's snapshot and for TradesHistory, QueryTrades and the order queries.
+    pub fn mute_executions(&self, muted: bool) {
+        self.inner.state().executions_muted = muted;
+    }
+
+    /// Forgets every trade (TradesHistory and QueryTrades list none), as if they had aged out
+    /// of what Kraken keeps.
+    pub fn forget_trades(&self) {
+        self.inner.state().trade_log.clear();
     }
 
     /// Streams the next candle now; `false` when there is none left.
@@ -482,25 +524,35 @@ fn private_endpoint(inner: &Inner, s: &mut State, r: &HttpRequest, endpoint: &st
             serde_json::Value::Object(found)
         }
         "TradesHistory" => {
-            let mut trades = serde_json::Map::new();
-            for o in &s.orders {
-                let Some(p) = s.pairs.iter().find(|p| p.symbol == o.symbol) else { continue };
-                for t in &o.trades {
-                    trades.insert(
-                        t.clone(),
-                        serde_json::json!({ "ordertxid": o.txid, "pair": p.symbol, "time": seconds(o.close_ms.unwrap_or(o.open_ms)),
-                            "type": o.side.as_str(), "ordertype": o.ordertype, "price": avg(o).to_string(),
-                            "cost": o.cost.to_string(), "fee": o.fee.to_string(), "vol": o.executed.to_string(),
-                            "margin": "0.00000", "misc": "" }),
-                    );
-                }
-            }
+            let trades: serde_json::Map<String, serde_json::Value> =
+                s.trade_log.iter().map(|t| (t.id.clone(), trade_json(s, t))).collect();
             let n = trades.len();
             serde_json::json!({ "trades": trades, "count": n })
+        }
+        "QueryTrades" => {
+            let ids: Vec<&str> = form.get("txid").map_or(Vec::new(), |t| t.split(',').collect());
+            if ids.is_empty() || ids.len() > 20 {
+                return envelope_error("EGeneral:Invalid arguments:txid");
+            }
+            let found: serde_json::Map<String, serde_json::Value> = s
+                .trade_log
+                .iter()
+                .filter(|t| ids.contains(&t.id.as_str()))
+                .map(|t| (t.id.clone(), trade_json(s, t)))
+                .collect();
+            serde_json::Value::Object(found)
         }
         _ => return envelope_error("EGeneral:Unknown method"),
     };
     Reply::Respond(ok(result))
+}
+
+fn trade_json(s: &State, t: &FakeTrade) -> serde_json::Value {
+    let o = &s.orders[t.order];
+    serde_json::json!({ "ordertxid": o.txid, "postxid": "TKH2SE-M7IF5-CFI7LT", "pair": o.symbol,
+        "time": seconds(t.time_ms), "type": o.side.as_str(), "ordertype": o.ordertype,
+        "price": t.price.to_string(), "cost": t.cost.to_string(), "fee": t.fee.to_string(),
+        "vol": t.qty.to_string(), "margin": "0.00000", "misc": "" })
 }
 
 fn avg(o: &FakeOrder) -> Decimal {
@@ -694,6 +746,9 @@ fn balance_item(code: &str, amount: Decimal) -> Option<String> {
 }
 
 fn publish(s: &mut State, item: &str) {
+    if s.executions_muted {
+        return;
+    }
     let msg = format!(r#"{{"channel":"executions","type":"update","data":[{item}]}}"#);
     s.private_subs.retain(|tx| tx.send(msg.clone()).is_ok());
 }
@@ -721,6 +776,9 @@ fn fill(s: &mut State, i: usize, price: Decimal, maker: bool, most: Option<Decim
         o.close_ms = Some(now_ms());
     }
     o.trades.push(exec_id.clone());
+    let time_ms = s.market_ms.unwrap_or_else(now_ms);
+    s.trade_log.push(FakeTrade { id: exec_id.clone(), order: i, qty, price, cost, fee, time_ms });
+    let o = &s.orders[i];
     let symbol = o.symbol.clone();
     let side = o.side;
     let item = exec_item(s, i, "trade", Some((&exec_id, qty, price, fee, maker)));

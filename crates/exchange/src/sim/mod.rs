@@ -592,7 +592,7 @@ impl Exchange for Simulator {
         Ok(self.orders.values().map(|o| o.request.client_id.clone()).collect())
     }
 
-    async fn reconcile(&mut self, unfinished: &[ClientOrderId]) -> Result<Vec<VenueEvent>, ExchangeError> {
+    async fn reconcile(&mut self, unfinished: &[crate::Unfinished]) -> Result<Vec<VenueEvent>, ExchangeError> {
         Ok(crate::reconcile_lost(unfinished, self.now))
     }
 }

@@ -27,3 +27,7 @@ mod crash_cli;
 /// `crypy sim` on a venue that misbehaves in every way the simulator can inject, for more than
 /// a million events: every invariant of the crash test still holds.
 mod soak_cli;
+
+/// `--workers`, `--processes/--process/--hosts`: timely's cluster mode gives the same answer at
+/// any scale.
+mod scale_cli;

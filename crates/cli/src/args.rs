@@ -98,6 +98,8 @@ pub struct SimArgs {
     pub speed: Option<f64>,
     #[command(flatten)]
     pub ui: DeskUi,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Keep the desk and its control port up after the data ends, until Ctrl-C (a REPL, when
     /// one is open, keeps it up until `quit` anyway).
     #[arg(long)]
@@ -243,13 +245,32 @@ pub struct ReplayArgs {
     /// External events per dataflow epoch (the result never depends on it).
     #[arg(long, default_value_t = 4096, value_name = "N")]
     pub epoch: usize,
-    /// Dataflow worker threads; traders' trackers are spread over them by pair (the result
-    /// never depends on it).
+    /// Dataflow worker threads (in each process); traders' trackers are spread over them by
+    /// pair (the result never depends on it).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Output one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Timely's cluster mode: the same command on several processes, each with --workers
+/// threads. Process 0 reads the data dir and writes what there is to write; the others only
+/// lend their workers and need nothing but the hosts file.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// How many processes run this command together (with --hosts).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub processes: u16,
+    /// This process's index, 0 to N−1 (0 has the data dir).
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    pub process: u16,
+    /// A file with each process's host:port, one a line in process order (blank lines and
+    /// lines starting with # are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

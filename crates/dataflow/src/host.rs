@@ -16,6 +16,13 @@
 //!
 //! The caller talks to the workers through channels: an epoch of input events goes in, what
 //! the agents derived comes out once every worker has finished the epoch.
+//!
+//! **Scale.** The workers may be threads of this process, and threads of other processes
+//! ([`Scale`], timely's cluster mode). Only process 0 has a caller, a log and the society;
+//! the others serve trackers ([`serve`]) and learn everything they need from the dataflow
+//! itself: each worker builds a run's trackers from the trader template that run recorded
+//! (its `template_changed` events reach every worker), so no other process needs a data dir
+//! or templates of its own. What the agents derive, and the totals, all end on worker 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -23,7 +30,10 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use crypy_agents::society::{Out, Society};
+use crypy_agents::strategy::Registry;
+use crypy_agents::template::{TraderTemplate, FILES};
 use crypy_agents::track::{BarView, Watch};
+use crypy_core::event::TemplateScope;
 use crypy_core::{Envelope, Event, Pair};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
@@ -34,7 +44,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Concat, Probe};
+use timely::dataflow::operators::{Capability, Concat, Exchange as _, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::{Config as WorkerConfig, Worker};
 
@@ -89,6 +99,94 @@ fn worker_of(pair: &Pair, peers: usize) -> u64 {
     let mut h = DefaultHasher::new();
     pair.hash(&mut h);
     1 + h.finish() % (peers as u64 - 1)
+}
+
+/// Where the agents' timely workers run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// Worker threads in each process (at least 1).
+    pub workers: usize,
+    /// The processes, when more than this one: timely's cluster mode.
+    pub cluster: Option<Cluster>,
+}
+
+impl Scale {
+    pub fn threads(workers: usize) -> Self {
+        Scale { workers: workers.max(1), cluster: None }
+    }
+
+    /// Every worker of every process.
+    pub fn peers(&self) -> usize {
+        self.workers.max(1) * self.cluster.as_ref().map_or(1, |c| c.addresses.len())
+    }
+
+    fn config(&self) -> timely::Config {
+        let threads = self.workers.max(1);
+        let communication = match &self.cluster {
+            Some(c) => timely::CommunicationConfig::Cluster {
+                threads,
+                process: c.process,
+                addresses: c.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            None => timely::CommunicationConfig::Process(threads),
+        };
+        timely::Config { communication, worker: WorkerConfig::default() }
+    }
+}
+
+/// This process's place among several, each running [`Scale::workers`] worker threads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index in `addresses`; process 0 has the log.
+    pub process: usize,
+    /// Every process's `host:port`, in process order.
+    pub addresses: Vec<String>,
+}
+
+/// A worker's trackers for the run its events belong to, built from the trader template the
+/// run recorded (the default if it recorded none), fresh for each run.
+#[derive(Default)]
+struct RunWatch {
+    run: Option<u32>,
+    /// The trader template text each run recorded at its start.
+    texts: BTreeMap<u32, String>,
+    watch: Option<Watch>,
+}
+
+impl RunWatch {
+    fn see(&mut self, e: &Envelope) -> Option<BarView> {
+        if self.run != Some(e.run) {
+            self.run = Some(e.run);
+            self.watch = None;
+        }
+        match &e.event {
+            Event::TemplateChanged(t) if t.scope == TemplateScope::Desk && t.key == FILES[2].0 => {
+                if let Some(text) = &t.new {
+                    self.texts.entry(e.run).or_insert_with(|| text.clone());
+                }
+                None
+            }
+            Event::Candle(_) | Event::Capabilities(_) => {
+                let text = self.texts.get(&e.run).map_or(FILES[2].1, String::as_str);
+                self.watch.get_or_insert_with(|| watch_for(text)).see(&e.event)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The trackers a trader template asks for. A template the society accepted parses here
+/// too; one that does not (a run that never traded) falls back to the default.
+fn watch_for(trader_text: &str) -> Watch {
+    let registry = Registry::default();
+    let build = |text: &str| -> Option<Watch> {
+        let t = TraderTemplate::parse(FILES[2].0, text).ok()?;
+        let strategies = t.build_strategies(&registry, FILES[2].0).ok()?;
+        Some(Watch::new(strategies.into(), t.look_back_bars as usize, t.evaluate_every_minutes))
+    };
+    build(trader_text).or_else(|| build(FILES[2].1)).expect("the default trader template builds")
 }
 
 /// Where what the agents derive goes: (seq, outputs) under the epoch's time.
@@ -180,7 +278,6 @@ impl Drop for Host {
 fn build(
     worker: &mut Worker,
     society: Option<Arc<Mutex<Society>>>,
-    mut watch: Watch,
     output_sender: OutputSender,
     totals_sender: TotalsSender,
 ) -> (Input, ProbeHandle<u64>) {
@@ -196,6 +293,7 @@ fn build(
                 let targets = match &e.event {
                     Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
                     Event::Capabilities(_) => 0..peers as u64,
+                    Event::TemplateChanged(t) if t.scope == TemplateScope::Desk => 0..peers as u64,
                     _ => 0..0,
                 };
                 targets.map(move |t| (t, e.clone()))
@@ -205,6 +303,7 @@ fn build(
                 "Watch",
                 move |_capability, _info| {
                     let mut held = Held::<Routed>::new();
+                    let mut watch = RunWatch::default();
                     move |(input, frontier), output| {
                         input.for_each(|cap, data| {
                             if let Some(cap) = cap.retain_least(output.output_index()) {
@@ -215,7 +314,7 @@ fn build(
                             events.sort_by_key(|(_, e)| e.seq);
                             let mut session = output.session(&cap);
                             for (_, e) in events {
-                                if let Some(view) = watch.see(&e.event) {
+                                if let Some(view) = watch.see(&e) {
                                     session.give((e.seq, view));
                                 }
                             }
@@ -298,6 +397,8 @@ fn build(
             .as_collection()
             .count_total()
             .inner
+            // Every total to worker 0, whose process has the caller.
+            .exchange(|_| 0)
             .probe_with(&probe)
             .capture_into(totals_sender);
         derived.probe_with(&probe).capture_into(output_sender);
@@ -312,9 +413,19 @@ impl Host {
     ///
     /// # Panics
     /// If the operating system refuses to start a thread.
-    pub fn new(mut society: Society, workers: usize) -> Self {
-        let peers = workers.max(1);
-        let watch = society.take_watch().expect("a fresh society has its trackers");
+    pub fn new(society: Society, workers: usize) -> Self {
+        Self::with_scale(society, &Scale::threads(workers))
+    }
+
+    /// [`Host::new`] on `scale`: this must be process 0 of its cluster, whose other processes
+    /// run [`serve`] (the call waits until they are all connected).
+    ///
+    /// # Panics
+    /// If the operating system refuses to start a thread, or the cluster cannot be formed.
+    pub fn with_scale(mut society: Society, scale: &Scale) -> Self {
+        let peers = scale.peers();
+        // The trackers run in the dataflow, built from what each run recorded.
+        drop(society.take_watch());
         let society = Arc::new(Mutex::new(society));
         let shared = Arc::clone(&society);
         let (output_sender, output) = channel();
@@ -322,10 +433,10 @@ impl Host {
         let workers = if peers == 1 {
             let allocator = Allocator::Thread(Thread::default());
             let mut worker = Box::new(Worker::new(WorkerConfig::default(), allocator, Some(std::time::Instant::now())));
-            let (input, probe) = build(&mut worker, Some(society), watch, output_sender, totals_sender);
+            let (input, probe) = build(&mut worker, Some(society), output_sender, totals_sender);
             Workers::Direct { worker, input: Some(input), probe }
         } else {
-            Self::threads(peers, society, watch, output_sender, totals_sender)
+            Self::threads(scale, society, output_sender, totals_sender)
         };
         Host {
             society: shared,
@@ -344,15 +455,15 @@ impl Host {
     }
 
     fn threads(
-        peers: usize,
+        scale: &Scale,
         society: Arc<Mutex<Society>>,
-        watch: Watch,
         output_sender: OutputSender,
         totals_sender: TotalsSender,
     ) -> Workers {
+        let local = scale.workers.max(1);
         let (mut command_senders, mut command_receivers) = (Vec::new(), Vec::new());
         let (mut ack_senders, mut ack_receivers) = (Vec::new(), Vec::new());
-        for _ in 0..peers {
+        for _ in 0..local {
             let (s, r) = channel::<Command>();
             command_senders.push(s);
             command_receivers.push(Some(r));
@@ -364,14 +475,15 @@ impl Host {
         let ack_senders = Mutex::new(ack_senders);
         let output_sender = Mutex::new(output_sender);
         let totals_sender = Mutex::new(totals_sender);
-        let guards = timely::execute(timely::Config::process(peers), move |worker| {
+        let guards = timely::execute(scale.config(), move |worker| {
+            // Process 0's workers are the first `local` of the cluster.
             let index = worker.index();
             let commands = command_receivers.lock().expect("not poisoned")[index].take().expect("one per worker");
             let ack = ack_senders.lock().expect("not poisoned")[index].take().expect("one per worker");
             let society = (index == 0).then(|| Arc::clone(&society));
             let output_sender = output_sender.lock().expect("not poisoned").clone();
             let totals_sender = totals_sender.lock().expect("not poisoned").clone();
-            let (mut input, probe) = build(worker, society, watch.clone(), output_sender, totals_sender);
+            let (mut input, probe) = build(worker, society, output_sender, totals_sender);
 
             // Epochs are pipelined: a worker takes new epochs while older ones are still in
             // flight elsewhere, and acknowledges each once the whole dataflow is past it.
@@ -404,8 +516,16 @@ impl Host {
                 }
             }
         })
-        .expect("timely starts its worker threads");
+        .expect("timely starts its workers and connects its processes");
         Workers::Threads { commands: command_senders, acks: ack_receivers, guards: Some(guards) }
+    }
+
+    /// Starts the next run of a replay on the same workers: `society` decides from now on,
+    /// and candles are new again. Call with no epoch in flight.
+    pub fn start_run(&mut self, mut society: Society) {
+        drop(society.take_watch());
+        *self.society.lock().expect("the society's lock is not poisoned") = society;
+        self.candles = CandleClock::default();
     }
 
     /// Adds an event to the current epoch.
@@ -534,4 +654,25 @@ impl Host {
         self.push(event);
         self.finish_epoch().into_iter().flat_map(|(_, outs)| outs).collect()
     }
+}
+
+/// Serves a cluster's process other than 0 (see [`Scale`]): its workers carry their share of
+/// the trackers until process 0 closes the dataflow. Needs no data dir and no templates.
+///
+/// # Errors
+/// When the cluster cannot be formed (an address in use, a process that never came).
+pub fn serve(scale: &Scale) -> Result<(), String> {
+    if scale.cluster.as_ref().is_none_or(|c| c.process == 0) {
+        return Err("process 0 of a cluster runs the desk or the replay, not `serve`".into());
+    }
+    let guards = timely::execute(scale.config(), |worker| {
+        // Nothing comes back here: what the agents derive ends on worker 0.
+        let (output_sender, _) = channel();
+        let (totals_sender, _) = channel();
+        let (input, _probe) = build(worker, None, output_sender, totals_sender);
+        // Only process 0 feeds the dataflow.
+        drop(input);
+        while worker.step_or_park(None) {}
+    })?;
+    guards.join().into_iter().collect::<Result<Vec<()>, String>>().map(drop)
 }

@@ -14,7 +14,7 @@ use crypy_core::event::TemplateScope;
 use crypy_core::{AgentId, Envelope, Event};
 use thiserror::Error;
 
-use crate::host::Host;
+use crate::host::{Host, Scale};
 use crate::is_external;
 
 /// One mismatch between what the agents derive and what the log holds.
@@ -67,18 +67,19 @@ fn line(seq: u64, run: u32, time: i64, source: AgentId, cause: Option<u64>, even
 }
 
 /// Verifies every run in `events` (in seq order), feeding the agents `epoch` external
-/// events per dataflow epoch; stops listing differences after `max_differences`.
+/// events per dataflow epoch on the workers of `scale`; stops listing differences after
+/// `max_differences`.
 pub fn verify(
     events: impl Iterator<Item = Result<Envelope, crypy_eventstore::Error>>,
     secret: &[u8],
     epoch: usize,
-    workers: usize,
+    scale: &Scale,
     max_differences: usize,
 ) -> Result<ReplayReport, ReplayError> {
     let mut v = Verifier {
         secret: secret.to_vec(),
         epoch: epoch.max(1),
-        workers: workers.max(1),
+        scale: Some(scale.clone()),
         max_differences,
         ..Verifier::default()
     };
@@ -94,12 +95,18 @@ pub fn verify(
 struct Verifier {
     secret: Vec<u8>,
     epoch: usize,
-    workers: usize,
+    scale: Option<Scale>,
     max_differences: usize,
     report: ReplayReport,
     run: Option<u32>,
     texts: [Option<String>; 3],
+    /// One set of workers for every run (a cluster forms once); each run gets its society.
     host: Option<Host>,
+    /// Whether the current run's society has started.
+    started: bool,
+    /// The run's templates, recorded before its society could start: they go to the
+    /// workers first (their trackers are built from them), as in the recorded run.
+    templates_seen: Vec<Envelope>,
     /// The current batch as recorded: inputs fed to the host, and everything in log order.
     batch: Vec<Envelope>,
     inputs_in_batch: usize,
@@ -125,7 +132,8 @@ impl Verifier {
             self.settle_all();
             self.run = Some(e.run);
             self.texts = [None, None, None];
-            self.host = None;
+            self.started = false;
+            self.templates_seen.clear();
             if e.run > 0 {
                 self.report.runs += 1;
             }
@@ -142,20 +150,34 @@ impl Verifier {
             if e.kind().group() == crypy_core::event::EventGroup::Market {
                 self.report.market_events += 1;
             }
-            if let (Event::TemplateChanged(t), None) = (&e.event, &self.host) {
+            if let (Event::TemplateChanged(t), false) = (&e.event, self.started) {
                 if t.scope == TemplateScope::Desk {
                     if let Some(i) = FILES.iter().position(|(name, _)| *name == t.key) {
                         self.texts[i] = t.new.clone();
                     }
                 }
+                self.templates_seen.push(e.clone());
             }
-            if self.host.is_none() && !matches!(e.event, Event::TemplateChanged(_)) {
+            if !self.started && !matches!(e.event, Event::TemplateChanged(_)) {
                 let templates = templates_of(e.run, &self.texts)?;
                 let society = Society::new(e.source, templates, &Registry::default(), self.secret.clone())
                     .map_err(|source| ReplayError::Templates { run: e.run, source })?;
-                self.host = Some(Host::new(society, self.workers));
+                match self.host.as_mut() {
+                    Some(host) => host.start_run(society),
+                    None => {
+                        let scale = self.scale.clone().unwrap_or_else(|| Scale::threads(1));
+                        self.host = Some(Host::with_scale(society, &scale));
+                    }
+                }
+                self.started = true;
+                if let Some(host) = self.host.as_mut() {
+                    for t in self.templates_seen.drain(..) {
+                        host.push(t);
+                        self.inputs_in_batch += 1;
+                    }
+                }
             }
-            if let Some(host) = self.host.as_mut() {
+            if let (Some(host), true) = (self.host.as_mut(), self.started) {
                 host.push(e.clone());
                 self.inputs_in_batch += 1;
             }

@@ -759,6 +759,8 @@ pub struct DeskOptions {
     pub template_texts: Option<[String; 3]>,
     /// Dataflow worker threads.
     pub workers: usize,
+    /// Other processes lending their workers (timely's cluster mode); this one is process 0.
+    pub cluster: Option<crate::host::Cluster>,
     /// Market time runs this many times faster than the wall clock (`None`: as the venue
     /// reports it). Only for a venue replaying history.
     pub speed: Option<f64>,
@@ -811,6 +813,7 @@ pub fn run_steered(
         templates: opts.templates,
         template_texts: opts.template_texts,
         workers: opts.workers,
+        cluster: None,
         speed: opts.speed,
         live: opts.live,
         expected_candles: Some(expected),
@@ -851,7 +854,8 @@ pub fn run_desk<E: Exchange>(
     let desk = venue.desk();
     let unfinished = unfinished_orders(&log, desk)?;
     let registry = Registry::default();
-    let mut host = Host::new(Society::new(desk, opts.templates.clone(), &registry, secret)?, opts.workers);
+    let scale = crate::host::Scale { workers: opts.workers.max(1), cluster: opts.cluster.clone() };
+    let mut host = Host::with_scale(Society::new(desk, opts.templates.clone(), &registry, secret)?, &scale);
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
     let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };

@@ -299,7 +299,13 @@ pub fn replay(args: crate::args::BenchReplayArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read the data dir's secret in {}", dir.display()))?;
     let workers = usize::from(args.workers);
     let started = Instant::now();
-    let report = crypy_dataflow::replay::verify(reader.into_iter_from(1)?, &secret, args.epoch, workers, 1)?;
+    let report = crypy_dataflow::replay::verify(
+        reader.into_iter_from(1)?,
+        &secret,
+        args.epoch,
+        &crypy_dataflow::host::Scale::threads(workers),
+        1,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = report.market_events as f64 / seconds.max(1e-9);
     let rss = peak_rss_bytes();

@@ -210,6 +210,7 @@ pub fn run_on<E: Exchange>(
         templates,
         template_texts: texts,
         workers: usize::from(args.ui.workers),
+        cluster: None,
         speed: None,
         live: true,
         expected_candles: None,

@@ -37,6 +37,9 @@ pub enum Command {
     /// Inspect and feed a data dir's event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Market data out of a data dir, in a format other tools read.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Compare templates, and see how a data dir's templates changed over its runs.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -358,6 +361,28 @@ pub enum LogCommand {
         #[command(flatten)]
         filter: Filter,
         /// Write a Parquet file (one row per event; payload as JSON text in column `data`).
+        #[arg(long, value_name = "FILE", required = true)]
+        parquet: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write the candles a data dir holds to a Parquet file that pandas, polars and pyarrow
+    /// read: one row per candle, oldest first — pair, interval, ts (the open, UTC ms), open,
+    /// high, low, close and volume as exact decimals, trades. A candle recorded more than once
+    /// (imported, then seen by runs) is written once. `crypy log import-candles` reads the file
+    /// back (one pair at a time).
+    ExportCandles {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Only this pair.
+        #[arg(long, value_name = "PAIR")]
+        pair: Option<Pair>,
+        /// Only the candles of this run (0: those imported with `crypy log import-candles`).
+        #[arg(long, value_name = "RUN")]
+        run: Option<u32>,
+        /// The Parquet file to write (replaced whole, or left as it was on error).
         #[arg(long, value_name = "FILE", required = true)]
         parquet: PathBuf,
     },

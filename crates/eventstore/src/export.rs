@@ -1,5 +1,6 @@
 //! Events out to Parquet: one row per event, envelope columns typed, payload as JSON text,
-//! readable by pyarrow, pandas and polars.
+//! readable by pyarrow, pandas and polars. Candles out to Parquet too ([`write_candles`]),
+//! with exact decimal prices.
 //!
 //! | column   | Arrow type                 | nullable |
 //! |----------|----------------------------|----------|
@@ -185,4 +186,114 @@ impl Drop for ParquetExport {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+// --- candles -----------------------------------------------------------------------------
+
+/// Most decimals a candle column keeps (Decimal128 holds 38 digits; prices and volumes need
+/// far fewer).
+const MAX_CANDLE_SCALE: u32 = 18;
+
+/// The schema of exported candles, with each decimal column at `scales` (open, high, low,
+/// close, volume) decimals:
+///
+/// | column     | Arrow type              | nullable |
+/// |------------|-------------------------|----------|
+/// | `pair`     | Utf8 (`XBT/EUR`)        | no       |
+/// | `interval` | Utf8 (`15m`)            | no       |
+/// | `ts`       | Timestamp(ms, "UTC"): the candle's open | no |
+/// | `open`, `high`, `low`, `close`, `volume` | Decimal128(38, s) | no |
+/// | `trades`   | UInt64                  | yes      |
+pub fn candle_schema(scales: [u32; 5]) -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let decimal = |i: usize| DataType::Decimal128(38, scales[i] as i8);
+    Arc::new(Schema::new(vec![
+        Field::new("pair", DataType::Utf8, false),
+        Field::new("interval", DataType::Utf8, false),
+        Field::new("ts", ts, false),
+        Field::new("open", decimal(0), false),
+        Field::new("high", decimal(1), false),
+        Field::new("low", decimal(2), false),
+        Field::new("close", decimal(3), false),
+        Field::new("volume", decimal(4), false),
+        Field::new("trades", DataType::UInt64, true),
+    ]))
+}
+
+fn candle_values(c: &crypy_core::Candle) -> [rust_decimal::Decimal; 5] {
+    [c.open.value(), c.high.value(), c.low.value(), c.close.value(), c.volume.value()]
+}
+
+/// `candles` as Arrow record batches of at most 65,536 rows, each decimal column at the
+/// fewest decimals that hold every one of its values exactly.
+///
+/// # Errors
+/// A value with more than 18 decimals.
+pub fn candle_batches(candles: &[crypy_core::Candle]) -> Result<Vec<RecordBatch>> {
+    use arrow_array::builder::Decimal128Builder;
+    let mut scales = [0u32; 5];
+    for c in candles {
+        for (scale, v) in scales.iter_mut().zip(candle_values(c)) {
+            *scale = (*scale).max(v.normalize().scale());
+        }
+    }
+    if let Some(s) = scales.iter().find(|s| **s > MAX_CANDLE_SCALE) {
+        return Err(Error::Parquet(format!(
+            "a candle value has {s} decimals; Parquet export keeps at most {MAX_CANDLE_SCALE}"
+        )));
+    }
+    let schema = candle_schema(scales);
+    let mut batches = Vec::new();
+    for chunk in candles.chunks(ROWS_PER_BATCH) {
+        let mut pair = StringBuilder::new();
+        let mut interval = StringBuilder::new();
+        let mut ts = TimestampMillisecondBuilder::with_capacity(chunk.len()).with_timezone("UTC");
+        let mut decimals: Vec<Decimal128Builder> = scales
+            .iter()
+            .map(|s| Decimal128Builder::with_capacity(chunk.len()).with_precision_and_scale(38, *s as i8))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Parquet(e.to_string()))?;
+        let mut trades = UInt64Builder::with_capacity(chunk.len());
+        for c in chunk {
+            pair.append_value(c.pair.to_string());
+            interval.append_value(c.interval.to_string());
+            ts.append_value(c.open_time);
+            for ((builder, scale), mut v) in decimals.iter_mut().zip(scales).zip(candle_values(c)) {
+                v.rescale(scale);
+                builder.append_value(v.mantissa());
+            }
+            trades.append_option(c.trades);
+        }
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(pair.finish()), Arc::new(interval.finish()), Arc::new(ts.finish())];
+        columns.extend(decimals.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(trades.finish()));
+        batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Parquet(e.to_string()))?);
+    }
+    Ok(batches)
+}
+
+/// Writes `candles` to a Parquet file at `path` (snappy, as pandas writes by default),
+/// whole or not at all; returns the number of rows.
+///
+/// # Errors
+/// I/O, or a value Parquet export cannot hold exactly.
+pub fn write_candles(path: &Path, candles: &[crypy_core::Candle]) -> Result<u64> {
+    let batches = candle_batches(candles)?;
+    let schema = batches.first().map_or_else(|| candle_schema([0; 5]), RecordBatch::schema);
+    let tmp = path.with_extension("parquet.partial");
+    let written = (|| {
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(parquet_err)?;
+        for batch in &batches {
+            writer.write(batch).map_err(parquet_err)?;
+        }
+        writer.close().map_err(parquet_err)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map(|()| candles.len() as u64)
 }

@@ -12,7 +12,7 @@ use crypy_eventstore::{Error, EventLog, LogReader, Options};
 use serde_json::json;
 
 use super::render;
-use crate::args::{Filter, LogCommand};
+use crate::args::{DataCommand, Filter, LogCommand};
 use crate::out::{self, Out};
 
 fn wall_now() -> i64 {
@@ -182,6 +182,34 @@ const BATCH: usize = 200_000;
 /// The events from `from` to `to` (inclusive), read a batch at a time with the log released
 /// before the batch is handed out: a reader whose output blocks (a pipe nobody reads) never
 /// holds the data dir's lock, and never stops a writer from starting.
+pub fn data(cmd: DataCommand) -> anyhow::Result<ExitCode> {
+    let DataCommand::ExportCandles { dir, pair, run, parquet } = cmd;
+    let mut seen = std::collections::HashSet::new();
+    let mut candles = Vec::new();
+    for e in batched(&dir.data_dir, 1, u64::MAX) {
+        let e = e?;
+        let crypy_core::Event::Candle(c) = e.event else { continue };
+        if run.is_some_and(|r| r != e.run) || pair.is_some_and(|p| p != c.pair) {
+            continue;
+        }
+        if seen.insert((c.pair, c.interval, c.open_time)) {
+            candles.push(c);
+        }
+    }
+    candles.sort_by_key(|c| (c.open_time, c.pair, c.interval.millis()));
+    let rows = crypy_eventstore::export::write_candles(&parquet, &candles)
+        .with_context(|| format!("cannot export to {}", parquet.display()))?;
+    let pairs: std::collections::BTreeSet<String> = candles.iter().map(|c| c.pair.to_string()).collect();
+    let pairs = pairs.into_iter().collect::<Vec<_>>().join(", ");
+    println!(
+        "wrote {} candles ({}) to {}",
+        out::count(rows),
+        if pairs.is_empty() { "none" } else { &pairs },
+        parquet.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 struct Batched<'a> {
     dir: &'a Path,
     next: u64,

@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Log(cmd) => log::run(cmd),
+        Command::Data(cmd) => log::data(cmd),
         Command::Templates(cmd) => templates::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }

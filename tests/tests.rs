@@ -31,3 +31,7 @@ mod soak_cli;
 /// `--workers`, `--processes/--process/--hosts`: timely's cluster mode gives the same answer at
 /// any scale.
 mod scale_cli;
+
+/// `crypy replay --into` (what if: a recorded run's market again, maybe with other templates)
+/// and `crypy compare`.
+mod whatif_cli;

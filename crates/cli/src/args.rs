@@ -40,6 +40,9 @@ pub enum Command {
     /// Market data out of a data dir, in a format other tools read.
     #[command(subcommand)]
     Data(DataCommand),
+    /// What two runs did, side by side: return, drawdown, trades, fees, each strategy's
+    /// results (e.g. a run and its what-if replay with other templates).
+    Compare(CompareArgs),
     /// Compare templates, and see how a data dir's templates changed over its runs.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -240,8 +243,19 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub dir: DataDir,
     /// Compare the re-derived decisions with the recorded ones; exit 1 on any difference.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "into", conflicts_with = "into")]
     pub verify: bool,
+    /// What if: trade a recorded run's market data again, through the simulator with the
+    /// run's recorded configuration, into a new data dir (which must hold no log yet); with
+    /// --templates, with other templates. `crypy compare` then shows what changed.
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+    /// With --into: the templates to use instead of the run's own.
+    #[arg(long, value_name = "DIR", requires = "into")]
+    pub templates: Option<PathBuf>,
+    /// With --into: the run to re-trade (default: the last one).
+    #[arg(long, value_name = "RUN", requires = "into")]
+    pub run: Option<u32>,
     /// List at most this many differences.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub max_differences: usize,
@@ -254,6 +268,25 @@ pub struct ReplayArgs {
     pub workers: u16,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The first data dir.
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The second data dir.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// The run of A to compare (default: its last).
+    #[arg(long, value_name = "RUN")]
+    pub run_a: Option<u32>,
+    /// The run of B to compare (default: its last).
+    #[arg(long, value_name = "RUN")]
+    pub run_b: Option<u32>,
     /// Output one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -44,6 +44,7 @@ pub fn story(e: &Envelope) -> Option<String> {
         Event::CommandIssued(c) => format!("{} at {}: {}", c.session, c.agent, c.command),
         Event::KillSwitchEngaged(k) => format!("kill switch engaged {}: {} open orders canceled", k.reason, k.canceled),
         Event::KillSwitchReleased(k) => format!("kill switch released {}", k.reason),
+        Event::VenueSettings(v) => format!("venue settings ({} lines)", v.text.lines().count()),
         Event::VenueError(v) => format!("venue error on {} (attempt {}): {}; {}", v.call, v.attempt, v.error, v.then),
         Event::TemplateChanged(t) if !t.key.ends_with(".toml") => format!(
             "template {:?} {}: {} → {} ({})",

@@ -143,6 +143,9 @@ events! {
     /// A venue call failed in a way worth another try (unreachable, timed out, rate limited);
     /// what the desk did about it follows.
     VenueError(VenueError) = "venue_error" in Account,
+    /// The simulator's whole configuration for the run (its TOML), recorded at the start so
+    /// that the run can be re-run exactly (`crypy replay --into`).
+    VenueSettings(VenueSettings) = "venue_settings" in Account,
 }
 
 /// See [`Event::data`].
@@ -219,7 +222,8 @@ subject_none!(
     CommandIssued,
     KillSwitchEngaged,
     KillSwitchReleased,
-    VenueError
+    VenueError,
+    VenueSettings
 );
 into_event!(
     Candle,
@@ -244,7 +248,8 @@ into_event!(
     KillSwitchEngaged,
     KillSwitchReleased,
     TemplateChanged,
-    VenueError
+    VenueError,
+    VenueSettings
 );
 
 impl From<Allocation> for Event {
@@ -544,6 +549,12 @@ pub struct VenueError {
     pub attempt: u32,
     /// What the desk does next: `retry`, `look up`, `give up`…
     pub then: String,
+}
+
+/// A venue's settings as text (the simulator's TOML configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VenueSettings {
+    pub text: String,
 }
 
 /// A human command accepted by an agent's terminal, logged before it takes effect.

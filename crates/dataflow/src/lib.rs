@@ -33,6 +33,8 @@ mod retry;
 /// The data dir's secret, from which holder keys derive.
 pub mod secret;
 pub mod sim;
+/// A run's results, kept live and read back from a log.
+pub mod summary;
 
 use crypy_core::EventKind;
 
@@ -60,5 +62,6 @@ pub fn is_external(kind: EventKind) -> bool {
             | KillSwitchReleased
             | TemplateChanged
             | VenueError
+            | VenueSettings
     )
 }

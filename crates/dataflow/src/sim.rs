@@ -20,18 +20,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crypy_agents::society::{Parent, Society};
 
-use crate::aggregates::Ledger;
 use crate::host::Host;
 use crate::retry::{self, Retry};
+use crate::summary::Books;
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, FILES};
 use crypy_core::event::{
     Balances, CommandIssued, KillSwitchEngaged, KillSwitchReleased, Markets, OrderCanceled, TemplateChanged,
     TemplateScope,
 };
-use crypy_core::{
-    AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Pair, Price, Side,
-};
+use crypy_core::{AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Side};
 use crypy_eventstore::{Durability, EventLog, Options};
 use crypy_exchange::sim::{SimConfig, Simulator};
 use crypy_exchange::{Exchange, Unfinished};
@@ -44,6 +42,8 @@ pub struct SimOptions {
     pub data_dir: PathBuf,
     pub candles: Vec<Candle>,
     pub config: SimConfig,
+    /// The configuration's text, recorded at the start of the run (none: not recorded).
+    pub config_text: Option<String>,
     pub templates: Templates,
     /// The template files' text, recorded at the start of the run (defaults when `None`).
     pub template_texts: Option<[String; 3]>,
@@ -199,80 +199,6 @@ impl Recorder<'_> {
             self.buffer.clear();
         }
         Ok(())
-    }
-}
-
-/// Tracks equity, drawdown and per-strategy results as events go by.
-struct Books {
-    trusted: Asset,
-    /// At the first candle.
-    start_equity: Option<Money>,
-    last_close: BTreeMap<Pair, Price>,
-    candles: crate::host::CandleClock,
-    peak: f64,
-    max_drawdown: f64,
-    /// Which strategy each order serves (the same mapping the differential ledger uses).
-    ledger: Ledger,
-    per_strategy: BTreeMap<String, StrategyResult>,
-    fees: Money,
-    fills: u64,
-    orders: u64,
-    positions: u32,
-}
-
-impl Books {
-    fn value(&self, balances: &[crypy_core::Balance]) -> Money {
-        balances
-            .iter()
-            .map(|b| {
-                if b.asset == self.trusted {
-                    b.total()
-                } else {
-                    let price = self
-                        .last_close
-                        .iter()
-                        .find(|(p, _)| p.base == b.asset && p.quote == self.trusted)
-                        .map(|(_, c)| *c);
-                    price.map_or(Money::ZERO, |p| Money::new(b.total().value() * p.value()))
-                }
-            })
-            .sum()
-    }
-
-    fn see(&mut self, e: &Envelope) {
-        self.ledger.updates(e);
-        match &e.event {
-            // A repeated or stale candle does not move prices back (as for the agents).
-            Event::Candle(c) if self.candles.advances(c) => {
-                self.last_close.insert(c.pair, c.close);
-            }
-            Event::OrderRequested(_) => self.orders += 1,
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                self.fills += 1;
-                self.fees += f.fee;
-                let strategy = self.ledger.strategy_of(&f.client_id).map(str::to_owned);
-                // P&L comes from the differential ledger at the end of the run.
-                if let Some(s) = &strategy {
-                    self.per_strategy.entry(s.clone()).or_default().fees += f.fee;
-                }
-                if f.side == Side::Sell && matches!(e.event, Event::OrderFilled(_)) {
-                    self.positions += 1;
-                    if let Some(s) = strategy {
-                        self.per_strategy.entry(s).or_default().positions += 1;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn mark(&mut self, equity: Money) {
-        let e = equity.to_f64();
-        if e > self.peak {
-            self.peak = e;
-        } else if self.peak > 0.0 {
-            self.max_drawdown = self.max_drawdown.max(1.0 - e / self.peak);
-        }
     }
 }
 
@@ -777,6 +703,8 @@ pub struct DeskOptions {
     /// Fault injection: the log fails after this many appends (see the eventstore's
     /// `Options::fail_after_appends`).
     pub log_fails_after: Option<u64>,
+    /// The venue's settings, recorded after the templates (the simulator's configuration).
+    pub venue_settings: Option<String>,
 }
 
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
@@ -820,6 +748,7 @@ pub fn run_steered(
         stop_after_candles: None,
         poll: None,
         log_fails_after: None,
+        venue_settings: opts.config_text,
     };
     run_desk(runtime, sim, desk, observe, progress, steering)
 }
@@ -859,20 +788,7 @@ pub fn run_desk<E: Exchange>(
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
     let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };
-    let books = Books {
-        trusted: opts.templates.desk.trusted_asset,
-        start_equity: None,
-        last_close: BTreeMap::new(),
-        candles: crate::host::CandleClock::default(),
-        peak: 0.0,
-        max_drawdown: 0.0,
-        ledger: Ledger::default(),
-        per_strategy: BTreeMap::new(),
-        fees: Money::ZERO,
-        fills: 0,
-        orders: 0,
-        positions: 0,
-    };
+    let books = Books::new(opts.templates.desk.trusted_asset);
     let mut desk_loop = DeskLoop {
         desk,
         run,
@@ -899,6 +815,10 @@ pub fn run_desk<E: Exchange>(
             new: Some(text),
             reason: format!("templates of run {run}"),
         });
+        desk_loop.input(event, now, None, &mut venue, &mut host)?;
+    }
+    if let Some(text) = &opts.venue_settings {
+        let event = Event::VenueSettings(crypy_core::event::VenueSettings { text: text.clone() });
         desk_loop.input(event, now, None, &mut venue, &mut host)?;
     }
     let (retry, mut troubles) = (desk_loop.retry, Vec::new());

@@ -126,6 +126,7 @@ pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
             data_dir: b.data_dir.to_path_buf(),
             candles: b.candles,
             config,
+            config_text: None,
             templates,
             template_texts: Some(texts),
             workers: b.workers,

@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kraken(args) => venue::kraken(args),
         Command::Bitmex(args) => venue::bitmex(args),
         Command::Replay(args) => sim::replay(args),
+        Command::Compare(args) => sim::compare(args),
         Command::Attach(args) => {
             crypy_control::repl::attach(&args.addr, args.token.as_deref())?;
             Ok(ExitCode::SUCCESS)

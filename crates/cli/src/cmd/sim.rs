@@ -38,12 +38,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     for file in &args.markets {
         candles.extend(crypy_eventstore::import::read_candles(file, &args.pair, args.interval, None)?);
     }
-    let config = match &args.config {
+    let (config, config_text) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            SimConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+            (SimConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?, text)
         }
-        None => SimConfig::default(),
+        None => (SimConfig::default(), crypy_exchange::sim::DEFAULT_TOML.to_string()),
     };
     let (templates, texts) = match &args.templates {
         Some(dir) => {
@@ -72,8 +72,246 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         stop_after_candles: None,
         poll: None,
         log_fails_after: args.ui.fault_log_fails_after,
+        venue_settings: Some(config_text),
     };
     super::desk::drive(runtime, sim, options, &desk_name, &args.dir.data_dir, &args.ui, args.stay)
+}
+
+/// What a recorded run needs to be traded again: its market data, its simulator
+/// configuration and its templates, all from the log.
+struct RecordedRun {
+    run: u32,
+    candles: Vec<crypy_core::Candle>,
+    config_text: Option<String>,
+    template_texts: [Option<String>; 3],
+}
+
+/// The last run of the log in `dir` (or `run`), as recorded.
+fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
+    let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    let mut events: Vec<crypy_core::Envelope> = Vec::new();
+    let mut last = 0;
+    for e in reader.into_iter_from(1)? {
+        let e = e?;
+        last = last.max(e.run);
+        if run.is_none_or(|r| r == e.run) && e.run > 0 {
+            if run.is_none() && events.last().is_some_and(|p| p.run != e.run) {
+                events.clear();
+            }
+            events.push(e);
+        }
+    }
+    let Some(first) = events.first() else {
+        match run {
+            Some(r) => bail!("{} has no run {r} (its last is {last})", dir.display()),
+            None => bail!("{} has no run yet: trade first (crypy sim)", dir.display()),
+        }
+    };
+    let mut recorded =
+        RecordedRun { run: first.run, candles: Vec::new(), config_text: None, template_texts: Default::default() };
+    let mut clock = crypy_dataflow::host::CandleClock::default();
+    let mut started = false;
+    for e in events {
+        match e.event {
+            Event::TemplateChanged(t) if !started && t.scope == crypy_core::event::TemplateScope::Desk => {
+                if let Some(i) = crypy_agents::template::FILES.iter().position(|(name, _)| *name == t.key) {
+                    recorded.template_texts[i] = t.new;
+                }
+            }
+            Event::VenueSettings(v) if recorded.config_text.is_none() => recorded.config_text = Some(v.text),
+            // Repeated and stale candles were the venue's doing: its configuration does it again.
+            Event::Candle(c) if clock.advances(&c) => {
+                started = true;
+                recorded.candles.push(c);
+            }
+            _ => {}
+        }
+    }
+    Ok(recorded)
+}
+
+/// `crypy replay --into`: see [`ReplayArgs::into`].
+fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
+    let source = &args.dir.data_dir;
+    let recorded = recorded_run(source, args.run)?;
+    anyhow::ensure!(!recorded.candles.is_empty(), "run {} of {} saw no candles", recorded.run, source.display());
+    if into.join("db").exists()
+        || into.join("conf").exists()
+        || std::fs::read_dir(into).is_ok_and(|mut d| d.next().is_some())
+    {
+        bail!("{} is not empty: a what-if writes a new log into a new data dir", into.display());
+    }
+    let (config, config_text) = match &recorded.config_text {
+        Some(text) => (SimConfig::from_toml(text).context("the run's recorded simulator configuration")?, text.clone()),
+        None => {
+            eprintln!("run {} recorded no simulator configuration: using the default", recorded.run);
+            (SimConfig::default(), crypy_exchange::sim::DEFAULT_TOML.to_string())
+        }
+    };
+    let (templates, texts) = match &args.templates {
+        Some(dir) => {
+            let texts = read_texts(dir)?;
+            (Templates::parse_texts(&texts, dir)?, texts)
+        }
+        None => {
+            let texts: [String; 3] = std::array::from_fn(|i| {
+                recorded.template_texts[i].clone().unwrap_or_else(|| crypy_agents::template::FILES[i].1.to_string())
+            });
+            (Templates::parse_texts(&texts, Path::new(""))?, texts)
+        }
+    };
+    // The same secret: holders sign with the same keys, so an unchanged what-if is the run
+    // itself, signature for signature.
+    std::fs::create_dir_all(into).with_context(|| format!("cannot create {}", into.display()))?;
+    let secret = source.join("secret");
+    std::fs::copy(&secret, into.join("secret")).with_context(|| format!("cannot copy {}", secret.display()))?;
+    let desk_name = crypy_core::AgentId::desk("sim", &config.account)?.to_string();
+    let expected = recorded.candles.len() as u64;
+    let sim = crypy_exchange::sim::Simulator::new(config, recorded.candles)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let scale = scale(args.workers, &args.cluster)?;
+    let options = DeskOptions {
+        data_dir: into.to_path_buf(),
+        templates,
+        template_texts: Some(texts),
+        workers: scale.workers,
+        cluster: scale.cluster,
+        speed: None,
+        live: false,
+        expected_candles: Some(expected),
+        stop_after_candles: None,
+        poll: None,
+        log_fails_after: None,
+        venue_settings: Some(config_text),
+    };
+    let ui = crate::args::DeskUi {
+        json: args.json,
+        quiet: true,
+        workers: args.workers,
+        exec: Vec::new(),
+        after: 0,
+        control: crate::args::ControlArgs { control: None, control_token: None },
+        fault_log_fails_after: None,
+    };
+    super::desk::drive(runtime, sim, options, &desk_name, into, &ui, false)
+}
+
+/// The summary of `run` (default: the last) of the log in `dir`.
+fn summary_of(dir: &Path, run: Option<u32>) -> anyhow::Result<crypy_dataflow::summary::RunSummary> {
+    let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
+    let mut events: Vec<crypy_core::Envelope> = Vec::new();
+    for e in reader.into_iter_from(1)? {
+        let e = e?;
+        if e.run == 0 || run.is_some_and(|r| r != e.run) {
+            continue;
+        }
+        if events.last().is_some_and(|p| p.run != e.run) {
+            events.clear();
+        }
+        events.push(e);
+    }
+    let Some(first) = events.first() else {
+        bail!("{} has no run{}", dir.display(), run.map(|r| format!(" {r}")).unwrap_or_default())
+    };
+    let run = first.run;
+    let summary = crypy_dataflow::summary::summarize(run, events);
+    anyhow::ensure!(summary.has_balances, "run {run} of {} ended before it recorded its balances", dir.display());
+    Ok(summary)
+}
+
+pub fn compare(args: crate::args::CompareArgs) -> anyhow::Result<ExitCode> {
+    let a = summary_of(&args.a, args.run_a)?;
+    let b = summary_of(&args.b, args.run_b)?;
+    let f = |m: crypy_core::Money| m.value().round_dp(2).to_string();
+    let strategies: std::collections::BTreeSet<&String> = a.per_strategy.keys().chain(b.per_strategy.keys()).collect();
+    let zero = crypy_dataflow::sim::StrategyResult::default();
+    if args.json {
+        let side = |s: &crypy_dataflow::summary::RunSummary| {
+            json!({
+                "run": s.run, "events": s.events, "candles": s.candles, "orders": s.orders, "fills": s.fills,
+                "positions": s.positions, "asset": s.trusted.to_string(), "start_equity": s.start_equity.to_string(),
+                "end_equity": s.end_equity.to_string(), "return": s.total_return(), "max_drawdown": s.max_drawdown,
+                "fees": s.fees.to_string(),
+                "per_strategy": s.per_strategy.iter().map(|(k, r)| (k.clone(), json!({
+                    "positions": r.positions, "pnl": r.pnl.to_string(), "fees": r.fees.to_string() }))).collect::<serde_json::Map<_, _>>(),
+            })
+        };
+        println!(
+            "{}",
+            json!({ "a": side(&a), "b": side(&b), "return_difference": b.total_return() - a.total_return() })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    writeln!(
+        text,
+        "{:<22} {:>18} {:>18} {:>14}",
+        "",
+        format!("A (run {})", a.run),
+        format!("B (run {})", b.run),
+        "B − A"
+    )?;
+    let pct = |x: f64| format!("{:+.2}%", x * 100.0);
+    writeln!(
+        text,
+        "{:<22} {:>18} {:>18} {:>14}",
+        "return",
+        pct(a.total_return()),
+        pct(b.total_return()),
+        pct(b.total_return() - a.total_return())
+    )?;
+    writeln!(
+        text,
+        "{:<22} {:>18} {:>18} {:>14}",
+        format!("end equity ({})", a.trusted),
+        f(a.end_equity),
+        f(b.end_equity),
+        f(b.end_equity - a.end_equity)
+    )?;
+    writeln!(
+        text,
+        "{:<22} {:>18} {:>18} {:>14}",
+        "max drawdown",
+        pct(a.max_drawdown),
+        pct(b.max_drawdown),
+        pct(b.max_drawdown - a.max_drawdown)
+    )?;
+    for (name, x, y) in [
+        ("orders", a.orders, b.orders),
+        ("fills", a.fills, b.fills),
+        ("positions closed", u64::from(a.positions), u64::from(b.positions)),
+        ("candles", a.candles, b.candles),
+    ] {
+        writeln!(
+            text,
+            "{:<22} {:>18} {:>18} {:>14}",
+            name,
+            out::count(x),
+            out::count(y),
+            format!("{:+}", y as i128 - x as i128)
+        )?;
+    }
+    writeln!(text, "{:<22} {:>18} {:>18} {:>14}", "fees", f(a.fees), f(b.fees), f(b.fees - a.fees))?;
+    if !strategies.is_empty() {
+        writeln!(text)?;
+        writeln!(text, "{:<22} {:>18} {:>18} {:>14}", "STRATEGY P&L", "A", "B", "B − A")?;
+        for s in strategies {
+            let (x, y) = (a.per_strategy.get(s).unwrap_or(&zero), b.per_strategy.get(s).unwrap_or(&zero));
+            writeln!(
+                text,
+                "{:<22} {:>18} {:>18} {:>14}",
+                s,
+                format!("{} ({})", f(x.pnl), x.positions),
+                format!("{} ({})", f(y.pnl), y.positions),
+                f(y.pnl - x.pnl)
+            )?;
+        }
+    }
+    use std::io::Write as _;
+    let mut stdout = out::stdout();
+    stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The candles of `run` in the log (run 0: those imported), in log order.
@@ -149,6 +387,9 @@ fn serve(scale: &Scale) -> anyhow::Result<ExitCode> {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(into) = &args.into {
+        return what_if(&args, into);
+    }
     let scale = scale(args.workers, &args.cluster)?;
     if scale.cluster.as_ref().is_some_and(|c| c.process != 0) {
         return serve(&scale);

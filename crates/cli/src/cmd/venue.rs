@@ -217,6 +217,7 @@ pub fn run_on<E: Exchange>(
         stop_after_candles: args.candles,
         poll: Some(std::time::Duration::from_millis(50)),
         log_fails_after: args.ui.fault_log_fails_after,
+        venue_settings: None,
     };
     let result = if args.paper {
         let account = venue.desk().to_string();

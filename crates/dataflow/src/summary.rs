@@ -1,0 +1,216 @@
+//! A run's results: kept by the desk as it trades ([`Books`]), and read back from a log
+//! afterwards ([`summarize`]) by the same rules, for `crypy compare` and reports.
+
+use std::collections::BTreeMap;
+
+use crypy_core::{Asset, Envelope, Event, Money, Pair, Price, Side};
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::aggregates::Ledger;
+use crate::sim::StrategyResult;
+
+/// Tracks equity, drawdown and per-strategy results as events go by.
+pub(crate) struct Books {
+    pub(crate) trusted: Asset,
+    /// At the first candle.
+    pub(crate) start_equity: Option<Money>,
+    pub(crate) last_close: BTreeMap<Pair, Price>,
+    pub(crate) candles: crate::host::CandleClock,
+    pub(crate) peak: f64,
+    pub(crate) max_drawdown: f64,
+    /// Which strategy each order serves (the same mapping the differential ledger uses).
+    pub(crate) ledger: Ledger,
+    pub(crate) per_strategy: BTreeMap<String, StrategyResult>,
+    pub(crate) fees: Money,
+    pub(crate) fills: u64,
+    pub(crate) orders: u64,
+    pub(crate) positions: u32,
+}
+
+impl Books {
+    pub(crate) fn new(trusted: Asset) -> Self {
+        Books {
+            trusted,
+            start_equity: None,
+            last_close: BTreeMap::new(),
+            candles: crate::host::CandleClock::default(),
+            peak: 0.0,
+            max_drawdown: 0.0,
+            ledger: Ledger::default(),
+            per_strategy: BTreeMap::new(),
+            fees: Money::ZERO,
+            fills: 0,
+            orders: 0,
+            positions: 0,
+        }
+    }
+
+    pub(crate) fn value(&self, balances: &[crypy_core::Balance]) -> Money {
+        balances
+            .iter()
+            .map(|b| {
+                if b.asset == self.trusted {
+                    b.total()
+                } else {
+                    let price = self
+                        .last_close
+                        .iter()
+                        .find(|(p, _)| p.base == b.asset && p.quote == self.trusted)
+                        .map(|(_, c)| *c);
+                    price.map_or(Money::ZERO, |p| Money::new(b.total().value() * p.value()))
+                }
+            })
+            .sum()
+    }
+
+    /// Takes one event; returns the ledger's balance and P&L updates for it.
+    pub(crate) fn see(&mut self, e: &Envelope) -> Vec<(String, i128)> {
+        let updates = self.ledger.updates(e);
+        match &e.event {
+            // A repeated or stale candle does not move prices back (as for the agents).
+            Event::Candle(c) if self.candles.advances(c) => {
+                self.last_close.insert(c.pair, c.close);
+            }
+            Event::OrderRequested(_) => self.orders += 1,
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                self.fills += 1;
+                self.fees += f.fee;
+                let strategy = self.ledger.strategy_of(&f.client_id).map(str::to_owned);
+                // P&L comes from the differential ledger at the end of the run.
+                if let Some(s) = &strategy {
+                    self.per_strategy.entry(s.clone()).or_default().fees += f.fee;
+                }
+                if f.side == Side::Sell && matches!(e.event, Event::OrderFilled(_)) {
+                    self.positions += 1;
+                    if let Some(s) = strategy {
+                        self.per_strategy.entry(s).or_default().positions += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        updates
+    }
+
+    pub(crate) fn mark(&mut self, equity: Money) {
+        let e = equity.to_f64();
+        if e > self.peak {
+            self.peak = e;
+        } else if self.peak > 0.0 {
+            self.max_drawdown = self.max_drawdown.max(1.0 - e / self.peak);
+        }
+    }
+}
+
+/// What a run did, read from its log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub run: u32,
+    pub events: u64,
+    /// Candles that moved a pair forward (repeated or stale ones are not progress).
+    pub candles: u64,
+    pub orders: u64,
+    pub fills: u64,
+    pub positions: u32,
+    pub trusted: Asset,
+    pub start_equity: Money,
+    pub end_equity: Money,
+    pub fees: Money,
+    pub max_drawdown: f64,
+    pub per_strategy: BTreeMap<String, StrategyResult>,
+    /// Whether the run recorded a venue balance to start from (a run killed before that has
+    /// no equity to speak of).
+    pub has_balances: bool,
+}
+
+impl RunSummary {
+    pub fn total_return(&self) -> f64 {
+        if self.start_equity.is_zero() {
+            0.0
+        } else {
+            (self.end_equity.value() / self.start_equity.value()).to_f64().unwrap_or(1.0) - 1.0
+        }
+    }
+}
+
+/// The results of one run from its events in log order, by the desk's own rules: equity is
+/// the balances (the venue's at the start, plus every fill) valued at the last close of each
+/// pair in the trusted asset (the run's desk template's), marked at every candle that moves
+/// a pair forward; realized P&L per strategy from the differential ledger's rule.
+pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSummary {
+    let mut books: Option<Books> = None;
+    let mut balances: BTreeMap<Asset, Money> = BTreeMap::new();
+    let mut totals: BTreeMap<String, i128> = BTreeMap::new();
+    let mut trusted = crypy_agents::template::Templates::default().desk.trusted_asset;
+    let (mut count, mut candles, mut has_balances) = (0u64, 0u64, false);
+    for e in events {
+        count += 1;
+        if let Event::TemplateChanged(t) = &e.event {
+            if t.scope == crypy_core::event::TemplateScope::Desk && t.key == crypy_agents::template::FILES[0].0 {
+                if let Some(desk) = t.new.as_deref().and_then(|text| {
+                    crypy_agents::template::DeskTemplate::parse(crypy_agents::template::FILES[0].0, text).ok()
+                }) {
+                    trusted = desk.trusted_asset;
+                }
+            }
+        }
+        let b = books.get_or_insert_with(|| Books::new(trusted));
+        let advances = matches!(&e.event, Event::Candle(c) if b.candles.is_newer(c));
+        for (key, amount) in b.see(&e) {
+            *totals.entry(key).or_default() += amount;
+        }
+        match &e.event {
+            Event::Balances(bs) => {
+                has_balances = true;
+                balances = bs.balances.iter().map(|x| (x.asset, x.total())).collect();
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                let (qty, value) = (Money::new(f.qty.value()), f.price * f.qty);
+                let (base, quote) = match f.side {
+                    Side::Buy => (qty, -value),
+                    Side::Sell => (-qty, value),
+                };
+                *balances.entry(f.pair.base).or_default() += base;
+                *balances.entry(f.pair.quote).or_default() += quote;
+                *balances.entry(f.fee_asset).or_default() -= f.fee;
+            }
+            _ => {}
+        }
+        if advances {
+            candles += 1;
+            let now: Vec<crypy_core::Balance> = balances
+                .iter()
+                .map(|(asset, total)| crypy_core::Balance { asset: *asset, free: *total, reserved: Money::ZERO })
+                .collect();
+            let equity = b.value(&now);
+            b.start_equity.get_or_insert(equity);
+            b.mark(equity);
+        }
+    }
+    let mut b = books.unwrap_or_else(|| Books::new(trusted));
+    for (name, result) in b.per_strategy.iter_mut() {
+        if let Some(pnl) = totals.get(&format!("strategy:{name}")).and_then(|v| crate::aggregates::from_fixed(*v)) {
+            result.pnl = Money::new(pnl);
+        }
+    }
+    let end: Vec<crypy_core::Balance> = balances
+        .iter()
+        .map(|(asset, total)| crypy_core::Balance { asset: *asset, free: *total, reserved: Money::ZERO })
+        .collect();
+    let end_equity = b.value(&end);
+    RunSummary {
+        run,
+        events: count,
+        candles,
+        orders: b.orders,
+        fills: b.fills,
+        positions: b.positions,
+        trusted: b.trusted,
+        start_equity: b.start_equity.unwrap_or(end_equity),
+        end_equity,
+        fees: b.fees,
+        max_drawdown: b.max_drawdown,
+        per_strategy: b.per_strategy,
+        has_balances,
+    }
+}

@@ -35,3 +35,6 @@ mod scale_cli;
 /// `crypy replay --into` (what if: a recorded run's market again, maybe with other templates)
 /// and `crypy compare`.
 mod whatif_cli;
+
+/// `crypy report`: a self-contained HTML file with SVG charts.
+mod report_cli;

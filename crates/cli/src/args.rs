@@ -40,6 +40,9 @@ pub enum Command {
     /// Market data out of a data dir, in a format other tools read.
     #[command(subcommand)]
     Data(DataCommand),
+    /// One self-contained HTML file (no network needed to open it) with a run's prices with
+    /// entries and exits, equity, drawdown, strategy scoreboard and template changes.
+    Report(ReportArgs),
     /// What two runs did, side by side: return, drawdown, trades, fees, each strategy's
     /// results (e.g. a run and its what-if replay with other templates).
     Compare(CompareArgs),
@@ -271,6 +274,18 @@ pub struct ReplayArgs {
     /// Output one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub dir: DataDir,
+    /// The run to report (default: the last).
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<u32>,
+    /// The HTML file to write.
+    #[arg(long, value_name = "FILE.html", required = true)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

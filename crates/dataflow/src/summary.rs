@@ -121,6 +121,21 @@ pub struct RunSummary {
     /// Whether the run recorded a venue balance to start from (a run killed before that has
     /// no equity to speak of).
     pub has_balances: bool,
+    /// What charts draw.
+    pub series: RunSeries,
+}
+
+/// A run's results over time, for charts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSeries {
+    /// (time, equity in the trusted asset) at every candle that moves a pair forward.
+    pub equity: Vec<(i64, f64)>,
+    /// (close time, close) of each pair's candles.
+    pub closes: BTreeMap<Pair, Vec<(i64, f64)>>,
+    /// Every fill: (time, pair, side, price, client order id).
+    pub fills: Vec<(i64, Pair, Side, f64, String)>,
+    /// Every template change: (time, which template and key, reason).
+    pub template_changes: Vec<(i64, String, String)>,
 }
 
 impl RunSummary {
@@ -143,8 +158,23 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
     let mut totals: BTreeMap<String, i128> = BTreeMap::new();
     let mut trusted = crypy_agents::template::Templates::default().desk.trusted_asset;
     let (mut count, mut candles, mut has_balances) = (0u64, 0u64, false);
+    let mut series = RunSeries::default();
     for e in events {
         count += 1;
+        match &e.event {
+            Event::TemplateChanged(t) => {
+                let scope = match &t.scope {
+                    crypy_core::event::TemplateScope::Desk => "desk".to_string(),
+                    crypy_core::event::TemplateScope::Holder(a) => format!("holder {a}"),
+                    crypy_core::event::TemplateScope::Trader(p) => format!("trader {p}"),
+                };
+                series.template_changes.push((e.time, format!("{scope}: {}", t.key), t.reason.clone()));
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                series.fills.push((e.time, f.pair, f.side, f.price.to_f64(), f.client_id.to_string()));
+            }
+            _ => {}
+        }
         if let Event::TemplateChanged(t) = &e.event {
             if t.scope == crypy_core::event::TemplateScope::Desk && t.key == crypy_agents::template::FILES[0].0 {
                 if let Some(desk) = t.new.as_deref().and_then(|text| {
@@ -178,6 +208,9 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
         }
         if advances {
             candles += 1;
+            if let Event::Candle(c) = &e.event {
+                series.closes.entry(c.pair).or_default().push((c.close_time(), c.close.to_f64()));
+            }
             let now: Vec<crypy_core::Balance> = balances
                 .iter()
                 .map(|(asset, total)| crypy_core::Balance { asset: *asset, free: *total, reserved: Money::ZERO })
@@ -185,6 +218,7 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
             let equity = b.value(&now);
             b.start_equity.get_or_insert(equity);
             b.mark(equity);
+            series.equity.push((e.time, equity.to_f64()));
         }
     }
     let mut b = books.unwrap_or_else(|| Books::new(trusted));
@@ -212,5 +246,6 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
         max_drawdown: b.max_drawdown,
         per_strategy: b.per_strategy,
         has_balances,
+        series,
     }
 }

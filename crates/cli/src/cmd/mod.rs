@@ -4,6 +4,7 @@ mod bench_sweep;
 mod desk;
 mod log;
 mod render;
+mod report;
 mod sim;
 mod templates;
 mod venue;
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bitmex(args) => venue::bitmex(args),
         Command::Replay(args) => sim::replay(args),
         Command::Compare(args) => sim::compare(args),
+        Command::Report(args) => report::run(args),
         Command::Attach(args) => {
             crypy_control::repl::attach(&args.addr, args.token.as_deref())?;
             Ok(ExitCode::SUCCESS)

@@ -197,7 +197,7 @@ fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// The summary of `run` (default: the last) of the log in `dir`.
-fn summary_of(dir: &Path, run: Option<u32>) -> anyhow::Result<crypy_dataflow::summary::RunSummary> {
+pub(crate) fn summary_of(dir: &Path, run: Option<u32>) -> anyhow::Result<crypy_dataflow::summary::RunSummary> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
     let mut events: Vec<crypy_core::Envelope> = Vec::new();
     for e in reader.into_iter_from(1)? {

@@ -343,3 +343,18 @@ fn the_control_port_refuses_strangers_and_survives_a_flood() {
     let log = run(crypy(&data).args(["log", "show", "--json"]), 0);
     assert!(!log.contains(token), "the token reached the log");
 }
+
+/// `chart` at a trader draws the pair's closes and the desk's equity from what the terminal
+/// saw, and is recorded like every query.
+#[test]
+fn chart_draws_the_pairs_price_and_the_desks_equity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 900, "0.0");
+    let data = dir.path().join("data");
+    let out = exec(&data, &templates, &market, 600, &["invest EUR", "trade XBT/EUR", "chart"]);
+    let chart = &out[out.find("XBT/EUR> chart").expect("the chart command ran")..];
+    assert!(chart.contains("XBT/EUR close, last 600 candles"), "{chart}");
+    assert!(chart.contains("equity in EUR"), "{chart}");
+    assert!(chart.matches('•').count() >= 2 * 64, "two plots of 64 columns: {chart}");
+    assert_eq!(logged_commands(&data), ["invest EUR", "trade XBT/EUR", "chart"]);
+}

@@ -47,6 +47,8 @@ pub struct Console {
     inbox: DeskInbox,
     script: Option<Script>,
     watchers: Vec<Watcher>,
+    /// Prices and equity seen so far, for `chart`.
+    history: crate::chart::History,
     /// Keep the desk up after its data (a terminal is open, or `--stay`).
     hold: bool,
     stop: Arc<AtomicBool>,
@@ -71,6 +73,7 @@ impl Console {
             inbox,
             script: None,
             watchers: Vec::new(),
+            history: crate::chart::History::default(),
             hold,
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -242,6 +245,11 @@ impl Console {
                     }
                 }
             }
+            (Level::Trade(pair), Command::Chart) => {
+                let text = self.history.chart(*pair);
+                desk.command(agent, &line, session)?;
+                stay(text)
+            }
             // Queries: recorded for the audit, then answered.
             (level, query) => {
                 let text = query_text(desk, level, query)?;
@@ -254,6 +262,7 @@ impl Console {
 
 impl Steering for Console {
     fn observe(&mut self, e: &Envelope) {
+        self.history.see(e);
         if self.watchers.is_empty() {
             return;
         }

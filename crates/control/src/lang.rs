@@ -69,6 +69,7 @@ pub enum Command {
     // trade
     Strategies,
     Position,
+    Chart,
     Enter,
     Adjust { which: Bound, price: Price },
     Exit,
@@ -234,6 +235,13 @@ pub const DEFINITIONS: &[Definition] = &[
         usage: "position",
         help: "this trader's position",
         examples: &["position"],
+    },
+    Definition {
+        name: "chart",
+        levels: &[T],
+        usage: "chart",
+        help: "a small chart of this pair's price and the desk's equity, as this terminal saw them",
+        examples: &["chart"],
     },
     Definition {
         name: "enter",
@@ -410,6 +418,7 @@ pub fn parse(level: &Level, line: &str) -> Result<Option<Command>, LangError> {
         "proposals" => none(Command::Proposals)?,
         "strategies" => none(Command::Strategies)?,
         "position" => none(Command::Position)?,
+        "chart" => none(Command::Chart)?,
         "enter" => none(Command::Enter)?,
         "exit" => none(Command::Exit)?,
         "limits" => Command::Limits(setting(args)?),
@@ -546,6 +555,7 @@ impl fmt::Display for Command {
             Command::Trade(p) => format!("trade {p}"),
             Command::Strategies => "strategies".into(),
             Command::Position => "position".into(),
+            Command::Chart => "chart".into(),
             Command::Enter => "enter".into(),
             Command::Adjust { which: Bound::Stop, price } => format!("adjust stop {price}"),
             Command::Adjust { which: Bound::Target, price } => format!("adjust target {price}"),

@@ -13,6 +13,8 @@
 #![warn(missing_debug_implementations)]
 
 /// The desk's side of the terminals: answering and carrying out commands between inputs.
+/// The `chart` command's terminal charts.
+pub mod chart;
 pub mod console;
 /// One line of text per event, for people.
 pub mod describe;

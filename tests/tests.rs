@@ -38,3 +38,6 @@ mod whatif_cli;
 
 /// `crypy report`: a self-contained HTML file with SVG charts.
 mod report_cli;
+
+/// Templates that learn: a holder avoids what kept losing.
+mod learning_cli;

@@ -77,11 +77,35 @@ struct Holder {
 /// `variant` is an index into the grid ([`Society::variants`]).
 enum Phase {
     Evaluating,
-    Proposed { proposal: u64, variant: usize },
-    Allocated { allocation: Allocation, variant: usize },
-    Entering { allocation: Allocation, variant: usize, filled: Qty, cost: Money },
-    InPosition { allocation: Allocation, variant: usize, qty: Qty, entry: f64 },
-    Exiting { allocation: Allocation, variant: usize, qty: Qty, entry: f64, sold: Qty },
+    Proposed {
+        proposal: u64,
+        variant: usize,
+    },
+    Allocated {
+        allocation: Allocation,
+        variant: usize,
+    },
+    Entering {
+        allocation: Allocation,
+        variant: usize,
+        filled: Qty,
+        cost: Money,
+    },
+    InPosition {
+        allocation: Allocation,
+        variant: usize,
+        qty: Qty,
+        entry: f64,
+    },
+    /// `proceeds`: what the sells brought so far, fees off (learning evidence, so f64).
+    Exiting {
+        allocation: Allocation,
+        variant: usize,
+        qty: Qty,
+        entry: f64,
+        sold: Qty,
+        proceeds: f64,
+    },
 }
 
 struct Trader {
@@ -167,6 +191,10 @@ struct History {
     wants: Vec<u64>,
 }
 
+/// A holder's learning evidence: strategy family → pair → (time, P&L) of the latest position
+/// it closed there at a loss.
+type Losses = BTreeMap<String, BTreeMap<Pair, (i64, f64)>>;
+
 /// See the module documentation.
 pub struct Society {
     desk: AgentId,
@@ -198,6 +226,11 @@ pub struct Society {
     trader_templates: BTreeMap<Pair, (String, TraderTemplate)>,
     /// Which trader each order belongs to.
     orders: BTreeMap<crypy_core::ClientOrderId, AgentId>,
+    /// Learning evidence per holder: strategy family → pair → (time, P&L) of its latest
+    /// position closed at a loss.
+    losses: BTreeMap<Asset, Losses>,
+    /// What each holder learned to avoid, beside its template's `avoid`.
+    learned_avoid: BTreeMap<Asset, Vec<String>>,
     next_proposal: u64,
     next_allocation: u64,
     /// Current input: for client order ids.
@@ -255,6 +288,8 @@ impl Society {
             holder_templates: BTreeMap::new(),
             trader_templates: BTreeMap::new(),
             orders: BTreeMap::new(),
+            losses: BTreeMap::new(),
+            learned_avoid: BTreeMap::new(),
             next_proposal: 1,
             next_allocation: 1,
             run: 0,
@@ -329,7 +364,7 @@ impl Society {
                 self.spawn_holders(index, queue);
             }
             Event::AgentSpawned(s) => match s.agent {
-                AgentId::Holder(asset) if s.parent == Some(desk) => self.holder_started(asset, index, queue),
+                AgentId::Holder(asset) if s.parent == Some(desk) => self.holder_started(asset, time, index, queue),
                 _ => {}
             },
             Event::AgentRetired(r) => self.retired(r, index, queue),
@@ -409,7 +444,7 @@ impl Society {
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
                 self.book_fill(f);
                 let complete = matches!(event, Event::OrderFilled(_));
-                self.trader_fill(f, complete, index, queue);
+                self.trader_fill(f, complete, time, index, queue);
                 if complete {
                     self.orders.remove(&f.client_id);
                 }
@@ -499,7 +534,8 @@ impl Society {
 
     // --- holders ---------------------------------------------------------------------
 
-    fn holder_started(&mut self, asset: Asset, index: usize, queue: &mut Queue) {
+    fn holder_started(&mut self, asset: Asset, time: i64, index: usize, queue: &mut Queue) {
+        self.holder_learns(asset, time, index, queue);
         let wanted = &self.holder_template(asset).pairs;
         let pairs: Vec<Pair> = self
             .markets
@@ -510,6 +546,66 @@ impl Society {
         for pair in pairs {
             self.spawn_trader(pair, asset, index, queue);
         }
+    }
+
+    /// A new lifetime of `asset`'s holder avoids the strategy families that closed positions at
+    /// a loss on `avoid_after_losing_pairs` of its pairs within the evidence window, saying so
+    /// with a `template_changed` that names the evidence.
+    fn holder_learns(&mut self, asset: Asset, time: i64, index: usize, queue: &mut Queue) {
+        let learning = self.holder_template(asset).learning.clone();
+        if learning.avoid_after_losing_pairs == 0 {
+            return;
+        }
+        let since = time.saturating_sub(i64::from(learning.evidence_days) * 86_400_000);
+        let before = self.avoided(asset);
+        let mut learned = Vec::new();
+        for (family, pairs) in self.losses.get(&asset).into_iter().flatten() {
+            let recent: Vec<(&Pair, &(i64, f64))> = pairs.iter().filter(|(_, (t, _))| *t >= since).collect();
+            if recent.len() >= learning.avoid_after_losing_pairs as usize && !before.contains(family) {
+                let evidence: Vec<String> = recent
+                    .iter()
+                    .map(|(pair, (t, pnl))| {
+                        format!("{pair} ({pnl:.2} {asset}, closed {})", crypy_core::time::format_utc(*t))
+                    })
+                    .collect();
+                learned.push((family.clone(), evidence));
+            }
+        }
+        if learned.is_empty() {
+            return;
+        }
+        let list = |l: &[String]| format!("[{}]", l.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "));
+        let old = list(&before);
+        let avoid = self.learned_avoid.entry(asset).or_default();
+        avoid.extend(learned.iter().map(|(f, _)| f.clone()));
+        let mut now = before.clone();
+        now.extend(learned.iter().map(|(f, _)| f.clone()));
+        let reasons: Vec<String> = learned
+            .iter()
+            .map(|(family, evidence)| format!("{family} lost on {} pairs: {}", evidence.len(), evidence.join(", ")))
+            .collect();
+        queue.push_back((
+            index,
+            AgentId::Holder(asset),
+            Event::TemplateChanged(TemplateChanged {
+                scope: TemplateScope::Holder(asset),
+                key: "avoid".into(),
+                old: Some(old),
+                new: Some(list(&now)),
+                reason: format!("learned at generation start: {}", reasons.join("; ")),
+            }),
+        ));
+    }
+
+    /// The strategy families and variants `asset`'s traders do not propose.
+    fn avoided(&self, asset: Asset) -> Vec<String> {
+        let mut all = self.holder_template(asset).avoid.clone();
+        for f in self.learned_avoid.get(&asset).into_iter().flatten() {
+            if !all.contains(f) {
+                all.push(f.clone());
+            }
+        }
+        all
     }
 
     fn spawn_trader(&mut self, pair: Pair, holder: Asset, index: usize, queue: &mut Queue) {
@@ -666,8 +762,17 @@ impl Society {
         let capital = self.free.get(&holder).copied().unwrap_or_default();
         let capital_money = Money::new(capital.value().round_dp(8));
         let tt = self.trader_template(pair);
-        let passes =
-            |i: &usize| scores[*i].total_return >= tt.propose_min_return && scores[*i].trades >= tt.propose_min_trades;
+        let avoided = self.avoided(holder);
+        let variants = &self.variants;
+        let allowed = |i: usize| {
+            let v = &variants[i];
+            !avoided.iter().any(|a| a == v.family || *a == v.to_string())
+        };
+        let passes = |i: &usize| {
+            scores[*i].total_return >= tt.propose_min_return
+                && scores[*i].trades >= tt.propose_min_trades
+                && allowed(*i)
+        };
         let by_return =
             |a: &usize, b: &usize| scores[*a].total_return.total_cmp(&scores[*b].total_return).then(b.cmp(a));
         let passing = (0..scores.len()).filter(passes).count();
@@ -749,7 +854,7 @@ impl Society {
                     let order = self.market_order(id, pair, Side::Sell, qty, allocation.id);
                     queue.push_back((index, id, order));
                     if let Some(t) = self.traders.get_mut(&id) {
-                        t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO };
+                        t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO, proceeds: 0.0 };
                     }
                 }
             }
@@ -844,7 +949,7 @@ impl Society {
                 );
             }
             // Try again at the next bar.
-            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+            Phase::Exiting { allocation, variant, qty, entry, sold, .. } => {
                 t.phase = Phase::InPosition { allocation, variant, qty: qty - sold, entry };
             }
             _ => {}
@@ -864,14 +969,14 @@ impl Society {
                     t.phase = Phase::InPosition { allocation, variant, qty: filled, entry };
                 }
             }
-            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+            Phase::Exiting { allocation, variant, qty, entry, sold, .. } => {
                 t.phase = Phase::InPosition { allocation, variant, qty: qty - sold, entry };
             }
             _ => {}
         }
     }
 
-    fn trader_fill(&mut self, f: &Fill, complete: bool, index: usize, queue: &mut Queue) {
+    fn trader_fill(&mut self, f: &Fill, complete: bool, time: i64, index: usize, queue: &mut Queue) {
         let Some(&id) = self.orders.get(&f.client_id) else { return };
         let Some(t) = self.traders.get_mut(&id) else { return };
         let holder = t.holder;
@@ -889,17 +994,24 @@ impl Society {
                     self.holder_commits(holder, id, index, queue);
                 }
             }
-            Phase::Exiting { allocation, variant, qty, entry, sold } => {
+            Phase::Exiting { allocation, variant, qty, entry, sold, proceeds } => {
                 let sold = sold + f.qty;
+                let proceeds = proceeds + (f.price * f.qty - f.fee).to_f64();
                 if complete || sold >= qty {
+                    let pnl = proceeds - entry * sold.to_f64();
+                    if pnl < 0.0 {
+                        let family = self.variants[variant].family.to_string();
+                        let evidence = self.losses.entry(holder).or_default().entry(family).or_default();
+                        evidence.insert(f.pair, (time, pnl));
+                    }
                     let detail = format!("position in {} closed by {}", f.pair, f.client_id);
                     queue.push_back((
                         index,
                         id,
                         Event::AgentRetired(AgentRetired { agent: id, reason: RetireReason::PositionClosed, detail }),
                     ));
-                } else {
-                    t.phase = Phase::Exiting { allocation, variant, qty, entry, sold };
+                } else if let Some(t) = self.traders.get_mut(&id) {
+                    t.phase = Phase::Exiting { allocation, variant, qty, entry, sold, proceeds };
                 }
             }
             _ => {}

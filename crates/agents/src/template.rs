@@ -66,7 +66,26 @@ pub struct DeskLimits {
 pub struct HolderTemplate {
     #[serde(default)]
     pub pairs: Vec<Pair>,
+    /// Strategy families or variants its traders never propose.
+    #[serde(default)]
+    pub avoid: Vec<String>,
     pub criteria: Criteria,
+    #[serde(default)]
+    pub learning: HolderLearning,
+}
+
+/// What a holder learns across its lifetimes (see `templates/holder.toml`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderLearning {
+    pub avoid_after_losing_pairs: u32,
+    pub evidence_days: u32,
+}
+
+impl Default for HolderLearning {
+    fn default() -> Self {
+        HolderLearning { avoid_after_losing_pairs: 2, evidence_days: 30 }
+    }
 }
 
 /// What a holder requires of a proposal. Thresholds on metrics are `f64` like the metrics.

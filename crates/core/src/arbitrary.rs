@@ -283,6 +283,7 @@ pub fn event() -> impl Strategy<Value = Event> {
             attempt,
             then
         })),
+        text().prop_map(|text| Event::VenueSettings(VenueSettings { text })),
     ]
 }
 

@@ -36,7 +36,7 @@ pub mod sim;
 /// A run's results, kept live and read back from a log.
 pub mod summary;
 
-use crypy_core::EventKind;
+use crypy_core::{Envelope, EventKind};
 
 /// Whether events of `kind` come from outside the agents (the exchange, a human, the
 /// runtime) rather than from an agent's decision. Replays feed the former and re-derive the
@@ -64,4 +64,15 @@ pub fn is_external(kind: EventKind) -> bool {
             | VenueError
             | VenueSettings
     )
+}
+
+/// Whether a recorded event was an input of its run (the replay feeds it to the agents)
+/// rather than something they derived (the replay derives it again and compares). A template
+/// change is both: an input when a human or the run's start made it (no cause), derived when
+/// an agent learned it (its cause is the event it learned from).
+pub fn is_input(e: &Envelope) -> bool {
+    match e.event {
+        crypy_core::Event::TemplateChanged(_) => e.cause.is_none(),
+        _ => is_external(e.kind()),
+    }
 }

@@ -15,7 +15,7 @@ use crypy_core::{AgentId, Envelope, Event};
 use thiserror::Error;
 
 use crate::host::{Host, Scale};
-use crate::is_external;
+use crate::is_input;
 
 /// One mismatch between what the agents derive and what the log holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +142,7 @@ impl Verifier {
             // Imported data, outside any desk lifetime: nothing to derive.
             return Ok(());
         }
-        if is_external(e.kind()) {
+        if is_input(&e) {
             if self.inputs_in_batch >= self.epoch {
                 self.flush();
             }
@@ -216,7 +216,7 @@ impl Verifier {
         let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
         let mut expected: VecDeque<Expected> = VecDeque::new();
         for e in batch {
-            if is_external(e.kind()) {
+            if is_input(&e) {
                 self.missing(&mut expected, e.run);
                 let base = e.seq + 1;
                 for (i, o) in derived.remove(&e.seq).unwrap_or_default().into_iter().enumerate() {

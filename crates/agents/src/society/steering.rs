@@ -317,7 +317,7 @@ impl Society {
                     let order = self.market_order(id, allocation.pair, Side::Sell, qty, allocation.id);
                     queue.push_back((index, id, order));
                     if let Some(t) = self.traders.get_mut(&id) {
-                        t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO };
+                        t.phase = Phase::Exiting { allocation, variant, qty, entry, sold: Qty::ZERO, proceeds: 0.0 };
                     }
                 }
             }

@@ -68,11 +68,11 @@ pub fn is_external(kind: EventKind) -> bool {
 
 /// Whether a recorded event was an input of its run (the replay feeds it to the agents)
 /// rather than something they derived (the replay derives it again and compares). A template
-/// change is both: an input when a human or the run's start made it (no cause), derived when
-/// an agent learned it (its cause is the event it learned from).
+/// change is both: an input when the desk recorded it (the run's start, a human's command),
+/// derived when a holder or trader learned it.
 pub fn is_input(e: &Envelope) -> bool {
     match e.event {
-        crypy_core::Event::TemplateChanged(_) => e.cause.is_none(),
+        crypy_core::Event::TemplateChanged(_) => matches!(e.source, crypy_core::AgentId::Desk { .. }),
         _ => is_external(e.kind()),
     }
 }

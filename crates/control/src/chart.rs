@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crypy_agents::template::{DeskTemplate, Templates, FILES};
 use crypy_core::event::TemplateScope;
-use crypy_core::{Asset, Envelope, Event, Money, Pair, Side};
+use crypy_core::{Asset, Envelope, Event, Money, Pair};
 
 /// Points kept per series: enough for a chart, bounded however long the desk runs.
 const KEEP: usize = 4_096;
@@ -54,11 +54,9 @@ impl History {
             }
             Event::Balances(b) => self.balances = b.balances.iter().map(|x| (x.asset, x.total())).collect(),
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                let (qty, value) = (Money::new(f.qty.value()), f.price * f.qty);
-                let (base, quote) = if f.side == Side::Buy { (qty, -value) } else { (-qty, value) };
-                *self.balances.entry(f.pair.base).or_default() += base;
-                *self.balances.entry(f.pair.quote).or_default() += quote;
-                *self.balances.entry(f.fee_asset).or_default() -= f.fee;
+                for (asset, amount) in f.balance_changes() {
+                    *self.balances.entry(asset).or_default() += amount;
+                }
             }
             // A repeated or stale candle moves nothing, as for the agents.
             Event::Candle(c) if self.newest.get(&c.pair).is_none_or(|t| c.open_time > *t) => {

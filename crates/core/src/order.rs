@@ -113,6 +113,19 @@ pub struct Fill {
     pub remaining: Qty,
 }
 
+impl Fill {
+    /// What the fill does to an account, exactly: the base asset, the quote asset (value at
+    /// the fill's price) and the fee's asset.
+    pub fn balance_changes(&self) -> [(Asset, Money); 3] {
+        let (qty, value) = (Money::new(self.qty.value()), self.price * self.qty);
+        let (base, quote) = match self.side {
+            Side::Buy => (qty, -value),
+            Side::Sell => (-qty, value),
+        };
+        [(self.pair.base, base), (self.pair.quote, quote), (self.fee_asset, -self.fee)]
+    }
+}
+
 /// What an agent holds on a pair: signed quantity (negative is short), average entry price
 /// and the P&L already realized by reducing it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

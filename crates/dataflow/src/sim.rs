@@ -29,11 +29,10 @@ use crypy_core::event::{
     Balances, CommandIssued, KillSwitchEngaged, KillSwitchReleased, Markets, OrderCanceled, TemplateChanged,
     TemplateScope,
 };
-use crypy_core::{AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest, Side};
+use crypy_core::{AgentId, Asset, Candle, ClientOrderId, Envelope, Event, Money, NewEvent, OrderRequest};
 use crypy_eventstore::{Durability, EventLog, Options};
 use crypy_exchange::sim::{SimConfig, Simulator};
 use crypy_exchange::{Exchange, Unfinished};
-use rust_decimal::prelude::ToPrimitive;
 use thiserror::Error;
 
 /// What a simulated run needs.
@@ -154,11 +153,7 @@ pub struct SimReport {
 
 impl SimReport {
     pub fn total_return(&self) -> f64 {
-        if self.start_equity.is_zero() {
-            0.0
-        } else {
-            (self.end_equity.value() / self.start_equity.value()).to_f64().unwrap_or(1.0) - 1.0
-        }
+        crate::summary::total_return(self.start_equity, self.end_equity)
     }
 }
 
@@ -660,15 +655,8 @@ fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<Unfinished>, S
 /// and fees, exactly.
 fn balance_changes<'f>(fills: impl IntoIterator<Item = &'f crypy_core::Fill>) -> BTreeMap<Asset, Money> {
     let mut change: BTreeMap<Asset, Money> = BTreeMap::new();
-    for f in fills {
-        let (qty, value) = (Money::new(f.qty.value()), f.price * f.qty);
-        let (base, quote) = match f.side {
-            Side::Buy => (qty, -value),
-            Side::Sell => (-qty, value),
-        };
-        *change.entry(f.pair.base).or_default() += base;
-        *change.entry(f.pair.quote).or_default() += quote;
-        *change.entry(f.fee_asset).or_default() -= f.fee;
+    for (asset, amount) in fills.into_iter().flat_map(crypy_core::Fill::balance_changes) {
+        *change.entry(asset).or_default() += amount;
     }
     change
 }

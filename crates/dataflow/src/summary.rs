@@ -140,11 +140,16 @@ pub struct RunSeries {
 
 impl RunSummary {
     pub fn total_return(&self) -> f64 {
-        if self.start_equity.is_zero() {
-            0.0
-        } else {
-            (self.end_equity.value() / self.start_equity.value()).to_f64().unwrap_or(1.0) - 1.0
-        }
+        total_return(self.start_equity, self.end_equity)
+    }
+}
+
+/// `end` over `start`, minus one; zero from nothing.
+pub fn total_return(start: Money, end: Money) -> f64 {
+    if start.is_zero() {
+        0.0
+    } else {
+        (end.value() / start.value()).to_f64().unwrap_or(1.0) - 1.0
     }
 }
 
@@ -195,14 +200,9 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
                 balances = bs.balances.iter().map(|x| (x.asset, x.total())).collect();
             }
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                let (qty, value) = (Money::new(f.qty.value()), f.price * f.qty);
-                let (base, quote) = match f.side {
-                    Side::Buy => (qty, -value),
-                    Side::Sell => (-qty, value),
-                };
-                *balances.entry(f.pair.base).or_default() += base;
-                *balances.entry(f.pair.quote).or_default() += quote;
-                *balances.entry(f.fee_asset).or_default() -= f.fee;
+                for (asset, amount) in f.balance_changes() {
+                    *balances.entry(asset).or_default() += amount;
+                }
             }
             _ => {}
         }

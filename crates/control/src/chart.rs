@@ -1,102 +1,31 @@
 //! The `chart` command: a small terminal chart of a pair's price and the desk's equity, from
-//! what the terminal has seen go by (no extra work for the desk).
+//! the run's log read back on demand (`Desk::run_summary`), so the desk keeps nothing per
+//! event for it.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
-use crypy_agents::template::{DeskTemplate, Templates, FILES};
-use crypy_core::event::TemplateScope;
-use crypy_core::{Asset, Envelope, Event, Money, Pair};
+use crypy_core::Pair;
+use crypy_dataflow::summary::RunSummary;
 
-/// Points kept per series: enough for a chart, bounded however long the desk runs.
+/// Points drawn at most: the latest ones.
 const KEEP: usize = 4_096;
 const ROWS: usize = 8;
 const COLUMNS: usize = 64;
 
-/// Prices and equity as the events went by.
-#[derive(Debug)]
-pub struct History {
-    trusted: Asset,
-    balances: BTreeMap<Asset, Money>,
-    last: BTreeMap<Pair, f64>,
-    newest: BTreeMap<Pair, i64>,
-    closes: BTreeMap<Pair, VecDeque<f64>>,
-    equity: VecDeque<f64>,
-}
-
-impl Default for History {
-    fn default() -> Self {
-        History {
-            trusted: Templates::default().desk.trusted_asset,
-            balances: BTreeMap::new(),
-            last: BTreeMap::new(),
-            newest: BTreeMap::new(),
-            closes: BTreeMap::new(),
-            equity: VecDeque::new(),
-        }
+/// The chart of `pair`'s closes and the desk's equity over the run summarized in `run`.
+pub fn chart(run: &RunSummary, pair: Pair) -> String {
+    let latest = |series: &[(i64, f64)]| -> Vec<f64> {
+        series[series.len().saturating_sub(KEEP)..].iter().map(|(_, v)| *v).collect()
+    };
+    let closes = latest(run.series.closes.get(&pair).map_or(&[][..], Vec::as_slice));
+    if closes.is_empty() {
+        return format!("no {pair} candle seen yet");
     }
-}
-
-fn push(series: &mut VecDeque<f64>, v: f64) {
-    if series.len() == KEEP {
-        series.pop_front();
-    }
-    series.push_back(v);
-}
-
-impl History {
-    pub fn see(&mut self, e: &Envelope) {
-        match &e.event {
-            Event::TemplateChanged(t) if t.scope == TemplateScope::Desk && t.key == FILES[0].0 => {
-                if let Some(desk) = t.new.as_deref().and_then(|text| DeskTemplate::parse(FILES[0].0, text).ok()) {
-                    self.trusted = desk.trusted_asset;
-                }
-            }
-            Event::Balances(b) => self.balances = b.balances.iter().map(|x| (x.asset, x.total())).collect(),
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                for (asset, amount) in f.balance_changes() {
-                    *self.balances.entry(asset).or_default() += amount;
-                }
-            }
-            // A repeated or stale candle moves nothing, as for the agents.
-            Event::Candle(c) if self.newest.get(&c.pair).is_none_or(|t| c.open_time > *t) => {
-                self.newest.insert(c.pair, c.open_time);
-                let close = c.close.to_f64();
-                self.last.insert(c.pair, close);
-                push(self.closes.entry(c.pair).or_default(), close);
-                let equity = self.equity_now();
-                push(&mut self.equity, equity);
-            }
-            _ => {}
-        }
-    }
-
-    fn equity_now(&self) -> f64 {
-        self.balances
-            .iter()
-            .map(|(asset, amount)| {
-                if *asset == self.trusted {
-                    amount.to_f64()
-                } else {
-                    let price = self.last.iter().find(|(p, _)| p.base == *asset && p.quote == self.trusted);
-                    price.map_or(0.0, |(_, close)| amount.to_f64() * close)
-                }
-            })
-            .sum()
-    }
-
-    /// The chart of `pair`'s price and the desk's equity.
-    pub fn chart(&self, pair: Pair) -> String {
-        let closes: Vec<f64> = self.closes.get(&pair).map(|c| c.iter().copied().collect()).unwrap_or_default();
-        if closes.is_empty() {
-            return format!("no {pair} candle seen yet");
-        }
-        let equity: Vec<f64> = self.equity.iter().copied().collect();
-        let mut text = plot(&format!("{pair} close, last {} candles", closes.len()), &closes);
-        text.push('\n');
-        text.push_str(&plot(&format!("equity in {}, at the same candles of every pair", self.trusted), &equity));
-        text
-    }
+    let equity = latest(&run.series.equity);
+    let mut text = plot(&format!("{pair} close, last {} candles", closes.len()), &closes);
+    text.push('\n');
+    text.push_str(&plot(&format!("equity in {}, at the same candles of every pair", run.trusted), &equity));
+    text
 }
 
 /// A `ROWS`-line plot of `values` squeezed into `COLUMNS` columns (each the last value of its

@@ -47,8 +47,6 @@ pub struct Console {
     inbox: DeskInbox,
     script: Option<Script>,
     watchers: Vec<Watcher>,
-    /// Prices and equity seen so far, for `chart`.
-    history: crate::chart::History,
     /// Keep the desk up after its data (a terminal is open, or `--stay`).
     hold: bool,
     stop: Arc<AtomicBool>,
@@ -73,7 +71,6 @@ impl Console {
             inbox,
             script: None,
             watchers: Vec::new(),
-            history: crate::chart::History::default(),
             hold,
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -246,9 +243,9 @@ impl Console {
                 }
             }
             (Level::Trade(pair), Command::Chart) => {
-                let text = self.history.chart(*pair);
+                // Recorded first: the command's append makes the whole run readable.
                 desk.command(agent, &line, session)?;
-                stay(text)
+                stay(crate::chart::chart(&desk.run_summary()?, *pair))
             }
             // Queries: recorded for the audit, then answered.
             (level, query) => {
@@ -262,7 +259,6 @@ impl Console {
 
 impl Steering for Console {
     fn observe(&mut self, e: &Envelope) {
-        self.history.see(e);
         if self.watchers.is_empty() {
             return;
         }

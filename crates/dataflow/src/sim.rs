@@ -166,6 +166,8 @@ fn wall_now() -> i64 {
 struct Recorder<'a> {
     log: &'a EventLog,
     run: u32,
+    /// The run's first seq.
+    first_seq: u64,
     next_seq: u64,
     buffer: Vec<NewEvent>,
 }
@@ -370,6 +372,18 @@ impl Desk<'_, '_, '_> {
     /// The venue's clock (ms).
     pub fn market_time(&self) -> i64 {
         self.venue.now()
+    }
+
+    /// The run so far, read back from the log by the desk's own rules: for a terminal's
+    /// `chart`, on demand, so that nothing is kept per event for charts nobody asks for.
+    /// Reads what was appended: call it after recording the command that asks.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn run_summary(&self) -> Result<crate::summary::RunSummary, String> {
+        let events =
+            self.log.iter_from(self.lp.rec.first_seq).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        Ok(crate::summary::summarize(self.lp.run, events))
     }
 
     /// The agents, to read.
@@ -775,7 +789,7 @@ pub fn run_desk<E: Exchange>(
     let mut host = Host::with_scale(Society::new(desk, opts.templates.clone(), &registry, secret)?, &scale);
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
-    let rec = Recorder { log: &log, run, next_seq: first_seq, buffer: Vec::new() };
+    let rec = Recorder { log: &log, run, first_seq, next_seq: first_seq, buffer: Vec::new() };
     let books = Books::new(opts.templates.desk.trusted_asset);
     let mut desk_loop = DeskLoop {
         desk,

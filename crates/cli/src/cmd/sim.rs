@@ -87,28 +87,35 @@ struct RecordedRun {
 }
 
 /// The last run of the log in `dir` (or `run`), as recorded.
-fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
+/// The events of `run` (default: the last run) of the log in `dir`, and its number.
+///
+/// # Errors
+/// No log, no such run, or a damaged record.
+fn run_events(dir: &Path, run: Option<u32>) -> anyhow::Result<(u32, Vec<crypy_core::Envelope>)> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
     let mut events: Vec<crypy_core::Envelope> = Vec::new();
     let mut last = 0;
     for e in reader.into_iter_from(1)? {
         let e = e?;
         last = last.max(e.run);
-        if run.is_none_or(|r| r == e.run) && e.run > 0 {
-            if run.is_none() && events.last().is_some_and(|p| p.run != e.run) {
-                events.clear();
-            }
-            events.push(e);
+        if e.run == 0 || run.is_some_and(|r| r != e.run) {
+            continue;
         }
+        if events.last().is_some_and(|p| p.run != e.run) {
+            events.clear();
+        }
+        events.push(e);
     }
-    let Some(first) = events.first() else {
-        match run {
-            Some(r) => bail!("{} has no run {r} (its last is {last})", dir.display()),
-            None => bail!("{} has no run yet: trade first (crypy sim)", dir.display()),
-        }
-    };
-    let mut recorded =
-        RecordedRun { run: first.run, candles: Vec::new(), config_text: None, template_texts: Default::default() };
+    match (events.first(), run) {
+        (Some(first), _) => Ok((first.run, events)),
+        (None, Some(r)) => bail!("{} has no run {r} (its last is {last})", dir.display()),
+        (None, None) => bail!("{} has no run yet: trade first (crypy sim)", dir.display()),
+    }
+}
+
+fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
+    let (run, events) = run_events(dir, run)?;
+    let mut recorded = RecordedRun { run, candles: Vec::new(), config_text: None, template_texts: Default::default() };
     let mut clock = crypy_dataflow::host::CandleClock::default();
     let mut started = false;
     for e in events {
@@ -198,22 +205,7 @@ fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
 
 /// The summary of `run` (default: the last) of the log in `dir`.
 pub(crate) fn summary_of(dir: &Path, run: Option<u32>) -> anyhow::Result<crypy_dataflow::summary::RunSummary> {
-    let reader = LogReader::open(dir).with_context(|| format!("cannot open the log in {}", dir.display()))?;
-    let mut events: Vec<crypy_core::Envelope> = Vec::new();
-    for e in reader.into_iter_from(1)? {
-        let e = e?;
-        if e.run == 0 || run.is_some_and(|r| r != e.run) {
-            continue;
-        }
-        if events.last().is_some_and(|p| p.run != e.run) {
-            events.clear();
-        }
-        events.push(e);
-    }
-    let Some(first) = events.first() else {
-        bail!("{} has no run{}", dir.display(), run.map(|r| format!(" {r}")).unwrap_or_default())
-    };
-    let run = first.run;
+    let (run, events) = run_events(dir, run)?;
     let summary = crypy_dataflow::summary::summarize(run, events);
     anyhow::ensure!(summary.has_balances, "run {run} of {} ended before it recorded its balances", dir.display());
     Ok(summary)

@@ -231,6 +231,12 @@ pub struct Society {
     losses: BTreeMap<Asset, Losses>,
     /// What each holder learned to avoid, beside its template's `avoid`.
     learned_avoid: BTreeMap<Asset, Vec<String>>,
+    /// Learning evidence per pair: every position it closed this lifetime.
+    closed: BTreeMap<Pair, Vec<Closed>>,
+    /// How many of each pair's closed positions its traders last learned from.
+    learned_from: BTreeMap<Pair, usize>,
+    /// The current input's time.
+    time: i64,
     next_proposal: u64,
     next_allocation: u64,
     /// Current input: for client order ids.
@@ -251,7 +257,10 @@ impl fmt::Debug for Society {
 
 type Queue = VecDeque<(usize, AgentId, Event)>;
 
+mod learning;
 mod steering;
+
+pub use learning::{learn_divert, learn_focus, Closed, Learned, Lifetime};
 
 impl Society {
     /// # Errors
@@ -290,6 +299,9 @@ impl Society {
             orders: BTreeMap::new(),
             losses: BTreeMap::new(),
             learned_avoid: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            learned_from: BTreeMap::new(),
+            time: 0,
             next_proposal: 1,
             next_allocation: 1,
             run: 0,
@@ -331,6 +343,7 @@ impl Society {
         self.view = view;
         self.run = input.run;
         self.seq = input.seq;
+        self.time = input.time;
         self.orders_this_input = 0;
         let mut out: Vec<Out> = Vec::new();
         let mut queue: Queue = VecDeque::new();
@@ -627,6 +640,9 @@ impl Society {
             parent,
             Event::AgentSpawned(AgentSpawned { agent, parent: Some(parent), generation, public_key: None }),
         ));
+        if generation > 1 {
+            self.trader_learns(pair, generation, index, queue);
+        }
     }
 
     fn holder_judges(&mut self, trader: AgentId, p: &StrategyProposed, time: i64, index: usize, queue: &mut Queue) {
@@ -766,7 +782,13 @@ impl Society {
         let variants = &self.variants;
         let allowed = |i: usize| {
             let v = &variants[i];
-            !avoided.iter().any(|a| a == v.family || *a == v.to_string())
+            if avoided.is_empty() && tt.focus.is_empty() && tt.drop.is_empty() {
+                return true;
+            }
+            let name = v.to_string();
+            !avoided.iter().any(|a| a == v.family || *a == name)
+                && (tt.focus.is_empty() || tt.focus.contains(&name))
+                && !tt.drop.contains(&name)
         };
         let passes = |i: &usize| {
             scores[*i].total_return >= tt.propose_min_return
@@ -999,6 +1021,7 @@ impl Society {
                 let proceeds = proceeds + (f.price * f.qty - f.fee).to_f64();
                 if complete || sold >= qty {
                     let pnl = proceeds - entry * sold.to_f64();
+                    self.closed.entry(f.pair).or_default().push(Closed { time, variant, pnl });
                     if pnl < 0.0 {
                         let family = self.variants[variant].family.to_string();
                         let evidence = self.losses.entry(holder).or_default().entry(family).or_default();

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crypy_core::event::TemplateScope;
 use crypy_core::{Asset, Money, Pair};
 use serde::Deserialize;
 use thiserror::Error;
@@ -37,6 +38,22 @@ pub struct DeskTemplate {
     #[serde(default)]
     pub on_stop: OnStop,
     pub limits: DeskLimits,
+    #[serde(default)]
+    pub learning: DeskLearning,
+}
+
+/// What a desk learns across its lifetimes (see `templates/desk.toml`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskLearning {
+    pub divert_after_losing_lifetimes: u32,
+    pub evidence_days: u32,
+}
+
+impl Default for DeskLearning {
+    fn default() -> Self {
+        DeskLearning { divert_after_losing_lifetimes: 3, evidence_days: 90 }
+    }
 }
 
 /// See [`DeskTemplate::on_stop`].
@@ -113,6 +130,31 @@ pub struct TraderTemplate {
     /// A fixed quantity per entry (exact decimal); zero buys all the allocation allows.
     #[serde(default, with = "crypy_core::money::decimal_serde")]
     pub order_qty: rust_decimal::Decimal,
+    /// Variants (`sma_cross:10:40`) the pair's traders may propose; empty: any of the grid.
+    #[serde(default)]
+    pub focus: Vec<String>,
+    /// Variants the pair's traders never propose.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub learning: TraderLearning,
+}
+
+/// What a pair's traders learn across their generations (see `templates/trader.toml`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraderLearning {
+    pub min_positions: u32,
+    pub neighbourhood: u32,
+    pub drop_after_losses: u32,
+    pub explore: f64,
+    pub evidence_days: u32,
+}
+
+impl Default for TraderLearning {
+    fn default() -> Self {
+        TraderLearning { min_positions: 3, neighbourhood: 1, drop_after_losses: 2, explore: 0.1, evidence_days: 30 }
+    }
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result<T, TemplateError> {
@@ -165,6 +207,9 @@ impl TraderTemplate {
         if t.order_qty.is_sign_negative() {
             return Err(invalid(file, format!("order_qty must not be negative, not {}", t.order_qty)));
         }
+        if !(0.0..=1.0).contains(&t.learning.explore) {
+            return Err(invalid(file, format!("learning.explore {} must be in [0, 1]", t.learning.explore)));
+        }
         t.build_strategies(&Registry::default(), file)?;
         Ok(t)
     }
@@ -215,6 +260,69 @@ pub fn read_texts(dir: &Path) -> Result<[String; 3], TemplateError> {
         }
     };
     Ok([read(FILES[0])?, read(FILES[1])?, read(FILES[2])?])
+}
+
+/// The file of a template directory holding `scope`'s template: `desk.toml`, and for one
+/// holder or one pair `holder.EUR.toml` or `trader.XBT-EUR.toml` (a whole template: the
+/// shared file's text with that scope's changes).
+pub fn scope_file(scope: &TemplateScope) -> String {
+    match scope {
+        TemplateScope::Desk => FILES[0].0.to_string(),
+        TemplateScope::Holder(asset) => format!("holder.{asset}.toml"),
+        TemplateScope::Trader(pair) => format!("trader.{}-{}.toml", pair.base, pair.quote),
+    }
+}
+
+/// The scope a per-holder or per-pair file name stands for (see [`scope_file`]).
+pub fn file_scope(name: &str) -> Option<TemplateScope> {
+    let stem = name.strip_suffix(".toml")?;
+    if let Some(asset) = stem.strip_prefix("holder.") {
+        return asset.parse().ok().map(TemplateScope::Holder);
+    }
+    let (base, quote) = stem.strip_prefix("trader.")?.split_once('-')?;
+    format!("{base}/{quote}").parse().ok().map(TemplateScope::Trader)
+}
+
+/// The per-holder and per-pair templates in `dir` (see [`scope_file`]), in scope order, each
+/// checked by parsing it as its template.
+///
+/// # Errors
+/// An unreadable or invalid file, or a `holder.*.toml` / `trader.*.toml` whose name names no
+/// asset or pair.
+pub fn read_scoped(dir: &Path) -> Result<Vec<(TemplateScope, String)>, TemplateError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TemplateError::Read { file: dir.display().to_string(), message: e.to_string() }),
+    };
+    let mut scoped = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| TemplateError::Read { file: dir.display().to_string(), message: e.to_string() })?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let file = path.display().to_string();
+        if !(name.starts_with("holder.") || name.starts_with("trader.")) || FILES.iter().any(|(f, _)| *f == name) {
+            continue;
+        }
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        let Some(scope) = file_scope(name) else {
+            return Err(invalid(
+                &file,
+                "not a template file name: holder.ASSET.toml (holder.EUR.toml) or trader.BASE-QUOTE.toml \
+                 (trader.XBT-EUR.toml)"
+                    .into(),
+            ));
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| TemplateError::Read { file: file.clone(), message: e.to_string() })?;
+        match scope {
+            TemplateScope::Holder(_) => drop(HolderTemplate::parse(&file, &text)?),
+            _ => drop(TraderTemplate::parse(&file, &text)?),
+        }
+        scoped.push((scope, text));
+    }
+    scoped.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(scoped)
 }
 
 impl Templates {

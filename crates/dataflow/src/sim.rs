@@ -637,10 +637,15 @@ fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host
 
 /// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended, with
 /// the fills recorded of them: what a run killed with orders out leaves behind.
-fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<Unfinished>, SimError> {
+fn unfinished_orders(
+    log: &EventLog,
+    desk: AgentId,
+) -> Result<(Vec<Unfinished>, crate::summary::Lifetimes), SimError> {
     let mut open: BTreeMap<ClientOrderId, Unfinished> = BTreeMap::new();
+    let mut lifetimes = crate::summary::Lifetimes::default();
     for e in log.iter_from(1) {
         let e = e?;
+        lifetimes.see(&e);
         match &e.event {
             Event::OrderApproved(a) if e.source == desk => {
                 open.insert(a.client_id.clone(), Unfinished::new(a.client_id.clone()));
@@ -662,7 +667,7 @@ fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<Vec<Unfinished>, S
             _ => {}
         }
     }
-    Ok(open.into_values().collect())
+    Ok((open.into_values().collect(), lifetimes))
 }
 
 /// What `fills` did to an account's balances, by asset: bought and sold quantities, values
@@ -707,6 +712,12 @@ pub struct DeskOptions {
     pub log_fails_after: Option<u64>,
     /// The venue's settings, recorded after the templates (the simulator's configuration).
     pub venue_settings: Option<String>,
+    /// One holder's or one pair's own templates (see `crypy_agents::template::scope_file`),
+    /// recorded after the shared files.
+    pub scoped_templates: Vec<(TemplateScope, String)>,
+    /// Template settings recorded after them, before the desk's own lessons (a what-if
+    /// repeating what its run learned at its start).
+    pub start_settings: Vec<TemplateChanged>,
 }
 
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
@@ -751,6 +762,8 @@ pub fn run_steered(
         poll: None,
         log_fails_after: None,
         venue_settings: opts.config_text,
+        scoped_templates: Vec::new(),
+        start_settings: Vec::new(),
     };
     run_desk(runtime, sim, desk, observe, progress, steering)
 }
@@ -783,7 +796,7 @@ pub fn run_desk<E: Exchange>(
         },
     )?;
     let desk = venue.desk();
-    let unfinished = unfinished_orders(&log, desk)?;
+    let (unfinished, lifetimes) = unfinished_orders(&log, desk)?;
     let registry = Registry::default();
     let scale = crate::host::Scale { workers: opts.workers.max(1), cluster: opts.cluster.clone() };
     let mut host = Host::with_scale(Society::new(desk, opts.templates.clone(), &registry, secret)?, &scale);
@@ -816,6 +829,35 @@ pub fn run_desk<E: Exchange>(
             old: None,
             new: Some(text),
             reason: format!("templates of run {run}"),
+        });
+        desk_loop.input(event, now, None, &mut venue, &mut host)?;
+    }
+    for (scope, text) in &opts.scoped_templates {
+        let event = Event::TemplateChanged(TemplateChanged {
+            scope: scope.clone(),
+            key: FILES[if matches!(scope, TemplateScope::Holder(_)) { 1 } else { 2 }].0.to_string(),
+            old: None,
+            new: Some(text.clone()),
+            reason: format!("templates of run {run} ({})", crypy_agents::template::scope_file(scope)),
+        });
+        desk_loop.input(event, now, None, &mut venue, &mut host)?;
+    }
+    for setting in &opts.start_settings {
+        desk_loop.input(Event::TemplateChanged(setting.clone()), now, None, &mut venue, &mut host)?;
+    }
+    // The desk's lesson from its earlier lifetimes in this data dir, decided here at the
+    // edge from the log and recorded as an input, so a replay applies the same.
+    let desk_template = host.society().desk_template().clone();
+    if let Some((divert, reason)) =
+        crypy_agents::society::learn_divert(&lifetimes.lifetimes(), &desk_template.learning, now, &desk_template.divert)
+    {
+        let list = |l: &[Asset]| format!("[{}]", l.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
+        let event = Event::TemplateChanged(TemplateChanged {
+            scope: TemplateScope::Desk,
+            key: "divert".into(),
+            old: Some(list(&desk_template.divert)),
+            new: Some(list(&divert)),
+            reason: format!("learned at the start of run {run}: {reason}"),
         });
         desk_loop.input(event, now, None, &mut venue, &mut host)?;
     }

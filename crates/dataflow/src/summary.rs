@@ -249,3 +249,71 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
         series,
     }
 }
+
+/// Each holder asset's realized results per desk lifetime (run), read from a log as it goes
+/// by: the evidence of the desk's learning rule ([`crypy_agents::society::learn_divert`]).
+/// A position counts in the lifetime that closed it, in its pair's quote asset (the asset of
+/// the holder that funded it).
+#[derive(Debug, Default)]
+pub struct Lifetimes {
+    /// (run, allocation) → pair and quote-asset flow so far.
+    flows: BTreeMap<(u32, u64), (Pair, f64)>,
+    orders: BTreeMap<crypy_core::ClientOrderId, (u32, u64)>,
+    ends: BTreeMap<u32, i64>,
+    results: BTreeMap<Asset, BTreeMap<u32, (u32, f64)>>,
+}
+
+impl Lifetimes {
+    pub fn see(&mut self, e: &Envelope) {
+        if e.run == 0 {
+            return;
+        }
+        let end = self.ends.entry(e.run).or_insert(e.time);
+        *end = (*end).max(e.time);
+        match &e.event {
+            Event::OrderRequested(r) => {
+                if let Some(a) = r.allocation {
+                    self.orders.insert(r.client_id.clone(), (e.run, a));
+                    self.flows.entry((e.run, a)).or_insert((r.pair, 0.0));
+                }
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                let Some(key) = self.orders.get(&f.client_id).copied() else { return };
+                let Some((pair, flow)) = self.flows.get_mut(&key) else { return };
+                let value = (f.price.value() * f.qty.value()).to_f64().unwrap_or(0.0);
+                let fee = f.fee.value().to_f64().unwrap_or(0.0);
+                *flow += match f.side {
+                    Side::Buy => -(value + fee),
+                    Side::Sell => value - fee,
+                };
+                if f.side == Side::Sell && matches!(e.event, Event::OrderFilled(_)) {
+                    let (pair, pnl) = (*pair, *flow);
+                    self.flows.remove(&key);
+                    let result = self.results.entry(pair.quote).or_default().entry(key.0).or_default();
+                    result.0 += 1;
+                    result.1 += pnl;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every asset's lifetimes with closed positions, in run order.
+    pub fn lifetimes(&self) -> BTreeMap<Asset, Vec<crypy_agents::society::Lifetime>> {
+        self.results
+            .iter()
+            .map(|(asset, runs)| {
+                let lives = runs
+                    .iter()
+                    .map(|(run, (positions, pnl))| crypy_agents::society::Lifetime {
+                        run: *run,
+                        end: self.ends.get(run).copied().unwrap_or(0),
+                        positions: *positions,
+                        pnl: *pnl,
+                    })
+                    .collect();
+                (*asset, lives)
+            })
+            .collect()
+    }
+}

@@ -332,11 +332,20 @@ impl Society {
         }
     }
 
-    /// A recorded template setting takes effect: the whole files at a run's start were read
-    /// before the society was made; one key set later applies from now on.
+    /// A recorded template setting takes effect: the shared files at a run's start were read
+    /// before the society was made; a whole template of one holder or one pair (its file in
+    /// the templates directory) or one key set later applies from now on.
     pub(super) fn template_changed(&mut self, t: &TemplateChanged) {
-        let (Some(value), false) = (&t.new, t.key.ends_with(".toml")) else { return };
-        let Ok((_, text)) = set_field(self.template_text(&t.scope), &t.key, value) else { return };
+        let Some(value) = &t.new else { return };
+        let text = if t.key.ends_with(".toml") {
+            if t.scope == TemplateScope::Desk {
+                return;
+            }
+            value.clone()
+        } else {
+            let Ok((_, text)) = set_field(self.template_text(&t.scope), &t.key, value) else { return };
+            text
+        };
         let file = "template_changed";
         match &t.scope {
             TemplateScope::Desk => {

@@ -52,6 +52,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         }
         None => (Templates::default(), None),
     };
+    let scoped = match &args.templates {
+        Some(dir) => crypy_agents::template::read_scoped(dir)?,
+        None => Vec::new(),
+    };
     let desk_name = crypy_core::AgentId::desk("sim", &config.account)?.to_string();
     let expected = candles.len() as u64;
     if candles.is_empty() {
@@ -63,6 +67,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         data_dir: args.dir.data_dir.clone(),
         templates,
         template_texts: texts,
+        scoped_templates: scoped,
+        start_settings: Vec::new(),
         workers: scale.workers,
         cluster: scale.cluster,
         speed: args.speed,
@@ -84,6 +90,10 @@ struct RecordedRun {
     candles: Vec<crypy_core::Candle>,
     config_text: Option<String>,
     template_texts: [Option<String>; 3],
+    /// One holder's or one pair's own templates, recorded at the run's start.
+    scoped_templates: Vec<(crypy_core::event::TemplateScope, String)>,
+    /// Template settings the desk recorded at the run's start (what it had learned).
+    start_settings: Vec<crypy_core::event::TemplateChanged>,
 }
 
 /// The last run of the log in `dir` (or `run`), as recorded.
@@ -115,15 +125,29 @@ fn run_events(dir: &Path, run: Option<u32>) -> anyhow::Result<(u32, Vec<crypy_co
 
 fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
     let (run, events) = run_events(dir, run)?;
-    let mut recorded = RecordedRun { run, candles: Vec::new(), config_text: None, template_texts: Default::default() };
+    let mut recorded = RecordedRun { run, candles: Vec::new(), config_text: None,
+        template_texts: Default::default(),
+        scoped_templates: Vec::new(),
+        start_settings: Vec::new(),
+    };
     let mut clock = crypy_dataflow::host::CandleClock::default();
     let mut started = false;
     for e in events {
         match e.event {
-            Event::TemplateChanged(t) if !started && t.scope == crypy_core::event::TemplateScope::Desk => {
+            Event::TemplateChanged(t)
+                if !started && t.scope == crypy_core::event::TemplateScope::Desk && t.key.ends_with(".toml") =>
+            {
                 if let Some(i) = crypy_agents::template::FILES.iter().position(|(name, _)| *name == t.key) {
                     recorded.template_texts[i] = t.new;
                 }
+            }
+            Event::TemplateChanged(t) if !started && t.key.ends_with(".toml") => {
+                if let Some(text) = t.new {
+                    recorded.scoped_templates.push((t.scope, text));
+                }
+            }
+            Event::TemplateChanged(t) if !started && matches!(e.source, crypy_core::AgentId::Desk { .. }) => {
+                recorded.start_settings.push(t);
             }
             Event::VenueSettings(v) if recorded.config_text.is_none() => recorded.config_text = Some(v.text),
             // Repeated and stale candles were the venue's doing: its configuration does it again.
@@ -154,6 +178,10 @@ fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("run {} recorded no simulator configuration: using the default", recorded.run);
             (SimConfig::default(), crypy_exchange::sim::DEFAULT_TOML.to_string())
         }
+    };
+    let scoped = match &args.templates {
+        Some(dir) => crypy_agents::template::read_scoped(dir)?,
+        None => recorded.scoped_templates.clone(),
     };
     let (templates, texts) = match &args.templates {
         Some(dir) => {
@@ -190,6 +218,9 @@ fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
         poll: None,
         log_fails_after: None,
         venue_settings: Some(config_text),
+        scoped_templates: scoped,
+        // What the run learned at its start, unless other templates are the question.
+        start_settings: if args.templates.is_none() { recorded.start_settings } else { Vec::new() },
     };
     let ui = crate::args::DeskUi {
         json: args.json,

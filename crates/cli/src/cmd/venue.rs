@@ -204,6 +204,10 @@ pub fn run_on<E: Exchange>(
         .block_on(connect)
         .with_context(|| format!("cannot connect to {venue_name} as {}:{account}", venue_name.to_lowercase()))?;
     let (templates, texts) = templates(args)?;
+    let scoped = match &args.templates {
+        Some(dir) => crypy_agents::template::read_scoped(dir)?,
+        None => Vec::new(),
+    };
     let desk_name = venue.desk().to_string();
     let options = DeskOptions {
         data_dir: args.dir.data_dir.clone(),
@@ -218,6 +222,8 @@ pub fn run_on<E: Exchange>(
         poll: Some(std::time::Duration::from_millis(50)),
         log_fails_after: args.ui.fault_log_fails_after,
         venue_settings: None,
+        scoped_templates: scoped,
+        start_settings: Vec::new(),
     };
     let result = if args.paper {
         let account = venue.desk().to_string();

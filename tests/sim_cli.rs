@@ -195,7 +195,7 @@ fn template_history_and_diff_show_what_changed_between_runs() {
     assert!(words(&history).contains("holder.toml: templates of run 2 criteria.min_sharpe 0.0 → 0.9"), "{history}");
     let changed: Vec<_> = json_lines(&run(crypy(&data).args(["templates", "history", "--json"]), 0))
         .into_iter()
-        .filter(|l| l["run"] == 2)
+        .filter(|l| l["run"] == 2 && l["reason"] == "templates of run 2")
         .collect();
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!((changed[0]["key"].as_str(), changed[0]["new"].as_str()), (Some("criteria.min_sharpe"), Some("0.9")));

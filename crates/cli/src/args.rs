@@ -43,6 +43,10 @@ pub enum Command {
     /// One self-contained HTML file (no network needed to open it) with a run's prices with
     /// entries and exits, equity, drawdown, strategy scoreboard and template changes.
     Report(ReportArgs),
+    /// Walk-forward learning over recorded runs or market files: learn on a window, test on
+    /// the next, never look ahead; writes the learned templates, the lessons with their
+    /// evidence, and a report of in-sample against out-of-sample results per fold.
+    Learn(LearnArgs),
     /// What two runs did, side by side: return, drawdown, trades, fees, each strategy's
     /// results (e.g. a run and its what-if replay with other templates).
     Compare(CompareArgs),
@@ -272,6 +276,45 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Output one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// The templates to start from (default: the built-in ones).
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// A new (or empty) directory for the learned templates; its learning/ holds every run's
+    /// log, each fold's templates, the lessons (changes.jsonl) and report.html.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub out: PathBuf,
+    /// A data dir to learn from: the candles imported into its log, else those its last run
+    /// saw, and its recorded simulator configuration (repeatable).
+    #[arg(long = "data-dir", value_name = "DIR", required_unless_present = "markets")]
+    pub data_dirs: Vec<PathBuf>,
+    /// A candle file to learn from, in any format `crypy log import-candles` reads;
+    /// `PAIR=FILE` names its pair (repeatable).
+    #[arg(long = "market", value_name = "[PAIR=]FILE")]
+    pub markets: Vec<String>,
+    /// The pair of --market files that do not name one.
+    #[arg(long, default_value = "XBT/EUR", value_name = "PAIR")]
+    pub pair: Pair,
+    /// The interval of the --market files.
+    #[arg(long, default_value = "15m", value_name = "INTERVAL")]
+    pub interval: Interval,
+    /// The simulator's configuration (default: the data dir's recorded one, else the built-in).
+    #[arg(long, value_name = "SIM.toml")]
+    pub config: Option<PathBuf>,
+    /// Folds: the data is cut into K+1 windows of equal market time; fold i tests on window
+    /// i what was learned on the windows before it.
+    #[arg(long, default_value_t = 3, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub folds: u16,
+    /// Runs at once, on their own threads (default: every core). The chain of learning is
+    /// sequential; the in-sample and baseline runs go beside it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: Option<u16>,
+    /// Print the result as one JSON object (no progress).
     #[arg(long)]
     pub json: bool,
 }

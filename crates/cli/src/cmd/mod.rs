@@ -2,6 +2,7 @@ mod bench;
 mod bench_desk;
 mod bench_sweep;
 mod desk;
+mod learn;
 mod log;
 mod render;
 mod report;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => sim::replay(args),
         Command::Compare(args) => sim::compare(args),
         Command::Report(args) => report::run(args),
+        Command::Learn(args) => learn::run(args),
         Command::Attach(args) => {
             crypy_control::repl::attach(&args.addr, args.token.as_deref())?;
             Ok(ExitCode::SUCCESS)

@@ -38,7 +38,22 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn escape(text: &str) -> String {
+/// The page's start up to its heading: one style sheet, nothing fetched.
+pub(super) fn page_head(title: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
+body{{font:14px system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
+.chart{{display:block;margin:4px 0 16px}} .area{{fill:#fafafa;stroke:#ddd}} .axis{{font-size:11px;fill:#666}}
+.price{{fill:none;stroke:#345;stroke-width:1}} .equity{{fill:none;stroke:#2a7;stroke-width:1.5}} .drawdown{{fill:none;stroke:#c33;stroke-width:1}}
+.baseline{{fill:none;stroke:#888;stroke-width:1.5}} .bar-in{{fill:#9ab}} .bar-out{{fill:#2a7}} .bar-base{{fill:#bbb}}
+.entry{{fill:#1a8f3c}} .exit{{fill:#c0392b}} .change{{fill:#e67e22}} .axisline{{stroke:#999}} td.why{{text-align:left;font-size:12px}}
+</style></head><body><h1>{title}</h1>"#,
+        title = escape(title)
+    )
+}
+
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -87,7 +102,7 @@ impl Frame {
 }
 
 /// A line chart of `series` with axis labels, and `marks` drawn on it (time, value, class).
-fn line_chart(title: &str, class: &str, series: &[(i64, f64)], marks: &[(i64, f64, &str)], unit: &str) -> String {
+pub(super) fn line_chart(title: &str, class: &str, series: &[(i64, f64)], marks: &[(i64, f64, &str)], unit: &str) -> String {
     let Some(frame) = Frame::of(series) else {
         return format!("<h3>{}</h3><p>nothing to draw</p>", escape(title));
     };
@@ -174,18 +189,8 @@ fn timeline(s: &RunSummary) -> String {
 fn render(s: &RunSummary, dir: &Path) -> String {
     let money = |m: crypy_core::Money| m.value().round_dp(2).to_string();
     let mut html = String::new();
-    let _ = write!(
-        html,
-        r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>crypy report: run {run}</title><style>
-body{{font:14px system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
-.chart{{display:block;margin:4px 0 16px}} .area{{fill:#fafafa;stroke:#ddd}} .axis{{font-size:11px;fill:#666}}
-.price{{fill:none;stroke:#345;stroke-width:1}} .equity{{fill:none;stroke:#2a7;stroke-width:1.5}} .drawdown{{fill:none;stroke:#c33;stroke-width:1}}
-.entry{{fill:#1a8f3c}} .exit{{fill:#c0392b}} .change{{fill:#e67e22}} .axisline{{stroke:#999}}
-</style></head><body><h1>crypy report: run {run}</h1><p>{dir}</p>"#,
-        run = s.run,
-        dir = escape(&dir.display().to_string()),
-    );
+    html.push_str(&page_head(&format!("crypy report: run {}", s.run)));
+    let _ = write!(html, "<p>{}</p>", escape(&dir.display().to_string()));
     let _ = write!(
         html,
         "<table><tr><th>return</th><th>start equity</th><th>end equity</th><th>max drawdown</th><th>orders</th><th>fills</th><th>positions closed</th><th>fees</th><th>candles</th></tr>\

@@ -85,10 +85,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
 
 /// What a recorded run needs to be traded again: its market data, its simulator
 /// configuration and its templates, all from the log.
-struct RecordedRun {
-    run: u32,
-    candles: Vec<crypy_core::Candle>,
-    config_text: Option<String>,
+pub(crate) struct RecordedRun {
+    pub(crate) run: u32,
+    pub(crate) candles: Vec<crypy_core::Candle>,
+    pub(crate) config_text: Option<String>,
     template_texts: [Option<String>; 3],
     /// One holder's or one pair's own templates, recorded at the run's start.
     scoped_templates: Vec<(crypy_core::event::TemplateScope, String)>,
@@ -123,7 +123,7 @@ fn run_events(dir: &Path, run: Option<u32>) -> anyhow::Result<(u32, Vec<crypy_co
     }
 }
 
-fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
+pub(crate) fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
     let (run, events) = run_events(dir, run)?;
     let mut recorded = RecordedRun { run, candles: Vec::new(), config_text: None,
         template_texts: Default::default(),
@@ -338,7 +338,7 @@ pub fn compare(args: crate::args::CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The candles of `run` in the log (run 0: those imported), in log order.
-fn logged_candles(dir: &Path, run: u32) -> anyhow::Result<Vec<crypy_core::Candle>> {
+pub(crate) fn logged_candles(dir: &Path, run: u32) -> anyhow::Result<Vec<crypy_core::Candle>> {
     let reader = LogReader::open(dir).with_context(|| format!("cannot read the log in {}", dir.display()))?;
     let mut candles = Vec::new();
     for e in reader.iter_from(1)? {

@@ -46,6 +46,23 @@ def main():
         version = subprocess.run([chromium, "--version"], capture_output=True, text=True).stdout.strip()
         print(f"{version or 'headless Chromium'} rendered the report: 4 charts, a {len(png):,}-byte screenshot")
 
+        # `crypy learn`'s report of its folds, the same way.
+        learned = os.path.join(tmp, "learned")
+        market = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "replays", "kraken_XBTEUR_15m_2023Q4.csv")
+        subprocess.run([crypy, "learn", "--folds", "2", "--json", "--out", learned, "--market", market],
+                       check=True, capture_output=True)
+        report = os.path.join(learned, "learning", "report.html")
+        dom = subprocess.run(browser + ["--dump-dom", "file://" + report], check=True, capture_output=True, text=True).stdout
+        charts = dom.count('<svg class="chart"')
+        check(charts == 3, f"{charts} charts in the learning report, expected 3 (fold returns, two equity curves)")
+        check(dom.count('<tr class="fold">') == 2, "one row per fold")
+        shot = os.path.join(tmp, "learn.png")
+        subprocess.run(browser + [f"--screenshot={shot}", "file://" + report], check=True, capture_output=True)
+        with open(shot, "rb") as f:
+            png = f.read()
+        check(png.startswith(b"\x89PNG") and len(png) > 20_000, f"a learning screenshot of {len(png)} bytes")
+        print(f"and the learning report: 3 charts, 2 folds, a {len(png):,}-byte screenshot")
+
 
 if __name__ == "__main__":
     main()

@@ -74,3 +74,66 @@ fn a_family_that_lost_on_two_pairs_is_not_proposed_by_the_next_holder_lifetime()
         serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
     assert_eq!(replay["ok"], true, "{replay}");
 }
+
+/// A desk whose EUR holders lost in its two earlier lifetimes diverts EUR at the start of the
+/// third: a template change names the evidence (run by run), no EUR holder is spawned, nothing
+/// is traded; the run replays exactly and a what-if of it repeats the lesson. A human lifts
+/// it by listing nothing in `divert` and turning the rule off.
+#[test]
+fn an_asset_whose_holders_usually_lost_is_diverted_at_the_next_desk_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, templates, config) = one_family_two_pairs(dir.path());
+    let desk = std::fs::read_to_string(root().join("templates/desk.toml")).unwrap();
+    assert!(desk.contains("divert_after_losing_lifetimes = 3"));
+    std::fs::write(
+        templates.join("desk.toml"),
+        desk.replace("divert_after_losing_lifetimes = 3", "divert_after_losing_lifetimes = 2"),
+    )
+    .unwrap();
+    let sim = |templates: &Path| {
+        let mut cmd = crypy(&data);
+        cmd.args(["sim", "--from-log", "--json", "--config"]).arg(&config).arg("--templates").arg(templates);
+        let out = run(&mut cmd, 0);
+        serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap()).unwrap()
+    };
+    for _ in 0..2 {
+        let summary = sim(&templates);
+        assert!(summary["end_equity"].as_str().unwrap().parse::<f64>().unwrap() < 10_000.0, "{summary}");
+    }
+    let third = sim(&templates);
+    assert_eq!(third["orders"], 0, "{third}");
+
+    let changes = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "template_changed"]), 0));
+    let diverts: Vec<&serde_json::Value> = changes.iter().filter(|e| e["data"]["key"] == "divert").collect();
+    assert_eq!(diverts.len(), 1, "{diverts:?}");
+    let divert = diverts[0];
+    assert_eq!((divert["run"].as_u64(), divert["data"]["new"].as_str()), (Some(3), Some("[\"EUR\"]")));
+    assert_eq!(divert["data"]["scope"], "desk");
+    let reason = divert["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("EUR holders lost in 2 of 2 lifetimes: run 1 (-") && reason.contains("run 2 (-"),
+        "{reason}"
+    );
+    let spawned = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "agent_spawned"]), 0));
+    assert!(spawned.iter().all(|e| e["run"] != 3), "nothing spawned in run 3");
+    let replay: serde_json::Value =
+        serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
+    assert_eq!(replay["ok"], true, "{replay}");
+    let what_if = dir.path().join("what-if");
+    let out = run(crypy(&data).args(["replay", "--json", "--into"]).arg(&what_if), 0);
+    let again: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(again["orders"], 0, "the what-if repeats what the run learned at its start: {again}");
+
+    // Lifted by a human: the rule off, nothing diverted; EUR trades again.
+    let lifted = dir.path().join("lifted");
+    std::fs::create_dir_all(&lifted).unwrap();
+    for f in ["holder.toml", "trader.toml"] {
+        std::fs::copy(templates.join(f), lifted.join(f)).unwrap();
+    }
+    std::fs::write(
+        lifted.join("desk.toml"),
+        desk.replace("divert_after_losing_lifetimes = 3", "divert_after_losing_lifetimes = 0"),
+    )
+    .unwrap();
+    assert!(sim(&lifted)["orders"].as_u64().unwrap() > 0);
+}

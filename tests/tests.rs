@@ -41,3 +41,7 @@ mod report_cli;
 
 /// Templates that learn: a holder avoids what kept losing.
 mod learning_cli;
+
+/// `crypy learn`: walk-forward learning that never looks ahead, deterministic at any worker
+/// count, with its report.
+mod learn_cli;

@@ -297,7 +297,8 @@ pub fn read_scoped(dir: &Path) -> Result<Vec<(TemplateScope, String)>, TemplateE
     };
     let mut scoped = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| TemplateError::Read { file: dir.display().to_string(), message: e.to_string() })?.path();
+        let path =
+            entry.map_err(|e| TemplateError::Read { file: dir.display().to_string(), message: e.to_string() })?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
         let file = path.display().to_string();
         if !(name.starts_with("holder.") || name.starts_with("trader.")) || FILES.iter().any(|(f, _)| *f == name) {
@@ -314,7 +315,8 @@ pub fn read_scoped(dir: &Path) -> Result<Vec<(TemplateScope, String)>, TemplateE
                     .into(),
             ));
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| TemplateError::Read { file: file.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| TemplateError::Read { file: file.clone(), message: e.to_string() })?;
         match scope {
             TemplateScope::Holder(_) => drop(HolderTemplate::parse(&file, &text)?),
             _ => drop(TraderTemplate::parse(&file, &text)?),

@@ -637,10 +637,7 @@ fn stop_orders(desk_loop: &mut DeskLoop<'_, '_>, venue: &mut dyn DeskVenue, host
 
 /// Orders `desk` approved in earlier runs that no fill, cancellation or failure ended, with
 /// the fills recorded of them: what a run killed with orders out leaves behind.
-fn unfinished_orders(
-    log: &EventLog,
-    desk: AgentId,
-) -> Result<(Vec<Unfinished>, crate::summary::Lifetimes), SimError> {
+fn unfinished_orders(log: &EventLog, desk: AgentId) -> Result<(Vec<Unfinished>, crate::summary::Lifetimes), SimError> {
     let mut open: BTreeMap<ClientOrderId, Unfinished> = BTreeMap::new();
     let mut lifetimes = crate::summary::Lifetimes::default();
     for e in log.iter_from(1) {

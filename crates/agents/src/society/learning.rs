@@ -81,7 +81,10 @@ pub fn learn_focus(grid: &[Variant], closed: &[Closed], learning: &TraderLearnin
     let focus: Vec<String> = if winners.is_empty() {
         Vec::new()
     } else {
-        (0..grid.len()).filter(|v| neighbourhood.contains(v) || explored.contains(v)).map(|v| grid[v].to_string()).collect()
+        (0..grid.len())
+            .filter(|v| neighbourhood.contains(v) || explored.contains(v))
+            .map(|v| grid[v].to_string())
+            .collect()
     };
     let drop: Vec<String> = dropped.iter().map(|v| grid[*v].to_string()).collect();
 
@@ -107,7 +110,11 @@ pub fn learn_focus(grid: &[Variant], closed: &[Closed], learning: &TraderLearnin
     }
     if !dropped.is_empty() {
         let shown: Vec<String> = dropped.iter().take(5).map(describe).collect();
-        reason.push_str(&format!("; dropped for losing {} times or more: {}", learning.drop_after_losses, shown.join(", ")));
+        reason.push_str(&format!(
+            "; dropped for losing {} times or more: {}",
+            learning.drop_after_losses,
+            shown.join(", ")
+        ));
         if dropped.len() > 5 {
             reason.push_str(&format!(" and {} more", dropped.len() - 5));
         }
@@ -154,7 +161,10 @@ mod tests {
     }
 
     fn closed(grid: &[Variant], list: &[(&str, f64)]) -> Vec<Closed> {
-        list.iter().enumerate().map(|(i, (n, pnl))| Closed { time: i as i64, variant: index(grid, n), pnl: *pnl }).collect()
+        list.iter()
+            .enumerate()
+            .map(|(i, (n, pnl))| Closed { time: i as i64, variant: index(grid, n), pnl: *pnl })
+            .collect()
     }
 
     #[test]
@@ -163,7 +173,12 @@ mod tests {
         let learning = TraderLearning::default();
         let evidence = closed(
             &grid,
-            &[("sma_cross:10:60", 30.0), ("sma_cross:10:60", -5.0), ("sma_cross:45:200", -3.0), ("sma_cross:45:200", -4.0)],
+            &[
+                ("sma_cross:10:60", 30.0),
+                ("sma_cross:10:60", -5.0),
+                ("sma_cross:45:200", -3.0),
+                ("sma_cross:45:200", -4.0),
+            ],
         );
         let learned = learn_focus(&grid, &evidence, &learning, 7).unwrap();
         for near in ["sma_cross:5:40", "sma_cross:10:60", "sma_cross:15:80", "sma_cross:15:40"] {
@@ -198,7 +213,13 @@ impl super::Society {
     /// A new generation of `pair`'s trader learns from the positions the pair closed in the
     /// evidence window: a changed `focus` or `drop` is set in the pair's template and said
     /// with a `template_changed` that names the evidence.
-    pub(super) fn trader_learns(&mut self, pair: crypy_core::Pair, generation: u32, index: usize, queue: &mut super::Queue) {
+    pub(super) fn trader_learns(
+        &mut self,
+        pair: crypy_core::Pair,
+        generation: u32,
+        index: usize,
+        queue: &mut super::Queue,
+    ) {
         // Only a position closed since the last lesson is news: generations that ended
         // without trading (an allocation expired, a proposal refused) teach nothing.
         let positions = self.closed.get(&pair).map_or(0, Vec::len);
@@ -300,7 +321,10 @@ mod divert_tests {
         let mostly_losing = BTreeMap::from([(eur, vec![life(1, -10.0), life(2, 5.0), life(3, -1.0)])]);
         let (list, reason) = learn_divert(&mostly_losing, &learning, 4 * 86_400_000, &[]).unwrap();
         assert_eq!(list, vec![eur]);
-        assert!(reason.contains("EUR holders lost in 2 of 3 lifetimes: run 1 (-10.00 EUR over 4 positions)"), "{reason}");
+        assert!(
+            reason.contains("EUR holders lost in 2 of 3 lifetimes: run 1 (-10.00 EUR over 4 positions)"),
+            "{reason}"
+        );
         assert_eq!(learn_divert(&mostly_losing, &learning, 4 * 86_400_000, &[eur]), None, "already diverted");
         let even = BTreeMap::from([(eur, vec![life(1, -10.0), life(2, 5.0), life(3, -1.0), life(4, 2.0)])]);
         assert_eq!(learn_divert(&even, &learning, 5 * 86_400_000, &[]), None, "losing no more often than winning");

@@ -240,9 +240,8 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let detail = result.map_or(String::new(), |s| {
-            format!(": {:+.2}%, {} positions", s.total_return() * 100.0, s.positions)
-        });
+        let detail =
+            result.map_or(String::new(), |s| format!(": {:+.2}%, {} positions", s.total_return() * 100.0, s.positions));
         if self.tty {
             let width = 30;
             let filled = self.done * width / self.total.max(1);
@@ -286,21 +285,20 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             (SimConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?, text)
         }
-        (None, Some(text)) => (SimConfig::from_toml(&text).context("the data dir's recorded simulator configuration")?, text),
+        (None, Some(text)) => {
+            (SimConfig::from_toml(&text).context("the data dir's recorded simulator configuration")?, text)
+        }
         (None, None) => (SimConfig::default(), crypy_exchange::sim::DEFAULT_TOML.to_string()),
     };
     let windows = Arc::new(windows(&candles, folds + 1)?);
-    let bounds: Vec<(i64, i64)> = windows
-        .iter()
-        .map(|w| (w[0].open_time, w.iter().map(Candle::close_time).max().unwrap_or(0)))
-        .collect();
+    let bounds: Vec<(i64, i64)> =
+        windows.iter().map(|w| (w[0].open_time, w.iter().map(Candle::close_time).max().unwrap_or(0))).collect();
     let work = args.out.join("learning");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let setup = Arc::new(Setup { config, config_text, work: work.clone() });
-    let workers = args.workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        usize::from,
-    );
+    let workers = args
+        .workers
+        .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get), usize::from);
     let progress = Arc::new(Mutex::new(Progress {
         done: 0,
         total: 3 * folds + 1,
@@ -351,7 +349,10 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     for (window, candles) in windows.iter().enumerate() {
         if window > 0 {
             set.write(&work.join(format!("fold-{window}")).join("templates"))?;
-            submit(Job { name: format!("fold-{window}-in-sample"), window: window - 1, set: set.clone() }, &mut side_jobs);
+            submit(
+                Job { name: format!("fold-{window}-in-sample"), window: window - 1, set: set.clone() },
+                &mut side_jobs,
+            );
         }
         let name = if window == 0 { "window-0".to_string() } else { format!("fold-{window}-out-of-sample") };
         let result = simulate(&setup, &name, candles.clone(), &set);
@@ -375,7 +376,14 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
             let list = format!("[{}]", divert.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
             if let Some(old) = set.set(&TemplateScope::Desk, "divert", &list)? {
                 let reason = format!("learned after window {window}: {reason}");
-                lessons.push(Lesson { scope: TemplateScope::Desk, key: "divert".into(), old: Some(old), new: list, reason, source: None });
+                lessons.push(Lesson {
+                    scope: TemplateScope::Desk,
+                    key: "divert".into(),
+                    old: Some(old),
+                    new: list,
+                    reason,
+                    source: None,
+                });
             }
         }
         lessons_by_window.push(lessons);
@@ -445,9 +453,7 @@ fn write_changes(path: &Path, lessons: &[Vec<Lesson>]) -> anyhow::Result<usize> 
 }
 
 fn fold_json(f: &Fold) -> serde_json::Value {
-    let side = |s: &RunSummary| {
-        json!({"return": s.total_return(), "max_drawdown": s.max_drawdown, "positions": s.positions, "fees": s.fees.to_string()})
-    };
+    let side = |s: &RunSummary| json!({"return": s.total_return(), "max_drawdown": s.max_drawdown, "positions": s.positions, "fees": s.fees.to_string()});
     json!({
         "fold": f.window,
         "from": crypy_core::time::format_utc(f.from),
@@ -588,7 +594,9 @@ fn fold_bars(folds: &[Fold]) -> String {
     let (width, height, pad) = (960.0_f64, 240.0_f64, 40.0_f64);
     let values: Vec<[f64; 3]> = folds
         .iter()
-        .map(|f| [f.in_sample.total_return(), f.out_of_sample.total_return(), f.baseline.total_return()].map(|r| r * 100.0))
+        .map(|f| {
+            [f.in_sample.total_return(), f.out_of_sample.total_return(), f.baseline.total_return()].map(|r| r * 100.0)
+        })
         .collect();
     let top = values.iter().flatten().fold(1.0_f64, |m, v| m.max(v.abs()));
     let zero = height / 2.0;
@@ -601,7 +609,9 @@ fn fold_bars(folds: &[Fold]) -> String {
     let _ = write!(svg, r#"<line class="axisline" x1="{pad}" y1="{zero}" x2="{}" y2="{zero}"/>"#, width - pad);
     for (i, (f, v)) in folds.iter().zip(&values).enumerate() {
         let x0 = pad + i as f64 * slot + bar / 2.0;
-        for (k, (class, label)) in [("bar-in", "in sample"), ("bar-out", "out of sample"), ("bar-base", "baseline")].iter().enumerate() {
+        for (k, (class, label)) in
+            [("bar-in", "in sample"), ("bar-out", "out of sample"), ("bar-base", "baseline")].iter().enumerate()
+        {
             let h = (v[k] * scale).abs().max(0.5);
             let y = if v[k] >= 0.0 { zero - h } else { zero };
             let _ = write!(

@@ -102,7 +102,13 @@ impl Frame {
 }
 
 /// A line chart of `series` with axis labels, and `marks` drawn on it (time, value, class).
-pub(super) fn line_chart(title: &str, class: &str, series: &[(i64, f64)], marks: &[(i64, f64, &str)], unit: &str) -> String {
+pub(super) fn line_chart(
+    title: &str,
+    class: &str,
+    series: &[(i64, f64)],
+    marks: &[(i64, f64, &str)],
+    unit: &str,
+) -> String {
     let Some(frame) = Frame::of(series) else {
         return format!("<h3>{}</h3><p>nothing to draw</p>", escape(title));
     };

@@ -125,7 +125,10 @@ fn run_events(dir: &Path, run: Option<u32>) -> anyhow::Result<(u32, Vec<crypy_co
 
 pub(crate) fn recorded_run(dir: &Path, run: Option<u32>) -> anyhow::Result<RecordedRun> {
     let (run, events) = run_events(dir, run)?;
-    let mut recorded = RecordedRun { run, candles: Vec::new(), config_text: None,
+    let mut recorded = RecordedRun {
+        run,
+        candles: Vec::new(),
+        config_text: None,
         template_texts: Default::default(),
         scoped_templates: Vec::new(),
         start_settings: Vec::new(),

@@ -24,8 +24,11 @@ pub fn run(cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
             anyhow::ensure!(a.is_dir(), "{} is not a directory", a.display());
             anyhow::ensure!(b.is_dir(), "{} is not a directory", b.display());
             let (old, new) = (read_texts(&a)?, read_texts(&b)?);
-            let mut files: Vec<(String, String, String)> =
-                FILES.iter().enumerate().map(|(i, (name, _))| (name.to_string(), old[i].clone(), new[i].clone())).collect();
+            let mut files: Vec<(String, String, String)> = FILES
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (name.to_string(), old[i].clone(), new[i].clone()))
+                .collect();
             // A holder's or a pair's own file, where one side has none, is that side's shared file.
             let (scoped_a, scoped_b) = (read_scoped(&a)?, read_scoped(&b)?);
             let scopes: std::collections::BTreeSet<&TemplateScope> =
@@ -75,7 +78,11 @@ pub fn run(cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
                             .collect(),
                     }
                 } else {
-                    vec![crypy_agents::template::FieldChange { key: t.key.clone(), old: t.old.clone(), new: t.new.clone() }]
+                    vec![crypy_agents::template::FieldChange {
+                        key: t.key.clone(),
+                        old: t.old.clone(),
+                        new: t.new.clone(),
+                    }]
                 };
                 let text = if whole {
                     Some(new.clone())

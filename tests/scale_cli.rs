@@ -135,3 +135,32 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `crypy learn` on two processes of a cluster (each run's agents spread over both, the runs
+/// one after another) learns what it learns on one: the same templates and the same lessons.
+#[test]
+fn learning_on_two_processes_learns_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = small_desk(dir.path(), 3000, "0.0");
+    let learn = |out: &str, cluster: &[&str]| {
+        let out = dir.path().join(out);
+        let mut cmd = crypy(dir.path());
+        cmd.args(["learn", "--folds", "1", "--json", "--templates"]).arg(&templates).arg("--market").arg(&market);
+        cmd.arg("--out").arg(&out).args(cluster);
+        let printed = run(&mut cmd, 0);
+        (out, summary(&printed))
+    };
+    let (alone, one) = learn("alone", &[]);
+    let hosts = hosts_file(dir.path(), 2);
+    let mut other = helper(&["learn", "--folds", "1"], &hosts, 1);
+    let (clustered, two) =
+        learn("cluster", &["--processes", "2", "--process", "0", "--hosts", hosts.to_str().unwrap()]);
+    let served = other.wait_with_output().unwrap();
+    assert!(served.status.success(), "{}", String::from_utf8_lossy(&served.stderr));
+    assert!(String::from_utf8_lossy(&served.stderr).contains("served 4 learning runs"));
+    assert_eq!(one["folds"], two["folds"]);
+    for file in ["desk.toml", "holder.toml", "trader.toml", "learning/changes.jsonl", "learning/report.html"] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(file)).unwrap();
+        assert_eq!(read(&alone), read(&clustered), "{file}");
+    }
+}

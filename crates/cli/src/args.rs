@@ -286,12 +286,13 @@ pub struct LearnArgs {
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
     /// A new (or empty) directory for the learned templates; its learning/ holds every run's
-    /// log, each fold's templates, the lessons (changes.jsonl) and report.html.
-    #[arg(long, value_name = "DIR", required = true)]
-    pub out: PathBuf,
+    /// log, each fold's templates, the lessons (changes.jsonl) and report.html. Needed by
+    /// process 0 only.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// A data dir to learn from: the candles imported into its log, else those its last run
     /// saw, and its recorded simulator configuration (repeatable).
-    #[arg(long = "data-dir", value_name = "DIR", required_unless_present = "markets")]
+    #[arg(long = "data-dir", value_name = "DIR")]
     pub data_dirs: Vec<PathBuf>,
     /// A candle file to learn from, in any format `crypy log import-candles` reads;
     /// `PAIR=FILE` names its pair (repeatable).
@@ -311,12 +312,17 @@ pub struct LearnArgs {
     #[arg(long, default_value_t = 3, value_name = "K", value_parser = clap::value_parser!(u16).range(1..=100))]
     pub folds: u16,
     /// Runs at once, on their own threads (default: every core). The chain of learning is
-    /// sequential; the in-sample and baseline runs go beside it.
+    /// sequential; the in-sample and baseline runs go beside it. With --processes, the runs go
+    /// one after another instead and this is each process's dataflow threads, as for `sim`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: Option<u16>,
     /// Print the result as one JSON object (no progress).
     #[arg(long)]
     pub json: bool,
+    /// With --processes: every run's agents spread over the processes (the other processes
+    /// need only --folds, to know how many runs they serve).
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 #[derive(Debug, Args)]

@@ -116,6 +116,8 @@ struct Setup {
     config: SimConfig,
     config_text: String,
     work: PathBuf,
+    /// The dataflow each run's agents go on: one thread, or a cluster's processes.
+    scale: crypy_dataflow::host::Scale,
 }
 
 fn simulate(setup: &Setup, name: &str, candles: Vec<Candle>, set: &TemplateSet) -> anyhow::Result<RunResult> {
@@ -131,8 +133,8 @@ fn simulate(setup: &Setup, name: &str, candles: Vec<Candle>, set: &TemplateSet) 
         template_texts: Some(set.texts.clone()),
         scoped_templates: set.scoped.iter().map(|(s, t)| (s.clone(), t.clone())).collect(),
         start_settings: Vec::new(),
-        workers: 1,
-        cluster: None,
+        workers: setup.scale.workers,
+        cluster: setup.scale.cluster.clone(),
         speed: None,
         live: false,
         expected_candles: Some(expected),
@@ -275,8 +277,24 @@ struct Fold {
 pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let folds = usize::from(args.folds);
-    if args.out.exists() && std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some()) {
-        bail!("{} is not empty: crypy learn writes its templates into a new directory", args.out.display());
+    let runs = 3 * folds + 1;
+    let clustered = args.cluster.processes > 1;
+    let scale = super::sim::scale(if clustered { args.workers.unwrap_or(1) } else { 1 }, &args.cluster)?;
+    if let Some(cluster) = scale.cluster.as_ref().filter(|c| c.process != 0) {
+        // Process 0 runs every run one after another, each on the whole cluster.
+        for _ in 0..runs {
+            crypy_dataflow::host::serve(&scale).map_err(|e| anyhow::anyhow!("process {}: {e}", cluster.process))?;
+        }
+        eprintln!("process {}: served {runs} learning runs", cluster.process);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(out) = args.out.clone() else { bail!("--out DIR is needed: where the learned templates go") };
+    anyhow::ensure!(
+        !args.data_dirs.is_empty() || !args.markets.is_empty(),
+        "nothing to learn from: give --data-dir DIR or --market FILE (repeatable)"
+    );
+    if out.exists() && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} is not empty: crypy learn writes its templates into a new directory", out.display());
     }
     let start_set = TemplateSet::load(args.templates.as_deref())?;
     let (candles, recorded_config) = gather(&args)?;
@@ -293,18 +311,17 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
     let windows = Arc::new(windows(&candles, folds + 1)?);
     let bounds: Vec<(i64, i64)> =
         windows.iter().map(|w| (w[0].open_time, w.iter().map(Candle::close_time).max().unwrap_or(0))).collect();
-    let work = args.out.join("learning");
+    let work = out.join("learning");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    let setup = Arc::new(Setup { config, config_text, work: work.clone() });
-    let workers = args
-        .workers
-        .map_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get), usize::from);
-    let progress = Arc::new(Mutex::new(Progress {
-        done: 0,
-        total: 3 * folds + 1,
-        tty: std::io::stderr().is_terminal(),
-        quiet: args.json,
-    }));
+    let setup = Arc::new(Setup { config, config_text, work: work.clone(), scale });
+    // A cluster serves one run at a time.
+    let workers = match args.workers {
+        _ if clustered => 1,
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    };
+    let progress =
+        Arc::new(Mutex::new(Progress { done: 0, total: runs, tty: std::io::stderr().is_terminal(), quiet: args.json }));
 
     // Side runs go to helper threads through a queue; the chain of learning stays here.
     let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -420,12 +437,12 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
             lessons: lessons_by_window[fold - 1].len(),
         });
     }
-    set.write(&args.out)?;
+    set.write(&out)?;
     let changes = write_changes(&work.join("changes.jsonl"), &lessons_by_window)?;
     let report = work.join("report.html");
     let html = render(&folds_out, &chain, &bounds, &lessons_by_window);
     std::fs::write(&report, html).with_context(|| format!("cannot write {}", report.display()))?;
-    print_result(&args, &folds_out, changes, &report, started.elapsed(), workers)?;
+    print_result(&args, &out, &folds_out, changes, &report, started.elapsed(), workers)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -467,6 +484,7 @@ fn fold_json(f: &Fold) -> serde_json::Value {
 
 fn print_result(
     args: &LearnArgs,
+    out: &Path,
     folds: &[Fold],
     changes: usize,
     report: &Path,
@@ -477,7 +495,7 @@ fn print_result(
     let mut o = out::stdout();
     if args.json {
         let value = json!({
-            "templates": args.out.display().to_string(),
+            "templates": out.display().to_string(),
             "report": report.display().to_string(),
             "changes": changes,
             "seconds": elapsed.as_secs_f64(),
@@ -504,7 +522,7 @@ fn print_result(
             o,
             "\n{} template changes learned; templates in {}, lessons in {}, report {} ({:.1} s on {workers} worker(s))",
             changes,
-            args.out.display(),
+            out.display(),
             report.with_file_name("changes.jsonl").display(),
             report.display(),
             elapsed.as_secs_f64()

@@ -152,7 +152,7 @@ fn learning_on_two_processes_learns_the_same() {
     };
     let (alone, one) = learn("alone", &[]);
     let hosts = hosts_file(dir.path(), 2);
-    let mut other = helper(&["learn", "--folds", "1"], &hosts, 1);
+    let other = helper(&["learn", "--folds", "1"], &hosts, 1);
     let (clustered, two) =
         learn("cluster", &["--processes", "2", "--process", "0", "--hosts", hosts.to_str().unwrap()]);
     let served = other.wait_with_output().unwrap();

@@ -27,6 +27,14 @@ fn a_report_is_one_self_contained_file_with_the_runs_charts() {
     assert_eq!(marks, fills, "one mark per fill");
     let strategies = summary["per_strategy"].as_object().unwrap().len();
     assert_eq!(html.matches(r#"<tr class="strategy">"#).count(), strategies);
+    // The traders' scoreboard: a row per variant a pair proposed.
+    let proposed = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "strategy_proposed"]), 0));
+    let variants: std::collections::BTreeSet<(String, String)> = proposed
+        .iter()
+        .map(|p| (p["data"]["pair"].as_str().unwrap().to_string(), p["data"]["strategy"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(!variants.is_empty());
+    assert_eq!(html.matches(r#"<tr class="score">"#).count(), variants.len());
     let changes = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "template_changed"]), 0));
     assert!(changes.len() > 3, "the run's three templates and what its traders learned: {changes:?}");
     assert_eq!(html.matches(r#"class="change""#).count(), changes.len(), "every template change");

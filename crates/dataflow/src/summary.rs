@@ -123,6 +123,79 @@ pub struct RunSummary {
     pub has_balances: bool,
     /// What charts draw.
     pub series: RunSeries,
+    /// Every variant each pair's traders proposed, and what came of it.
+    pub scoreboard: BTreeMap<(Pair, String), VariantScore>,
+}
+
+/// A pair's record with one strategy variant over a run: the traders' scoreboard.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VariantScore {
+    pub proposed: u32,
+    /// Proposals its holder granted capital.
+    pub accepted: u32,
+    /// Positions closed.
+    pub positions: u32,
+    pub wins: u32,
+    pub losses: u32,
+    /// Realized P&L of the closed positions in the quote asset, fees included (learning and
+    /// reports; the exact figures are the ledger's).
+    pub pnl: f64,
+    /// Largest fall of that realized P&L from its running peak, in the quote asset.
+    pub drawdown: f64,
+    peak: f64,
+}
+
+/// Builds the scoreboard from a run's events.
+#[derive(Debug, Default)]
+struct Scorer {
+    proposals: BTreeMap<u64, (Pair, String)>,
+    allocations: BTreeMap<u64, ((Pair, String), f64)>,
+    orders: BTreeMap<crypy_core::ClientOrderId, u64>,
+    board: BTreeMap<(Pair, String), VariantScore>,
+}
+
+impl Scorer {
+    fn see(&mut self, event: &Event) {
+        match event {
+            Event::StrategyProposed(p) => {
+                let key = (p.pair, p.strategy.clone());
+                self.board.entry(key.clone()).or_default().proposed += 1;
+                self.proposals.insert(p.proposal, key);
+            }
+            Event::AllocationGranted(a) => {
+                if let Some(key) = self.proposals.get(&a.proposal) {
+                    self.board.entry(key.clone()).or_default().accepted += 1;
+                    self.allocations.insert(a.id, (key.clone(), 0.0));
+                }
+            }
+            Event::OrderRequested(r) => {
+                if let Some(a) = r.allocation {
+                    self.orders.insert(r.client_id.clone(), a);
+                }
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                let Some(a) = self.orders.get(&f.client_id) else { return };
+                let Some((key, flow)) = self.allocations.get_mut(a) else { return };
+                let value = (f.price.value() * f.qty.value()).to_f64().unwrap_or(0.0);
+                let fee = f.fee.value().to_f64().unwrap_or(0.0);
+                *flow += if f.side == Side::Buy { -(value + fee) } else { value - fee };
+                if f.side == Side::Sell && matches!(event, Event::OrderFilled(_)) {
+                    let pnl = std::mem::take(flow);
+                    let score = self.board.entry(key.clone()).or_default();
+                    score.positions += 1;
+                    if pnl > 0.0 {
+                        score.wins += 1;
+                    } else {
+                        score.losses += 1;
+                    }
+                    score.pnl += pnl;
+                    score.peak = score.peak.max(score.pnl);
+                    score.drawdown = score.drawdown.max(score.peak - score.pnl);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A run's results over time, for charts.
@@ -164,8 +237,10 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
     let mut trusted = crypy_agents::template::Templates::default().desk.trusted_asset;
     let (mut count, mut candles, mut has_balances) = (0u64, 0u64, false);
     let mut series = RunSeries::default();
+    let mut scorer = Scorer::default();
     for e in events {
         count += 1;
+        scorer.see(&e.event);
         match &e.event {
             Event::TemplateChanged(t) => {
                 let scope = match &t.scope {
@@ -247,6 +322,7 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
         per_strategy: b.per_strategy,
         has_balances,
         series,
+        scoreboard: scorer.board,
     }
 }
 

@@ -240,6 +240,29 @@ fn render(s: &RunSummary, dir: &Path) -> String {
         );
     }
     html.push_str("</table>");
+    html.push_str(
+        "<h2>Scoreboard: each pair's variants</h2><table><tr><th>pair</th><th>variant</th><th>proposed</th>\
+         <th>accepted</th><th>positions closed</th><th>won</th><th>lost</th><th>realized P&amp;L</th>\
+         <th>P&amp;L drawdown</th></tr>",
+    );
+    let mut board: Vec<_> = s.scoreboard.iter().collect();
+    board.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then(b.1.pnl.total_cmp(&a.1.pnl)).then(a.0 .1.cmp(&b.0 .1)));
+    for ((pair, variant), v) in board {
+        let _ = write!(
+            html,
+            r#"<tr class="score"><td>{pair}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} {}</td><td>{:.2}</td></tr>"#,
+            escape(variant),
+            v.proposed,
+            v.accepted,
+            v.positions,
+            v.wins,
+            v.losses,
+            v.pnl,
+            pair.quote,
+            v.drawdown
+        );
+    }
+    html.push_str("</table>");
     html.push_str(&timeline(s));
     html.push_str("</body></html>\n");
     html

@@ -201,6 +201,8 @@ pub struct Society {
     templates: Templates,
     /// The grid, in the order trackers score it.
     variants: Vec<Variant>,
+    /// Their names (`sma_cross:10:40`), as templates and events spell them.
+    variant_names: Vec<String>,
     /// The trackers, unless the host runs them elsewhere ([`Society::take_watch`]).
     watch: Option<Watch>,
     /// The view of the bar being handled.
@@ -272,7 +274,8 @@ impl Society {
         secret: Vec<u8>,
     ) -> Result<Self, crate::template::TemplateError> {
         let strategies: std::sync::Arc<[_]> = templates.trader.build_strategies(registry, "trader template")?.into();
-        let variants = strategies.iter().flat_map(|s| s.variants().iter().cloned()).collect();
+        let variants: Vec<Variant> = strategies.iter().flat_map(|s| s.variants().iter().cloned()).collect();
+        let variant_names = variants.iter().map(Variant::to_string).collect();
         let watch =
             Watch::new(strategies, templates.trader.look_back_bars as usize, templates.trader.evaluate_every_minutes);
         Ok(Society {
@@ -280,6 +283,7 @@ impl Society {
             desk,
             templates,
             variants,
+            variant_names,
             watch: Some(watch),
             view: None,
             secret,
@@ -779,16 +783,17 @@ impl Society {
         let capital_money = Money::new(capital.value().round_dp(8));
         let tt = self.trader_template(pair);
         let avoided = self.avoided(holder);
-        let variants = &self.variants;
+        let (variants, names) = (&self.variants, &self.variant_names);
+        fn set(list: &[String]) -> std::collections::HashSet<&str> {
+            list.iter().map(String::as_str).collect()
+        }
+        let (avoid, focus, drop) = (set(&avoided), set(&tt.focus), set(&tt.drop));
         let allowed = |i: usize| {
-            let v = &variants[i];
-            if avoided.is_empty() && tt.focus.is_empty() && tt.drop.is_empty() {
-                return true;
-            }
-            let name = v.to_string();
-            !avoided.iter().any(|a| a == v.family || *a == name)
-                && (tt.focus.is_empty() || tt.focus.contains(&name))
-                && !tt.drop.contains(&name)
+            let name = names[i].as_str();
+            !avoid.contains(variants[i].family)
+                && !avoid.contains(name)
+                && (focus.is_empty() || focus.contains(name))
+                && !drop.contains(name)
         };
         let passes = |i: &usize| {
             scores[*i].total_return >= tt.propose_min_return

@@ -178,15 +178,15 @@ fn gather(args: &LearnArgs) -> anyhow::Result<(Vec<Candle>, Option<String>)> {
     let mut candles = Vec::new();
     let mut recorded_config = None;
     for dir in &args.data_dirs {
-        let imported = super::sim::logged_candles(dir, 0);
-        match imported {
-            Ok(c) => candles.extend(c),
-            Err(_) => {
-                let run = super::sim::recorded_run(dir, None)
-                    .with_context(|| format!("{} has neither imported candles nor a run", dir.display()))?;
-                recorded_config = recorded_config.or(run.config_text);
-                candles.extend(run.candles);
-            }
+        // The venue of its last run, if it has one, is the venue its data is traded on.
+        let run = super::sim::recorded_run(dir, None).ok();
+        if let Some(text) = run.as_ref().and_then(|r| r.config_text.clone()) {
+            recorded_config.get_or_insert(text);
+        }
+        match (super::sim::logged_candles(dir, 0), run) {
+            (Ok(imported), _) => candles.extend(imported),
+            (Err(_), Some(run)) => candles.extend(run.candles),
+            (Err(_), None) => bail!("{} has neither imported candles nor a run", dir.display()),
         }
     }
     for market in &args.markets {

@@ -351,10 +351,13 @@ fn chart_draws_the_pairs_price_and_the_desks_equity() {
     let dir = tempfile::tempdir().unwrap();
     let (templates, market) = setup(dir.path(), 900, "0.0");
     let data = dir.path().join("data");
-    let out = exec(&data, &templates, &market, 600, &["invest EUR", "trade XBT/EUR", "chart"]);
+    let out = exec(&data, &templates, &market, 600, &["invest EUR", "trade XBT/EUR", "chart", "scoreboard"]);
     let chart = &out[out.find("XBT/EUR> chart").expect("the chart command ran")..];
+    let board = &out[out.find("XBT/EUR> scoreboard").expect("the scoreboard command ran")..];
+    assert!(board.contains("variant") && board.contains("proposed") && board.contains("P&L EUR"), "{board}");
+    assert!(board.contains("sma_cross:") && board.contains("focus: "), "{board}");
     assert!(chart.contains("XBT/EUR close, last 600 candles"), "{chart}");
     assert!(chart.contains("equity in EUR"), "{chart}");
     assert!(chart.matches('•').count() >= 2 * 64, "two plots of 64 columns: {chart}");
-    assert_eq!(logged_commands(&data), ["invest EUR", "trade XBT/EUR", "chart"]);
+    assert_eq!(logged_commands(&data), ["invest EUR", "trade XBT/EUR", "chart", "scoreboard"]);
 }

@@ -247,6 +247,54 @@ impl Console {
                 desk.command(agent, &line, session)?;
                 stay(crate::chart::chart(&desk.run_summary()?, *pair))
             }
+            (Level::Trade(pair), Command::Scoreboard) => {
+                desk.command(agent, &line, session)?;
+                let summary = desk.run_summary()?;
+                let rows: Vec<Vec<String>> = summary
+                    .scoreboard
+                    .iter()
+                    .filter(|((p, _), _)| p == pair)
+                    .map(|((_, variant), v)| {
+                        vec![
+                            variant.clone(),
+                            v.proposed.to_string(),
+                            v.accepted.to_string(),
+                            v.positions.to_string(),
+                            v.wins.to_string(),
+                            v.losses.to_string(),
+                            format!("{:.2}", v.pnl),
+                            format!("{:.2}", v.drawdown),
+                        ]
+                    })
+                    .collect();
+                let society = desk.society();
+                let template = society.trader_template(*pair);
+                let list = |l: &[String]| if l.is_empty() { "(any)".to_string() } else { l.join(", ") };
+                let mut text = if rows.is_empty() {
+                    format!("no variant of {pair} proposed yet this run")
+                } else {
+                    table(
+                        &[
+                            "variant",
+                            "proposed",
+                            "accepted",
+                            "positions",
+                            "won",
+                            "lost",
+                            &format!("P&L {}", pair.quote),
+                            "drawdown",
+                        ],
+                        "<>>>>>>>",
+                        &rows,
+                    )
+                };
+                text.push_str(&format!(
+                    "\nfocus: {}\ndrop: {}",
+                    list(&template.focus),
+                    if template.drop.is_empty() { "(none)".into() } else { template.drop.join(", ") }
+                ));
+                stay(text)
+            }
             // Queries: recorded for the audit, then answered.
             (level, query) => {
                 let text = query_text(desk, level, query)?;

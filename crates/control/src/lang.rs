@@ -70,6 +70,7 @@ pub enum Command {
     Strategies,
     Position,
     Chart,
+    Scoreboard,
     Enter,
     Adjust { which: Bound, price: Price },
     Exit,
@@ -242,6 +243,14 @@ pub const DEFINITIONS: &[Definition] = &[
         usage: "chart",
         help: "a small chart of this pair's price and the desk's equity, as this terminal saw them",
         examples: &["chart"],
+    },
+    Definition {
+        name: "scoreboard",
+        levels: &[T],
+        usage: "scoreboard",
+        help: "every variant this pair's traders proposed this run: accepted, positions, won, lost, realized P&L \
+               and its drawdown, with what the pair's template now focuses on and drops",
+        examples: &["scoreboard"],
     },
     Definition {
         name: "enter",
@@ -419,6 +428,7 @@ pub fn parse(level: &Level, line: &str) -> Result<Option<Command>, LangError> {
         "strategies" => none(Command::Strategies)?,
         "position" => none(Command::Position)?,
         "chart" => none(Command::Chart)?,
+        "scoreboard" => none(Command::Scoreboard)?,
         "enter" => none(Command::Enter)?,
         "exit" => none(Command::Exit)?,
         "limits" => Command::Limits(setting(args)?),
@@ -556,6 +566,7 @@ impl fmt::Display for Command {
             Command::Strategies => "strategies".into(),
             Command::Position => "position".into(),
             Command::Chart => "chart".into(),
+            Command::Scoreboard => "scoreboard".into(),
             Command::Enter => "enter".into(),
             Command::Adjust { which: Bound::Stop, price } => format!("adjust stop {price}"),
             Command::Adjust { which: Bound::Target, price } => format!("adjust target {price}"),

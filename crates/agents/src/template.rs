@@ -489,6 +489,26 @@ pub fn diff(old: &str, new: &str) -> Result<Vec<FieldChange>, String> {
 }
 
 #[cfg(test)]
+mod scope_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_and_its_file_name_round_trip() {
+        for scope in [
+            TemplateScope::Holder("EUR".parse().unwrap()),
+            TemplateScope::Trader("XBT/EUR".parse().unwrap()),
+            TemplateScope::Trader("ETH/XBT".parse().unwrap()),
+        ] {
+            assert_eq!(file_scope(&scope_file(&scope)), Some(scope));
+        }
+        assert_eq!(scope_file(&TemplateScope::Trader("XBT/EUR".parse().unwrap())), "trader.XBT-EUR.toml");
+        for name in ["trader.XBT.toml", "holder..toml", "trader.XBT-XBT.toml", "holder.EUR.txt", "desk.toml"] {
+            assert_eq!(file_scope(name), None, "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod diff_tests {
     use super::*;
 

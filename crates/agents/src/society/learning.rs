@@ -195,6 +195,45 @@ mod tests {
         assert_ne!(other_draw.focus, learned.focus, "each generation explores afresh");
     }
 
+    proptest::proptest! {
+        /// Whatever the evidence: the focus and the drop list name variants of the grid, in grid
+        /// order, never the same one twice or in both; every variant that made money in all is
+        /// in the focus; the same evidence and seed give the same lesson.
+        #[test]
+        fn lessons_hold_their_rules_on_any_evidence(
+            positions in proptest::collection::vec((0usize..95, -100.0f64..100.0), 0..40),
+            neighbourhood in 0u32..3,
+            explore in 0.0f64..=1.0,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let grid = grid();
+            let learning = TraderLearning { neighbourhood, explore, ..TraderLearning::default() };
+            let evidence: Vec<Closed> =
+                positions.iter().enumerate().map(|(i, (v, pnl))| Closed { time: i as i64, variant: *v, pnl: *pnl }).collect();
+            let Some(learned) = learn_focus(&grid, &evidence, &learning, seed) else {
+                proptest::prop_assert!(evidence.len() < learning.min_positions as usize);
+                return Ok(());
+            };
+            let names: Vec<String> = grid.iter().map(Variant::to_string).collect();
+            for list in [&learned.focus, &learned.drop] {
+                let at: Vec<usize> = list.iter().map(|n| names.iter().position(|m| m == n).expect("of the grid")).collect();
+                proptest::prop_assert!(at.windows(2).all(|w| w[0] < w[1]), "grid order, no repeats");
+            }
+            proptest::prop_assert!(learned.focus.iter().all(|f| !learned.drop.contains(f)));
+            let mut net: BTreeMap<usize, f64> = BTreeMap::new();
+            for c in &evidence {
+                *net.entry(c.variant).or_default() += c.pnl;
+            }
+            for (v, pnl) in net {
+                // Evidence of a variant the grid no longer has is ignored.
+                if v < names.len() && pnl > 0.0 {
+                    proptest::prop_assert!(learned.focus.contains(&names[v]), "{} made money", names[v]);
+                }
+            }
+            proptest::prop_assert_eq!(learn_focus(&grid, &evidence, &learning, seed), Some(learned));
+        }
+    }
+
     #[test]
     fn too_little_evidence_or_no_winner_leaves_the_grid_open() {
         let grid = grid();

@@ -717,6 +717,30 @@ pub struct DeskOptions {
     pub start_settings: Vec<TemplateChanged>,
 }
 
+impl DeskOptions {
+    /// A desk on a venue replaying `expected_candles` of history as fast as the machine goes,
+    /// on one worker, recording the shared template files' defaults: set the rest with
+    /// struct update syntax.
+    pub fn simulated(data_dir: PathBuf, templates: Templates, expected_candles: u64) -> Self {
+        DeskOptions {
+            data_dir,
+            templates,
+            template_texts: None,
+            workers: 1,
+            cluster: None,
+            speed: None,
+            live: false,
+            expected_candles: Some(expected_candles),
+            stop_after_candles: None,
+            poll: None,
+            log_fails_after: None,
+            venue_settings: None,
+            scoped_templates: Vec::new(),
+            start_settings: Vec::new(),
+        }
+    }
+}
+
 /// Runs the simulated desk over `opts.candles`, calling `observe` with every event as it is
 /// recorded and `progress` with (candles done, candles in all).
 ///
@@ -747,20 +771,12 @@ pub fn run_steered(
     let sim = Simulator::new(opts.config.clone(), opts.candles)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(SimError::Secret)?;
     let desk = DeskOptions {
-        data_dir: opts.data_dir,
-        templates: opts.templates,
         template_texts: opts.template_texts,
         workers: opts.workers,
-        cluster: None,
         speed: opts.speed,
         live: opts.live,
-        expected_candles: Some(expected),
-        stop_after_candles: None,
-        poll: None,
-        log_fails_after: None,
         venue_settings: opts.config_text,
-        scoped_templates: Vec::new(),
-        start_settings: Vec::new(),
+        ..DeskOptions::simulated(opts.data_dir, opts.templates, expected)
     };
     run_desk(runtime, sim, desk, observe, progress, steering)
 }

@@ -128,20 +128,12 @@ fn simulate(setup: &Setup, name: &str, candles: Vec<Candle>, set: &TemplateSet) 
     let sim = Simulator::new(setup.config.clone(), candles)?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let options = DeskOptions {
-        data_dir: dir.clone(),
-        templates: set.templates(Path::new(name))?,
         template_texts: Some(set.texts.clone()),
         scoped_templates: set.scoped.iter().map(|(s, t)| (s.clone(), t.clone())).collect(),
-        start_settings: Vec::new(),
         workers: setup.scale.workers,
         cluster: setup.scale.cluster.clone(),
-        speed: None,
-        live: false,
-        expected_candles: Some(expected),
-        stop_after_candles: None,
-        poll: None,
-        log_fails_after: None,
         venue_settings: Some(setup.config_text.clone()),
+        ..DeskOptions::simulated(dir.clone(), set.templates(Path::new(name))?, expected)
     };
     crypy_dataflow::sim::run_desk(runtime, sim, options, |_| {}, |_, _| {}, &mut Unsteered)
         .with_context(|| format!("the {name} run ({desk_name})"))?;

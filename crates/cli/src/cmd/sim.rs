@@ -209,21 +209,14 @@ fn what_if(args: &ReplayArgs, into: &Path) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let scale = scale(args.workers, &args.cluster)?;
     let options = DeskOptions {
-        data_dir: into.to_path_buf(),
-        templates,
         template_texts: Some(texts),
         workers: scale.workers,
         cluster: scale.cluster,
-        speed: None,
-        live: false,
-        expected_candles: Some(expected),
-        stop_after_candles: None,
-        poll: None,
-        log_fails_after: None,
         venue_settings: Some(config_text),
         scoped_templates: scoped,
         // What the run learned at its start, unless other templates are the question.
         start_settings: if args.templates.is_none() { recorded.start_settings } else { Vec::new() },
+        ..DeskOptions::simulated(into.to_path_buf(), templates, expected)
     };
     let ui = crate::args::DeskUi {
         json: args.json,

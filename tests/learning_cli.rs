@@ -38,9 +38,10 @@ fn one_family_two_pairs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, 
     (data, templates, config)
 }
 
-/// A strategy family that lost on two pairs is avoided by the holder's next lifetime: a
-/// template change names the evidence, and no trader of that holder proposes the family
-/// again; the run replays exactly (learning is a derived decision like any other).
+/// A strategy family that lost on two pairs is avoided by the holder's next lifetime until its
+/// evidence expires: a template change names the evidence and the expiry, no trader of that
+/// holder proposes the family meanwhile, and a later lifetime lifts it once the evidence is
+/// too old; the run replays exactly (learning is a derived decision like any other).
 #[test]
 fn a_family_that_lost_on_two_pairs_is_not_proposed_by_the_next_holder_lifetime() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,12 +51,13 @@ fn a_family_that_lost_on_two_pairs_is_not_proposed_by_the_next_holder_lifetime()
     run(&mut cmd, 0);
 
     let changes = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "template_changed"]), 0));
-    let learned: Vec<&serde_json::Value> = changes.iter().filter(|e| e["data"]["key"] == "avoid").collect();
-    assert_eq!(learned.len(), 1, "{learned:?}");
+    let learned: Vec<&serde_json::Value> = changes.iter().filter(|e| e["data"]["key"] == "avoid_until").collect();
+    assert!(learned.len() >= 2, "learned, then expired: {learned:?}");
     let change = learned[0];
     assert_eq!(change["source"], "EUR");
     assert_eq!(change["data"]["scope"]["holder"], "EUR");
-    assert_eq!(change["data"]["new"], "[\"sma_cross\"]");
+    let until = change["data"]["new"].as_str().unwrap();
+    assert!(until.starts_with("[\"sma_cross until 2023-1"), "avoided until its evidence expires: {until}");
     let reason = change["data"]["reason"].as_str().unwrap();
     assert!(
         reason.contains("sma_cross lost on 2 pairs") && reason.contains("XBT/EUR (-") && reason.contains("ETH/EUR (-"),
@@ -63,12 +65,24 @@ fn a_family_that_lost_on_two_pairs_is_not_proposed_by_the_next_holder_lifetime()
     );
     assert!(change["cause"].is_u64(), "a learned change names the event it learned from");
 
-    let learned_at = change["seq"].as_u64().unwrap();
+    let expiry = learned[1];
+    assert_eq!((expiry["data"]["old"].as_str(), expiry["data"]["new"].as_str()), (Some(until), Some("[]")));
+    assert!(expiry["data"]["reason"].as_str().unwrap().contains("sma_cross: its evidence expired"), "{expiry}");
+    let expires = until.trim_start_matches("[\"sma_cross until ").trim_end_matches("\"]").replace(' ', "T");
+    let expires_ms = chrono_free_ms(&expires);
+    assert!(expiry["time"].as_i64().unwrap() >= expires_ms, "lifted only once the evidence is too old");
+
+    let (learned_at, lifted_at) = (change["seq"].as_u64().unwrap(), expiry["seq"].as_u64().unwrap());
     let proposed = json_lines(&run(crypy(&data).args(["log", "show", "--json", "--kind", "strategy_proposed"]), 0));
-    let before = proposed.iter().filter(|e| e["seq"].as_u64().unwrap() < learned_at).count();
-    let after: Vec<_> = proposed.iter().filter(|e| e["seq"].as_u64().unwrap() > learned_at).collect();
+    let seq = |e: &&serde_json::Value| e["seq"].as_u64().unwrap();
+    let before = proposed.iter().filter(|e| seq(e) < learned_at).count();
+    // The avoidance ends at its time; the holder's next lifetime then says so.
+    let meanwhile: Vec<_> =
+        proposed.iter().filter(|e| seq(e) > learned_at && e["time"].as_i64().unwrap() < expires_ms).collect();
+    let later = proposed.iter().filter(|e| seq(e) > lifted_at).count();
     assert!(before > 0, "the family was proposed before it lost");
-    assert!(after.is_empty(), "proposed after it was avoided: {after:?}");
+    assert!(meanwhile.is_empty(), "proposed while it was avoided: {meanwhile:?}");
+    assert!(later > 0, "proposed again once the avoidance expired");
 
     let replay: serde_json::Value =
         serde_json::from_str(run(crypy(&data).args(["replay", "--verify", "--json"]), 0).trim()).unwrap();
@@ -136,4 +150,19 @@ fn an_asset_whose_holders_usually_lost_is_diverted_at_the_next_desk_lifetime() {
     )
     .unwrap();
     assert!(sim(&lifted)["orders"].as_u64().unwrap() > 0);
+}
+
+/// Milliseconds of `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+fn chrono_free_ms(text: &str) -> i64 {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, ms) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + doe - 719_468;
+    ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + format!("{ms:0<3}")[..3].parse::<i64>().unwrap()
 }

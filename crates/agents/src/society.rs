@@ -47,7 +47,7 @@ use crate::desk::DeskGate;
 use crate::evaluate::{all_in_qty, Score};
 use crate::steer::{Bound, Steer};
 use crate::strategy::{Registry, Variant};
-use crate::template::{set_field, DeskTemplate, FieldChange, HolderTemplate, Templates, TraderTemplate};
+use crate::template::{set_field, set_learned, DeskTemplate, FieldChange, HolderTemplate, Templates, TraderTemplate};
 use crate::track::{wants_bit, BarView, Watch, DEFAULT_TAKER_FEE};
 
 /// Where an output came from: the input event, or an earlier output of the same call.
@@ -231,8 +231,6 @@ pub struct Society {
     /// Learning evidence per holder: strategy family → pair → (time, P&L) of its latest
     /// position closed at a loss.
     losses: BTreeMap<Asset, Losses>,
-    /// What each holder learned to avoid, beside its template's `avoid`.
-    learned_avoid: BTreeMap<Asset, Vec<String>>,
     /// Learning evidence per pair: every position it closed this lifetime.
     closed: BTreeMap<Pair, Vec<Closed>>,
     /// How many of each pair's closed positions its traders last learned from.
@@ -302,7 +300,6 @@ impl Society {
             trader_templates: BTreeMap::new(),
             orders: BTreeMap::new(),
             losses: BTreeMap::new(),
-            learned_avoid: BTreeMap::new(),
             closed: BTreeMap::new(),
             learned_from: BTreeMap::new(),
             time: 0,
@@ -566,60 +563,73 @@ impl Society {
     }
 
     /// A new lifetime of `asset`'s holder avoids the strategy families that closed positions at
-    /// a loss on `avoid_after_losing_pairs` of its pairs within the evidence window, saying so
-    /// with a `template_changed` that names the evidence.
+    /// a loss on `avoid_after_losing_pairs` of its pairs within the evidence window, until that
+    /// evidence expires, and stops avoiding those whose evidence has expired: its template's
+    /// `avoid_until` changes, with a `template_changed` that names the evidence.
     fn holder_learns(&mut self, asset: Asset, time: i64, index: usize, queue: &mut Queue) {
-        let learning = self.holder_template(asset).learning.clone();
+        let template = self.holder_template(asset).clone();
+        let learning = &template.learning;
         if learning.avoid_after_losing_pairs == 0 {
             return;
         }
-        let since = time.saturating_sub(i64::from(learning.evidence_days) * 86_400_000);
-        let before = self.avoided(asset);
-        let mut learned = Vec::new();
+        let window = i64::from(learning.evidence_days) * 86_400_000;
+        let since = time.saturating_sub(window);
+        let mut until: BTreeMap<String, i64> =
+            template.avoidances().into_iter().filter(|(family, _)| !template.avoid.contains(family)).collect();
+        let mut reasons = Vec::new();
+        let expired: Vec<String> = until.iter().filter(|(_, t)| **t <= time).map(|(f, _)| f.clone()).collect();
+        for family in &expired {
+            until.remove(family);
+            reasons.push(format!("{family}: its evidence expired"));
+        }
         for (family, pairs) in self.losses.get(&asset).into_iter().flatten() {
             let recent: Vec<(&Pair, &(i64, f64))> = pairs.iter().filter(|(_, (t, _))| *t >= since).collect();
-            if recent.len() >= learning.avoid_after_losing_pairs as usize && !before.contains(family) {
-                let evidence: Vec<String> = recent
-                    .iter()
-                    .map(|(pair, (t, pnl))| {
-                        format!("{pair} ({pnl:.2} {asset}, closed {})", crypy_core::time::format_utc(*t))
-                    })
-                    .collect();
-                learned.push((family.clone(), evidence));
+            if recent.len() < learning.avoid_after_losing_pairs as usize || template.avoid.contains(family) {
+                continue;
             }
+            let expires = recent.iter().map(|(_, (t, _))| *t).max().unwrap_or(time).saturating_add(window);
+            if until.get(family).is_some_and(|t| *t >= expires) {
+                continue;
+            }
+            until.insert(family.clone(), expires);
+            let evidence: Vec<String> = recent
+                .iter()
+                .map(|(pair, (t, pnl))| {
+                    format!("{pair} ({pnl:.2} {asset}, closed {})", crypy_core::time::format_utc(*t))
+                })
+                .collect();
+            reasons.push(format!("{family} lost on {} pairs: {}", evidence.len(), evidence.join(", ")));
         }
-        if learned.is_empty() {
+        if reasons.is_empty() {
             return;
         }
-        let list = |l: &[String]| format!("[{}]", l.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "));
-        let old = list(&before);
-        let avoid = self.learned_avoid.entry(asset).or_default();
-        avoid.extend(learned.iter().map(|(f, _)| f.clone()));
-        let mut now = before.clone();
-        now.extend(learned.iter().map(|(f, _)| f.clone()));
-        let reasons: Vec<String> = learned
-            .iter()
-            .map(|(family, evidence)| format!("{family} lost on {} pairs: {}", evidence.len(), evidence.join(", ")))
-            .collect();
+        let entries: Vec<String> =
+            until.iter().map(|(family, t)| format!("{family} until {}", crypy_core::time::format_utc(*t))).collect();
+        let value = format!("[{}]", entries.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "));
+        let scope = TemplateScope::Holder(asset);
+        let Ok((change, text)) = set_learned(self.template_text(&scope), "avoid_until", &value) else { return };
+        let Ok(parsed) = HolderTemplate::parse("learned", &text) else { return };
+        self.holder_templates.insert(asset, (text, parsed));
         queue.push_back((
             index,
             AgentId::Holder(asset),
             Event::TemplateChanged(TemplateChanged {
-                scope: TemplateScope::Holder(asset),
-                key: "avoid".into(),
-                old: Some(old),
-                new: Some(list(&now)),
+                scope,
+                key: "avoid_until".into(),
+                old: change.old,
+                new: change.new,
                 reason: format!("learned at generation start: {}", reasons.join("; ")),
             }),
         ));
     }
 
-    /// The strategy families and variants `asset`'s traders do not propose.
+    /// The strategy families and variants `asset`'s traders do not propose now.
     fn avoided(&self, asset: Asset) -> Vec<String> {
-        let mut all = self.holder_template(asset).avoid.clone();
-        for f in self.learned_avoid.get(&asset).into_iter().flatten() {
-            if !all.contains(f) {
-                all.push(f.clone());
+        let template = self.holder_template(asset);
+        let mut all = template.avoid.clone();
+        for (family, until) in template.avoidances() {
+            if self.time < until && !all.contains(&family) {
+                all.push(family);
             }
         }
         all

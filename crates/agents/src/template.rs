@@ -86,6 +86,9 @@ pub struct HolderTemplate {
     /// Strategy families or variants its traders never propose.
     #[serde(default)]
     pub avoid: Vec<String>,
+    /// Learned: `FAMILY until TIME` — its traders do not propose the family until then.
+    #[serde(default)]
+    pub avoid_until: Vec<String>,
     pub criteria: Criteria,
     #[serde(default)]
     pub learning: HolderLearning,
@@ -165,6 +168,14 @@ fn invalid(file: &str, message: String) -> TemplateError {
     TemplateError::Invalid { file: file.into(), message }
 }
 
+/// `sma_cross until 2024-01-30 14:30:00Z` → (`sma_cross`, ms).
+fn parse_avoidance(entry: &str) -> Option<(String, i64)> {
+    let (family, time) = entry.split_once(" until ")?;
+    let family = family.trim();
+    (!family.is_empty()).then_some(())?;
+    Some((family.to_string(), crypy_core::time::parse_iso_utc(time.trim())?))
+}
+
 impl DeskTemplate {
     pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
         let t: DeskTemplate = parse(file, text)?;
@@ -176,8 +187,16 @@ impl DeskTemplate {
 }
 
 impl HolderTemplate {
+    /// The learned avoidances: (family, until when in ms).
+    pub fn avoidances(&self) -> Vec<(String, i64)> {
+        self.avoid_until.iter().filter_map(|e| parse_avoidance(e)).collect()
+    }
+
     pub fn parse(file: &str, text: &str) -> Result<Self, TemplateError> {
         let t: HolderTemplate = parse(file, text)?;
+        if let Some(bad) = t.avoid_until.iter().find(|e| parse_avoidance(e).is_none()) {
+            return Err(invalid(file, format!("avoid_until entry {bad:?} is not `FAMILY until YYYY-MM-DD HH:MM:SSZ`")));
+        }
         let c = &t.criteria;
         if !(c.max_fraction > 0.0 && c.max_fraction <= 1.0) {
             return Err(invalid(file, format!("criteria.max_fraction {} must be in (0, 1]", c.max_fraction)));
@@ -472,6 +491,22 @@ pub fn set_field(text: &str, key: &str, value: &str) -> Result<(FieldChange, Str
     let change = FieldChange { key: key.to_string(), old: Some(old.to_string()), new: Some(new.to_string()) };
     *old = new;
     Ok((change, toml::to_string(&table).map_err(|e| e.to_string())?))
+}
+
+/// [`set_field`] for a list that learning keeps (`focus`, `drop`, `avoid_until`, `divert`): a
+/// template written before the key existed gets it (empty) first, since serde's default
+/// already gives such a template that empty list.
+///
+/// # Errors
+/// As [`set_field`].
+pub fn set_learned(text: &str, key: &str, value: &str) -> Result<(FieldChange, String), String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    if key.contains('.') || table.contains_key(key) {
+        return set_field(text, key, value);
+    }
+    table.insert(key.to_string(), toml::Value::Array(Vec::new()));
+    let with_key = toml::to_string(&table).map_err(|e| e.to_string())?;
+    set_field(&with_key, key, value)
 }
 
 /// The fields that differ from `old` to `new`, in key order.

@@ -277,7 +277,7 @@ impl super::Society {
             if old == new {
                 continue;
             }
-            let Ok((change, text)) = crate::template::set_field(self.template_text(&scope), key, &list(new)) else {
+            let Ok((change, text)) = crate::template::set_learned(self.template_text(&scope), key, &list(new)) else {
                 continue;
             };
             let Ok(parsed) = crate::template::TraderTemplate::parse("learned", &text) else { continue };

@@ -343,7 +343,9 @@ impl Society {
             }
             value.clone()
         } else {
-            let Ok((_, text)) = set_field(self.template_text(&t.scope), &t.key, value) else { return };
+            let text = self.template_text(&t.scope);
+            let set = set_field(text, &t.key, value).or_else(|_| crate::template::set_learned(text, &t.key, value));
+            let Ok((_, text)) = set else { return };
             text
         };
         let file = "template_changed";

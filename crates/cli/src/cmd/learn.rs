@@ -18,7 +18,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{bail, Context};
 use crypy_agents::society::{learn_divert, Lifetime};
-use crypy_agents::template::{read_scoped, read_texts, scope_file, set_field, Templates, FILES};
+use crypy_agents::template::{read_scoped, read_texts, scope_file, set_learned, Templates, FILES};
 use crypy_core::event::TemplateScope;
 use crypy_core::{AgentId, Asset, Candle, Event, Pair};
 use crypy_dataflow::sim::{DeskOptions, Unsteered};
@@ -63,7 +63,7 @@ impl TemplateSet {
     /// Sets one key of `scope`'s template; `None` when it already holds `value`.
     fn set(&mut self, scope: &TemplateScope, key: &str, value: &str) -> anyhow::Result<Option<String>> {
         let (change, text) =
-            set_field(self.text(scope), key, value).map_err(|e| anyhow::anyhow!("{}: {e}", scope_file(scope)))?;
+            set_learned(self.text(scope), key, value).map_err(|e| anyhow::anyhow!("{}: {e}", scope_file(scope)))?;
         if change.old == change.new {
             return Ok(None);
         }

@@ -560,7 +560,11 @@ mod diff_tests {
         let (_, text) = set_field(DEFAULT_DESK, "divert", "[\"XBT\"]").unwrap();
         assert_eq!(DeskTemplate::parse("d", &text).unwrap().divert, vec!["XBT".parse().unwrap()]);
         for (key, value, needle) in [
-            ("criteria.min_sharp", "1", "no key \"criteria.min_sharp\"; keys: avoid, avoid_until, criteria.allocation_ttl_minutes"),
+            (
+                "criteria.min_sharp",
+                "1",
+                "no key \"criteria.min_sharp\"; keys: avoid, avoid_until, criteria.allocation_ttl_minutes",
+            ),
             ("criteria", "1", "is a table"),
             ("criteria.min_trades", "many", "takes a integer"),
             ("limits.kill_switch", "maybe", "takes a boolean"),

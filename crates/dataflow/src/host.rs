@@ -44,7 +44,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Concat, Exchange as _, Probe};
+use timely::dataflow::operators::{Capability, Exchange as _, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::{Config as WorkerConfig, Worker};
 
@@ -55,9 +55,6 @@ pub type Derived = (u64, Vec<Out>);
 
 /// A change of one aggregate: ((key, new or old total), epoch, +1 or −1).
 type TotalUpdate = ((String, i128), u64, isize);
-
-/// What the books read: (seq, position in the seq's group, source, event).
-type Book = (u64, usize, crypy_core::AgentId, crypy_core::Event);
 
 /// An input on its way to the worker with this index.
 type Routed = (u64, Envelope);
@@ -286,108 +283,58 @@ fn build(
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
-        // Each candle to its pair's worker, capabilities to every worker.
-        let views = inputs
-            .clone()
-            .flat_map(move |e: Envelope| {
-                let targets = match &e.event {
-                    Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
-                    Event::Capabilities(_) => 0..peers as u64,
-                    Event::TemplateChanged(t) if t.scope == TemplateScope::Desk => 0..peers as u64,
-                    _ => 0..0,
-                };
-                targets.map(move |t| (t, e.clone()))
-            })
-            .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
-                Exchange::new(|(target, _): &(u64, Envelope)| *target),
-                "Watch",
-                move |_capability, _info| {
-                    let mut held = Held::<Routed>::new();
-                    let mut watch = RunWatch::default();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
-                            if let Some(cap) = cap.retain_least(output.output_index()) {
-                                held.hold(cap, data);
-                            }
-                        });
-                        for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
-                            events.sort_by_key(|(_, e)| e.seq);
-                            let mut session = output.session(&cap);
-                            for (_, e) in events {
-                                if let Some(view) = watch.see(&e) {
-                                    session.give((e.seq, view));
-                                }
-                            }
-                        }
-                    }
-                },
-            );
-        let derived = inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
-            views,
-            Pipeline,
-            Exchange::new(|_: &(u64, BarView)| 0),
-            "Society",
-            move |_capability, _info| {
-                let society = society;
-                let mut held = Held::<Envelope>::new();
-                let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
-                move |(events, events_frontier), (seen, views_frontier), output| {
-                    events.for_each(|cap, data| {
-                        if let Some(cap) = cap.retain_least(output.output_index()) {
-                            held.hold(cap, data);
-                        }
-                    });
-                    seen.for_each(|cap, data| {
-                        if let Some(time) = cap.least() {
-                            views.entry(*time).or_default().extend(data.drain(..));
-                        }
-                    });
-                    let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
-                    for (cap, mut events) in held.complete(open) {
-                        let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
-                        let Some(society) = society.as_ref() else { continue };
-                        let mut society = society.lock().expect("the society's lock is not poisoned");
-                        events.sort_by_key(|e| e.seq);
-                        let mut session = output.session(&cap);
-                        for e in events {
-                            let view = epoch_views.remove(&e.seq);
-                            let outs = society.handle_viewed(&e, view);
-                            session.give((e.seq, outs));
-                        }
-                    }
-                    // Views of epochs with no events left to join (none expected).
-                    views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
-                }
-            },
-        );
-        // The books see every input and every decision: (seq, position, source, event),
-        // position 0 for the input and i + 1 for its i-th decision.
-        let decisions = derived.clone().flat_map(|(seq, outs): Derived| {
-            outs.into_iter().enumerate().map(move |(i, o)| (seq, i + 1, o.source, o.event))
-        });
-        inputs
-            .map(|e: Envelope| (e.seq, 0usize, e.source, e.event))
-            .concat(decisions)
-            .unary_frontier::<CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _>(
+        let derived =
+            if peers == 1 { society_alone(&inputs, society) } else { society_with_trackers(&inputs, society, peers) };
+        // The books see every input and every decision, in seq order and each input before
+        // its decisions.
+        let totals = inputs
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _, _>(
+                derived.clone(),
+                Pipeline,
                 Pipeline,
                 "Ledger",
                 move |_capability, _info| {
                     let mut ledger = Ledger::default();
-                    let mut held = Held::<Book>::new();
-                    move |(input, frontier), output| {
-                        input.for_each(|cap, data| {
+                    let mut held_inputs = Held::<Envelope>::new();
+                    let mut held_derived = Held::<Derived>::new();
+                    move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
+                        inputs.for_each(|cap, data| {
                             if let Some(cap) = cap.retain_least(output.output_index()) {
-                                held.hold(cap, data);
+                                held_inputs.hold(cap, data);
                             }
                         });
-                        for (cap, mut batch) in held.complete(|t| frontier.less_equal(t)) {
+                        derived.for_each(|cap, data| {
+                            if let Some(cap) = cap.retain_least(output.output_index()) {
+                                held_derived.hold(cap, data);
+                            }
+                        });
+                        let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
+                        let mut decisions: BTreeMap<u64, Vec<Derived>> =
+                            held_derived.complete(open).into_iter().map(|(cap, d)| (*cap.time(), d)).collect();
+                        for (cap, mut events) in held_inputs.complete(open) {
                             let time = *cap.time();
-                            batch.sort_by_key(|(seq, i, _, _)| (*seq, *i));
+                            events.sort_by_key(|e| e.seq);
+                            let mut by_seq: BTreeMap<u64, Vec<Out>> =
+                                decisions.remove(&time).unwrap_or_default().into_iter().collect();
                             let mut session = output.session(&cap);
-                            for (seq, _, source, event) in batch {
-                                let env = Envelope { seq, run: 0, time: 0, wall: 0, source, cause: None, event };
-                                for (key, amount) in ledger.updates(&env) {
+                            for e in events {
+                                let seq = e.seq;
+                                for (key, amount) in ledger.updates(&e) {
                                     session.give((key, time, amount));
+                                }
+                                for o in by_seq.remove(&seq).unwrap_or_default() {
+                                    let env = Envelope {
+                                        seq,
+                                        run: 0,
+                                        time: 0,
+                                        wall: 0,
+                                        source: o.source,
+                                        cause: None,
+                                        event: o.event,
+                                    };
+                                    for (key, amount) in ledger.updates(&env) {
+                                        session.give((key, time, amount));
+                                    }
                                 }
                             }
                         }
@@ -396,15 +343,130 @@ fn build(
             )
             .as_collection()
             .count_total()
-            .inner
-            // Every total to worker 0, whose process has the caller.
-            .exchange(|_| 0)
-            .probe_with(&probe)
-            .capture_into(totals_sender);
+            .inner;
+        // Every total to worker 0, whose process has the caller.
+        let totals = if peers > 1 { totals.exchange(|_| 0) } else { totals };
+        totals.probe_with(&probe).capture_into(totals_sender);
         derived.probe_with(&probe).capture_into(output_sender);
     });
 
     (input, probe)
+}
+
+/// The desk's agents on worker 0, the trackers spread over the other workers by pair.
+fn society_with_trackers<'scope>(
+    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
+    society: Option<Arc<Mutex<Society>>>,
+    peers: usize,
+) -> timely::dataflow::Stream<'scope, u64, Vec<Derived>> {
+    // Each candle to its pair's worker, capabilities to every worker.
+    let views = inputs
+        .clone()
+        .flat_map(move |e: Envelope| {
+            let targets = match &e.event {
+                Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
+                Event::Capabilities(_) => 0..peers as u64,
+                Event::TemplateChanged(t) if t.scope == TemplateScope::Desk => 0..peers as u64,
+                _ => 0..0,
+            };
+            targets.map(move |t| (t, e.clone()))
+        })
+        .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
+            Exchange::new(|(target, _): &(u64, Envelope)| *target),
+            "Watch",
+            move |_capability, _info| {
+                let mut held = Held::<Routed>::new();
+                let mut watch = RunWatch::default();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        if let Some(cap) = cap.retain_least(output.output_index()) {
+                            held.hold(cap, data);
+                        }
+                    });
+                    for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
+                        events.sort_by_key(|(_, e)| e.seq);
+                        let mut session = output.session(&cap);
+                        for (_, e) in events {
+                            if let Some(view) = watch.see(&e) {
+                                session.give((e.seq, view));
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
+        views,
+        Pipeline,
+        Exchange::new(|_: &(u64, BarView)| 0),
+        "Society",
+        move |_capability, _info| {
+            let society = society;
+            let mut held = Held::<Envelope>::new();
+            let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
+            move |(events, events_frontier), (seen, views_frontier), output| {
+                events.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        held.hold(cap, data);
+                    }
+                });
+                seen.for_each(|cap, data| {
+                    if let Some(time) = cap.least() {
+                        views.entry(*time).or_default().extend(data.drain(..));
+                    }
+                });
+                let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
+                for (cap, mut events) in held.complete(open) {
+                    let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
+                    let Some(society) = society.as_ref() else { continue };
+                    let mut society = society.lock().expect("the society's lock is not poisoned");
+                    events.sort_by_key(|e| e.seq);
+                    let mut session = output.session(&cap);
+                    for e in events {
+                        let view = epoch_views.remove(&e.seq);
+                        let outs = society.handle_viewed(&e, view);
+                        session.give((e.seq, outs));
+                    }
+                }
+                // Views of epochs with no events left to join (none expected).
+                views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
+            }
+        },
+    )
+}
+
+/// One worker: the agents and their trackers in one operator, with no routing between them
+/// (every operator costs progress tracking at every epoch, and a backtest's epoch is one bar).
+fn society_alone<'scope>(
+    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
+    society: Option<Arc<Mutex<Society>>>,
+) -> timely::dataflow::Stream<'scope, u64, Vec<Derived>> {
+    inputs.clone().unary_frontier::<CapacityContainerBuilder<Vec<Derived>>, _, _, _>(
+        Pipeline,
+        "Society",
+        move |_capability, _info| {
+            let mut held = Held::<Envelope>::new();
+            let mut watch = RunWatch::default();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        held.hold(cap, data);
+                    }
+                });
+                for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
+                    let Some(society) = society.as_ref() else { continue };
+                    let mut society = society.lock().expect("the society's lock is not poisoned");
+                    events.sort_by_key(|e| e.seq);
+                    let mut session = output.session(&cap);
+                    for e in events {
+                        let view = watch.see(&e);
+                        let outs = society.handle_viewed(&e, view);
+                        session.give((e.seq, outs));
+                    }
+                }
+            }
+        },
+    )
 }
 
 impl Host {

@@ -40,7 +40,8 @@ pub fn parse_strategy(text: &str) -> anyhow::Result<(&'static str, u32, u32)> {
 /// quantity, a holder that accepts every proposal, no stop-loss or take-profit, and desk
 /// limits that never bind — so that the agents do exactly what the peers' backtests do
 /// (enter when the fast average is above the slow one and flat, leave when it is below),
-/// through the same proposal, allocation and gate path as any run.
+/// through the same proposal, allocation and gate path as any run. Nothing learns: the peers'
+/// strategy objects do not.
 pub fn backtest_templates(
     pair: Pair,
     interval: Interval,
@@ -50,18 +51,19 @@ pub fn backtest_templates(
     let (family, fast, slow) = strategy;
     let desk = format!(
         "trusted_asset = \"{quote}\"\n[limits]\nallowed_pairs = [\"{pair}\"]\nmax_order_notional = \"1000000000\"\n\
-         max_open_orders = 10\nkill_switch = false\n",
+         max_open_orders = 10\nkill_switch = false\n[learning]\ndivert_after_losing_lifetimes = 0\nevidence_days = 90\n",
         quote = pair.quote
     );
     let holder = format!(
         "pairs = [\"{pair}\"]\n[criteria]\nmin_return = -inf\nmin_sharpe = -inf\nmax_drawdown = 1.0\nmin_trades = 0\n\
-         max_fraction = 1.0\nallocation_ttl_minutes = 525600\n"
+         max_fraction = 1.0\nallocation_ttl_minutes = 525600\n[learning]\navoid_after_losing_pairs = 0\nevidence_days = 30\n"
     );
     // Evaluating every bar lets the next trader generation propose (and so re-enter) on the
     // first bar after the previous one's exit, as a single strategy object would.
     let trader = format!(
         "look_back_bars = {window}\nevaluate_every_minutes = {every}\nstrategies = [\"{family} fast={fast} slow={slow}\"]\n\
-         propose_min_return = -inf\npropose_min_trades = 0\nstop_loss = 1.0\ntake_profit = inf\norder_qty = \"{qty}\"\n",
+         propose_min_return = -inf\npropose_min_trades = 0\nstop_loss = 1.0\ntake_profit = inf\norder_qty = \"{qty}\"\n\
+         [learning]\nmin_positions = 0\nneighbourhood = 0\ndrop_after_losses = 0\nexplore = 0.0\nevidence_days = 30\n",
         window = 2 * slow,
         every = (interval.secs() / 60).max(1),
     );
@@ -335,4 +337,22 @@ pub fn replay(args: crate::args::BenchReplayArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(report.is_ok(), "the replay differs from the log: run `crypy replay --verify` for the differences");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backtest's agents never learn: a fixed strategy that loses twice at the start must
+    /// still be traded at every crossing, as the peers' strategy objects do.
+    #[test]
+    fn backtest_agents_do_not_learn() {
+        let pair: Pair = "XBT/USD".parse().unwrap();
+        let texts = backtest_templates(pair, "1m".parse().unwrap(), ("sma_cross", 10, 30), "0.01").unwrap();
+        let t = Templates::parse_texts(&texts, Path::new("bench")).unwrap();
+        assert_eq!(t.trader.learning.min_positions, 0);
+        assert_eq!(t.trader.learning.drop_after_losses, 0);
+        assert_eq!(t.holder.learning.avoid_after_losing_pairs, 0);
+        assert_eq!(t.desk.learning.divert_after_losing_lifetimes, 0);
+    }
 }

@@ -166,3 +166,39 @@ fn chrono_free_ms(text: &str) -> i64 {
     let days = era * 146_097 + doe - 719_468;
     ((days * 24 + t[0]) * 60 + t[1]) * 60_000 + t[2] * 1000 + format!("{ms:0<3}")[..3].parse::<i64>().unwrap()
 }
+
+/// A pair's own template file narrows what its traders propose: with `focus` on one variant
+/// only that variant is proposed; a focus naming nothing of the grid (learned on another
+/// grid) narrows nothing; `drop` keeps a variant out. The shared file stays as it is.
+#[test]
+fn a_pairs_own_template_focuses_and_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = small_desk(dir.path(), 2000, "0.0");
+    let shared = std::fs::read_to_string(templates.join("trader.toml")).unwrap();
+    assert!(shared.contains("focus = []") && shared.contains("drop = []"));
+    let proposed = |name: &str, focus: &str, drop: &str| -> Vec<String> {
+        std::fs::write(
+            templates.join("trader.XBT-EUR.toml"),
+            // Learning off, so that what is proposed is the file's doing alone.
+            shared
+                .replace("focus = []", &format!("focus = {focus}"))
+                .replace("drop = []", &format!("drop = {drop}"))
+                .replace("min_positions = 3", "min_positions = 0"),
+        )
+        .unwrap();
+        let data = dir.path().join(name);
+        let mut cmd = crypy(&data);
+        cmd.args(["sim", "--quiet", "--templates"]).arg(&templates).arg("--market").arg(&market);
+        run(&mut cmd, 0);
+        let shown = run(crypy(&data).args(["log", "show", "--json", "--kind", "strategy_proposed"]), 0);
+        json_lines(&shown).iter().map(|e| e["data"]["strategy"].as_str().unwrap().to_string()).collect()
+    };
+    let open = proposed("open", "[]", "[]");
+    assert!(open.iter().any(|s| s != "sma_cross:5:30"), "{open:?}");
+    let focused = proposed("focused", "[\"sma_cross:5:30\"]", "[]");
+    assert!(!focused.is_empty() && focused.iter().all(|s| s == "sma_cross:5:30"), "{focused:?}");
+    let stale = proposed("stale", "[\"sma_cross:999:1000\"]", "[]");
+    assert_eq!(stale.len(), open.len(), "a focus on nothing of the grid narrows nothing");
+    let dropped = proposed("dropped", "[]", "[\"sma_cross:5:30\"]");
+    assert!(!dropped.is_empty() && dropped.iter().all(|s| s != "sma_cross:5:30"), "{dropped:?}");
+}

@@ -797,7 +797,12 @@ impl Society {
         fn set(list: &[String]) -> std::collections::HashSet<&str> {
             list.iter().map(String::as_str).collect()
         }
-        let (avoid, focus, drop) = (set(&avoided), set(&tt.focus), set(&tt.drop));
+        let (avoid, mut focus, drop) = (set(&avoided), set(&tt.focus), set(&tt.drop));
+        // A focus learned on another grid (the trader template's strategies changed since)
+        // names nothing this grid scores: it no longer narrows anything.
+        if !focus.is_empty() && !names.iter().any(|n| focus.contains(n.as_str())) {
+            focus.clear();
+        }
         let allowed = |i: usize| {
             let name = names[i].as_str();
             !avoid.contains(variants[i].family)

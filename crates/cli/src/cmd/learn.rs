@@ -138,30 +138,30 @@ fn simulate(setup: &Setup, name: &str, candles: Vec<Candle>, set: &TemplateSet) 
     crypy_dataflow::sim::run_desk(runtime, sim, options, |_| {}, |_, _| {}, &mut Unsteered)
         .with_context(|| format!("the {name} run ({desk_name})"))?;
     let reader = LogReader::open(&dir).with_context(|| format!("cannot read the log in {}", dir.display()))?;
-    let mut events = Vec::new();
     let mut lifetimes = Lifetimes::default();
     let mut learned: BTreeMap<(TemplateScope, String), Lesson> = BTreeMap::new();
-    for e in reader.iter_from(1)? {
-        let e = e?;
-        lifetimes.see(&e);
-        if let (Event::TemplateChanged(t), false) = (&e.event, matches!(e.source, AgentId::Desk { .. })) {
-            if let Some(new) = &t.new {
-                let lesson = learned.entry((t.scope.clone(), t.key.clone())).or_insert_with(|| Lesson {
-                    scope: t.scope.clone(),
-                    key: t.key.clone(),
-                    old: t.old.clone(),
-                    new: String::new(),
-                    reason: String::new(),
-                    source: None,
-                });
-                lesson.new.clone_from(new);
-                lesson.reason.clone_from(&t.reason);
-                lesson.source = Some((name.to_string(), e.seq));
-            }
-        }
-        events.push(e);
-    }
+    let mut damaged = None;
+    // One pass, nothing kept but what the summary and the lessons need.
+    let events = reader.iter_from(1)?.map_while(|e| e.map_err(|err| damaged = Some(err)).ok()).inspect(|e| {
+        lifetimes.see(e);
+        let (Event::TemplateChanged(t), false) = (&e.event, matches!(e.source, AgentId::Desk { .. })) else { return };
+        let Some(new) = &t.new else { return };
+        let lesson = learned.entry((t.scope.clone(), t.key.clone())).or_insert_with(|| Lesson {
+            scope: t.scope.clone(),
+            key: t.key.clone(),
+            old: t.old.clone(),
+            new: String::new(),
+            reason: String::new(),
+            source: None,
+        });
+        lesson.new.clone_from(new);
+        lesson.reason.clone_from(&t.reason);
+        lesson.source = Some((name.to_string(), e.seq));
+    });
     let summary = summarize(1, events);
+    if let Some(err) = damaged {
+        return Err(err).with_context(|| format!("the log of the {name} run"));
+    }
     Ok(RunResult { summary, lessons: learned.into_values().collect(), lifetimes: lifetimes.lifetimes(), end })
 }
 

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crypy_agents::society::{Parent, Society};
+use crypy_agents::society::{Out, Parent, Society};
 
 use crate::host::Host;
 use crate::retry::{self, Retry};
@@ -56,6 +56,8 @@ pub struct SimOptions {
     /// forgets an order it sent. Off, the log is written in large batches (a backtest, whose
     /// venue lives and dies with the process).
     pub live: bool,
+    /// Batch candles into epochs (see [`DeskOptions::batch_candles`]).
+    pub batch_candles: bool,
 }
 
 /// Whether a run goes on.
@@ -108,6 +110,9 @@ pub enum SimError {
     Secret(std::io::Error),
     #[error("no candles to trade")]
     NoData,
+    /// A bug: the dataflow's agents decided otherwise than the same agents fed directly.
+    #[error("the dataflow's decisions differ from the shadow society's: batching candles is unsafe here")]
+    Diverged,
     /// The log could not be written on a live desk: it stopped trading.
     #[error(
         "the log cannot be written ({cause}): kill switch engaged, {canceled} of {open} open orders canceled at the \
@@ -220,9 +225,125 @@ struct DeskLoop<'a, 'o> {
     /// The desk's clock: the latest time of its inputs. It never goes back, whatever a
     /// venue's skewed clock stamps on a report.
     clock: i64,
+    /// Batching candles into epochs (a backtest): see [`Shadow`].
+    shadow: Option<Shadow>,
+    /// Candles recorded and handed to the dataflow, their epoch not closed yet: each input's
+    /// seq and the decisions the shadow foresaw for it.
+    staged: Vec<(u64, Vec<Out>)>,
+}
+
+/// Inputs batched into one epoch at most (a backtest).
+const STAGE_LIMIT: usize = 4096;
+
+/// A second society fed every input the dataflow's society gets, one at a time and at once:
+/// it says, before an epoch closes, what the agents will decide for each input. A backtest's
+/// venue answers the desk's orders before its next candle, so each candle used to need an
+/// epoch of its own (the next candle may depend on this one's orders); with the shadow, the
+/// candles up to the next one whose decisions the venue must see go into one epoch, and the
+/// dataflow's decisions are checked against the shadow's when it closes.
+struct Shadow {
+    society: Society,
+    candles: crate::host::CandleClock,
+}
+
+impl Shadow {
+    /// What the society decides for `input` (nothing for a candle the host keeps from it).
+    fn handle(&mut self, input: &Envelope) -> Vec<Out> {
+        if let Event::Candle(c) = &input.event {
+            if !self.candles.advances(c) {
+                return Vec::new();
+            }
+        }
+        self.society.handle(input)
+    }
 }
 
 impl DeskLoop<'_, '_> {
+    /// Records a candle with the decisions the shadow foresees and hands it to the dataflow
+    /// without closing the epoch; closes it (and sends the approved orders) when they need
+    /// the venue, or when the batch is full. Without a shadow, [`input`](Self::input).
+    fn stage(
+        &mut self,
+        event: Event,
+        time: i64,
+        cause: Option<u64>,
+        venue: &mut dyn DeskVenue,
+        host: &mut Host,
+    ) -> Result<(), SimError> {
+        let Some(shadow) = self.shadow.as_mut() else { return self.input(event, time, cause, venue, host) };
+        let time = time.max(self.clock);
+        self.clock = time;
+        let seq = self.rec.push(self.desk, event.clone(), cause, time);
+        let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
+        let outs = shadow.handle(&env);
+        self.see(&env);
+        host.push(env);
+        let base = seq + 1;
+        let mut needs_venue = false;
+        for o in &outs {
+            let cause = Some(match o.parent {
+                Parent::Input => seq,
+                Parent::Output(i) => base + i as u64,
+            });
+            let out_seq = self.rec.push(o.source, o.event.clone(), cause, time);
+            if let Event::OrderRequested(r) = &o.event {
+                self.requests.insert(r.client_id.clone(), r.clone());
+            }
+            needs_venue |= matches!(o.event, Event::OrderApproved(_));
+            let derived = Envelope {
+                seq: out_seq,
+                run: self.run,
+                time,
+                wall: 0,
+                source: o.source,
+                cause,
+                event: o.event.clone(),
+            };
+            self.see(&derived);
+        }
+        self.staged.push((seq, outs));
+        if needs_venue || self.staged.len() >= STAGE_LIMIT {
+            self.close_stage(venue, host)?;
+        }
+        self.rec.flush_if_large()
+    }
+
+    /// Closes the staged epoch: checks the dataflow's decisions against the shadow's and sends
+    /// what the desk approved to the venue (only the last staged input can have any).
+    fn close_stage(&mut self, venue: &mut dyn DeskVenue, host: &mut Host) -> Result<(), SimError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let decided: Vec<(u64, Vec<Out>)> = host.finish_epoch().into_iter().filter(|(_, o)| !o.is_empty()).collect();
+        let foreseen: Vec<&(u64, Vec<Out>)> = staged.iter().filter(|(_, o)| !o.is_empty()).collect();
+        if decided.len() != foreseen.len() || decided.iter().zip(&foreseen).any(|(d, f)| d != *f) {
+            return Err(SimError::Diverged);
+        }
+        let Some((seq, outs)) = staged.last() else { return Ok(()) };
+        let (time, base) = (self.clock, seq + 1);
+        let approved: Vec<(ClientOrderId, u64)> = outs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match &o.event {
+                Event::OrderApproved(a) => Some((a.client_id.clone(), base + i as u64)),
+                _ => None,
+            })
+            .collect();
+        let mut responses = Vec::new();
+        for (client_id, approval) in approved {
+            self.approvals.insert(client_id.clone(), approval);
+            let Some(request) = self.requests.get(&client_id) else { continue };
+            for event in retry::place(venue, &self.runtime, self.retry, request) {
+                responses.push((event, venue.now().max(time), Some(approval)));
+            }
+        }
+        for (event, time, cause) in responses {
+            self.input(event, time, cause, venue, host)?;
+        }
+        Ok(())
+    }
+
     fn see(&mut self, e: &Envelope) {
         self.books.see(e);
         (self.observe)(e);
@@ -268,6 +389,7 @@ impl DeskLoop<'_, '_> {
         venue: &mut dyn DeskVenue,
         host: &mut Host,
     ) -> Result<(), SimError> {
+        self.close_stage(venue, host)?;
         let entered = std::time::Instant::now();
         let time = time.max(self.clock);
         self.clock = time;
@@ -277,7 +399,11 @@ impl DeskLoop<'_, '_> {
             let seq = self.rec.push(self.desk, event.clone(), cause, time);
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
             self.see(&env);
+            let foreseen = self.shadow.as_mut().map(|s| s.handle(&env));
             let outs = host.handle(env.clone());
+            if foreseen.is_some_and(|f| f != outs) {
+                return Err(SimError::Diverged);
+            }
             let base = seq + 1;
             let mut approved = Vec::new();
             for o in outs {
@@ -715,12 +841,17 @@ pub struct DeskOptions {
     /// Template settings recorded after them, before the desk's own lessons (a what-if
     /// repeating what its run learned at its start).
     pub start_settings: Vec<TemplateChanged>,
+    /// Batch candles into epochs with a shadow society (see `Shadow`): a desk replaying
+    /// history runs its agents twice (the shadow is cheap beside an epoch per candle) and
+    /// records exactly what it would one candle an epoch. Ignored for a live or paced desk,
+    /// whose candles come at the market's pace anyway.
+    pub batch_candles: bool,
 }
 
 impl DeskOptions {
     /// A desk on a venue replaying `expected_candles` of history as fast as the machine goes,
-    /// on one worker, recording the shared template files' defaults: set the rest with
-    /// struct update syntax.
+    /// on one worker, recording the shared template files' defaults, its candles batched into
+    /// epochs: set the rest with struct update syntax.
     pub fn simulated(data_dir: PathBuf, templates: Templates, expected_candles: u64) -> Self {
         DeskOptions {
             data_dir,
@@ -737,6 +868,7 @@ impl DeskOptions {
             venue_settings: None,
             scoped_templates: Vec::new(),
             start_settings: Vec::new(),
+            batch_candles: true,
         }
     }
 }
@@ -776,6 +908,7 @@ pub fn run_steered(
         speed: opts.speed,
         live: opts.live,
         venue_settings: opts.config_text,
+        batch_candles: opts.batch_candles,
         ..DeskOptions::simulated(opts.data_dir, opts.templates, expected)
     };
     run_desk(runtime, sim, desk, observe, progress, steering)
@@ -812,6 +945,15 @@ pub fn run_desk<E: Exchange>(
     let (unfinished, lifetimes) = unfinished_orders(&log, desk)?;
     let registry = Registry::default();
     let scale = crate::host::Scale { workers: opts.workers.max(1), cluster: opts.cluster.clone() };
+    let batching = opts.batch_candles && !opts.live && opts.speed.is_none() && opts.poll.is_none();
+    let shadow = if batching {
+        Some(Shadow {
+            society: Society::new(desk, opts.templates.clone(), &registry, secret.clone())?,
+            candles: crate::host::CandleClock::default(),
+        })
+    } else {
+        None
+    };
     let mut host = Host::with_scale(Society::new(desk, opts.templates.clone(), &registry, secret)?, &scale);
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
@@ -832,6 +974,8 @@ pub fn run_desk<E: Exchange>(
         order_latencies: Vec::new(),
         retry: Retry::new(opts.poll.is_some()),
         clock: i64::MIN,
+        shadow,
+        staged: Vec::new(),
     };
     let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {
@@ -1000,7 +1144,11 @@ pub fn run_desk<E: Exchange>(
             };
             // A repeated or stale candle is no progress through the data.
             let is_candle = matches!(&reported.event, Event::Candle(c) if desk_loop.books.candles.is_newer(c));
-            desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
+            if matches!(reported.event, Event::Candle(_)) {
+                desk_loop.stage(reported.event, reported.time, cause, &mut venue, &mut host)?;
+            } else {
+                desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
+            }
             if opts.poll.is_some() {
                 // A live venue reports at human pace: each input is durable before the next, so
                 // a crash loses nothing the venue said.
@@ -1022,7 +1170,7 @@ pub fn run_desk<E: Exchange>(
                 }
             }
         }
-        Ok(())
+        desk_loop.close_stage(&mut venue, &mut host)
     };
     if let Err(failure) = trade() {
         return Err(no_log_no_trade(failure, opts.live, &mut desk_loop, &mut venue, &host));

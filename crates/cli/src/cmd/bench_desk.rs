@@ -134,6 +134,8 @@ pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
             workers: b.workers,
             speed: None,
             live: b.live,
+            // Nobody steers a backtest: its candles go into epochs in batches.
+            batch_candles: !b.live,
         },
         |e| {
             if let crypy_core::Event::OrderFilled(f) = &e.event {

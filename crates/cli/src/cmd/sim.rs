@@ -69,6 +69,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         template_texts: texts,
         scoped_templates: scoped,
         start_settings: Vec::new(),
+        batch_candles: true,
         workers: scale.workers,
         cluster: scale.cluster,
         speed: args.speed,

@@ -224,6 +224,7 @@ pub fn run_on<E: Exchange>(
         venue_settings: None,
         scoped_templates: scoped,
         start_settings: Vec::new(),
+        batch_candles: false,
     };
     let result = if args.paper {
         let account = venue.desk().to_string();

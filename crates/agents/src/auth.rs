@@ -39,7 +39,7 @@ impl HolderKey {
         let digest = h.finalize();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&digest[..32]);
-        HolderKey(SigningKey::from_bytes(&seed))
+        HolderKey(memo::key(&seed, || SigningKey::from_bytes(&seed)))
     }
 
     pub fn public(&self) -> PublicKey {
@@ -48,7 +48,9 @@ impl HolderKey {
 
     /// Signs `allocation` (its current signature is ignored and replaced).
     pub fn sign(&self, allocation: &mut Allocation) {
-        allocation.signature = Signature(self.0.sign(&signing_bytes(allocation)).to_bytes());
+        let message = signing_bytes(allocation);
+        let public = self.0.verifying_key().to_bytes();
+        allocation.signature = Signature(memo::signature(&public, &message, || self.0.sign(&message).to_bytes()));
     }
 }
 
@@ -79,9 +81,76 @@ pub enum AuthError {
 
 /// Checks that `holder_key` signed exactly this allocation.
 pub fn verify(holder_key: &PublicKey, allocation: &Allocation) -> Result<(), AuthError> {
-    let key = VerifyingKey::from_bytes(&holder_key.0).map_err(|_| AuthError::BadKey)?;
-    let sig = ed25519_dalek::Signature::from_bytes(&allocation.signature.0);
-    key.verify_strict(&signing_bytes(allocation), &sig).map_err(|_| AuthError::BadSignature)
+    let message = signing_bytes(allocation);
+    memo::verdict(&holder_key.0, &message, &allocation.signature.0, || {
+        let key = VerifyingKey::from_bytes(&holder_key.0).map_err(|_| AuthError::BadKey)?;
+        let sig = ed25519_dalek::Signature::from_bytes(&allocation.signature.0);
+        key.verify_strict(&message, &sig).map_err(|_| AuthError::BadSignature)
+    })
+}
+
+/// The last few keys derived, signatures made and verdicts given on this thread. A desk
+/// replaying history runs its agents twice (the dataflow's and a shadow, see crypy-dataflow),
+/// and the second would repeat every ed25519 operation of the first; these are pure
+/// functions of their inputs, so the second asks here first.
+mod memo {
+    use std::cell::RefCell;
+
+    use ed25519_dalek::SigningKey;
+
+    use super::AuthError;
+
+    const KEPT: usize = 8;
+
+    struct Ring<K, V> {
+        entries: Vec<(K, V)>,
+        next: usize,
+    }
+
+    impl<K: PartialEq, V: Clone> Ring<K, V> {
+        const fn new() -> Self {
+            Ring { entries: Vec::new(), next: 0 }
+        }
+
+        fn get_or(&mut self, key: K, make: impl FnOnce() -> V) -> V {
+            if let Some((_, v)) = self.entries.iter().find(|(k, _)| *k == key) {
+                return v.clone();
+            }
+            let value = make();
+            if self.entries.len() < KEPT {
+                self.entries.push((key, value.clone()));
+            } else {
+                self.entries[self.next] = (key, value.clone());
+                self.next = (self.next + 1) % KEPT;
+            }
+            value
+        }
+    }
+
+    type Verdicts = Ring<([u8; 32], Vec<u8>, [u8; 64]), Result<(), AuthError>>;
+
+    thread_local! {
+        static KEYS: RefCell<Ring<[u8; 32], SigningKey>> = const { RefCell::new(Ring::new()) };
+        static SIGNATURES: RefCell<Ring<([u8; 32], Vec<u8>), [u8; 64]>> = const { RefCell::new(Ring::new()) };
+        static VERDICTS: RefCell<Verdicts> = const { RefCell::new(Ring::new()) };
+    }
+
+    pub(super) fn key(seed: &[u8; 32], make: impl FnOnce() -> SigningKey) -> SigningKey {
+        KEYS.with(|k| k.borrow_mut().get_or(*seed, make))
+    }
+
+    pub(super) fn signature(public: &[u8; 32], message: &[u8], make: impl FnOnce() -> [u8; 64]) -> [u8; 64] {
+        SIGNATURES.with(|s| s.borrow_mut().get_or((*public, message.to_vec()), make))
+    }
+
+    pub(super) fn verdict(
+        public: &[u8; 32],
+        message: &[u8],
+        signature: &[u8; 64],
+        make: impl FnOnce() -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        VERDICTS.with(|v| v.borrow_mut().get_or((*public, message.to_vec(), *signature), make))
+    }
 }
 
 #[cfg(test)]

@@ -127,11 +127,12 @@ mod memo {
         }
     }
 
+    type Signatures = Ring<([u8; 32], Vec<u8>), [u8; 64]>;
     type Verdicts = Ring<([u8; 32], Vec<u8>, [u8; 64]), Result<(), AuthError>>;
 
     thread_local! {
         static KEYS: RefCell<Ring<[u8; 32], SigningKey>> = const { RefCell::new(Ring::new()) };
-        static SIGNATURES: RefCell<Ring<([u8; 32], Vec<u8>), [u8; 64]>> = const { RefCell::new(Ring::new()) };
+        static SIGNATURES: RefCell<Signatures> = const { RefCell::new(Ring::new()) };
         static VERDICTS: RefCell<Verdicts> = const { RefCell::new(Ring::new()) };
     }
 

@@ -104,8 +104,10 @@ impl<const N: usize> PartialOrd for InlineStr<N> {
 }
 
 impl<const N: usize> Ord for InlineStr<N> {
+    /// Byte order, which is `str`'s order, without checking UTF-8 at every comparison (ids
+    /// key the agents' maps).
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        self.bytes[..usize::from(self.len)].cmp(&other.bytes[..usize::from(other.len)])
     }
 }
 

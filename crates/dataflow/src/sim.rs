@@ -230,6 +230,8 @@ struct DeskLoop<'a, 'o> {
     /// Candles recorded and handed to the dataflow, their epoch not closed yet: each input's
     /// seq and the decisions the shadow foresaw for it.
     staged: Vec<(u64, Vec<Out>)>,
+    /// The orders the desk approved for the last staged input, with their approvals' seqs.
+    staged_approvals: Vec<(ClientOrderId, u64)>,
 }
 
 /// Inputs batched into one epoch at most (a backtest).
@@ -278,29 +280,9 @@ impl DeskLoop<'_, '_> {
         let outs = shadow.handle(&env);
         self.see(&env);
         host.push(env);
-        let base = seq + 1;
-        let mut needs_venue = false;
-        for o in &outs {
-            let cause = Some(match o.parent {
-                Parent::Input => seq,
-                Parent::Output(i) => base + i as u64,
-            });
-            let out_seq = self.rec.push(o.source, o.event.clone(), cause, time);
-            if let Event::OrderRequested(r) = &o.event {
-                self.requests.insert(r.client_id.clone(), r.clone());
-            }
-            needs_venue |= matches!(o.event, Event::OrderApproved(_));
-            let derived = Envelope {
-                seq: out_seq,
-                run: self.run,
-                time,
-                wall: 0,
-                source: o.source,
-                cause,
-                event: o.event.clone(),
-            };
-            self.see(&derived);
-        }
+        // Only the last staged input can have any: the epoch closes right after it.
+        self.staged_approvals = self.record_decisions(seq, time, outs.iter().cloned());
+        let needs_venue = !self.staged_approvals.is_empty();
         self.staged.push((seq, outs));
         if needs_venue || self.staged.len() >= STAGE_LIMIT {
             self.close_stage(venue, host)?;
@@ -320,18 +302,9 @@ impl DeskLoop<'_, '_> {
         if decided.len() != foreseen.len() || decided.iter().zip(&foreseen).any(|(d, f)| d != *f) {
             return Err(SimError::Diverged);
         }
-        let Some((seq, outs)) = staged.last() else { return Ok(()) };
-        let (time, base) = (self.clock, seq + 1);
-        let approved: Vec<(ClientOrderId, u64)> = outs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, o)| match &o.event {
-                Event::OrderApproved(a) => Some((a.client_id.clone(), base + i as u64)),
-                _ => None,
-            })
-            .collect();
+        let time = self.clock;
         let mut responses = Vec::new();
-        for (client_id, approval) in approved {
+        for (client_id, approval) in std::mem::take(&mut self.staged_approvals) {
             self.approvals.insert(client_id.clone(), approval);
             let Some(request) = self.requests.get(&client_id) else { continue };
             for event in retry::place(venue, &self.runtime, self.retry, request) {
@@ -379,6 +352,36 @@ impl DeskLoop<'_, '_> {
         }
     }
 
+    /// Records what the agents decided for the input recorded as `seq`, each naming its cause;
+    /// returns the orders the desk approved, with their approvals' seqs.
+    fn record_decisions(
+        &mut self,
+        seq: u64,
+        time: i64,
+        outs: impl IntoIterator<Item = Out>,
+    ) -> Vec<(ClientOrderId, u64)> {
+        let base = seq + 1;
+        let mut approved = Vec::new();
+        for o in outs {
+            let cause = Some(match o.parent {
+                Parent::Input => seq,
+                Parent::Output(i) => base + i as u64,
+            });
+            let out_seq = self.rec.push(o.source, o.event.clone(), cause, time);
+            match &o.event {
+                Event::OrderRequested(r) => {
+                    self.requests.insert(r.client_id.clone(), r.clone());
+                }
+                Event::OrderApproved(a) => approved.push((a.client_id.clone(), out_seq)),
+                _ => {}
+            }
+            let derived =
+                Envelope { seq: out_seq, run: self.run, time, wall: 0, source: o.source, cause, event: o.event };
+            self.see(&derived);
+        }
+        approved
+    }
+
     /// Records one external event, lets the agents decide, records their decisions, and
     /// sends what the desk approved to the venue, whose answers are the next inputs.
     fn input(
@@ -404,25 +407,7 @@ impl DeskLoop<'_, '_> {
             if foreseen.is_some_and(|f| f != outs) {
                 return Err(SimError::Diverged);
             }
-            let base = seq + 1;
-            let mut approved = Vec::new();
-            for o in outs {
-                let cause = Some(match o.parent {
-                    Parent::Input => seq,
-                    Parent::Output(i) => base + i as u64,
-                });
-                let out_seq = self.rec.push(o.source, o.event.clone(), cause, time);
-                match &o.event {
-                    Event::OrderRequested(r) => {
-                        self.requests.insert(r.client_id.clone(), r.clone());
-                    }
-                    Event::OrderApproved(a) => approved.push((a.client_id.clone(), out_seq)),
-                    _ => {}
-                }
-                let derived =
-                    Envelope { seq: out_seq, run: self.run, time, wall: 0, source: o.source, cause, event: o.event };
-                self.see(&derived);
-            }
+            let approved = self.record_decisions(seq, time, outs);
             if self.live && !approved.is_empty() {
                 // The input and every decision it caused are in the buffer: an input boundary.
                 self.rec.flush()?;
@@ -976,6 +961,7 @@ pub fn run_desk<E: Exchange>(
         clock: i64::MIN,
         shadow,
         staged: Vec::new(),
+        staged_approvals: Vec::new(),
     };
     let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {

@@ -605,7 +605,7 @@ impl Society {
         }
         let entries: Vec<String> =
             until.iter().map(|(family, t)| format!("{family} until {}", crypy_core::time::format_utc(*t))).collect();
-        let value = format!("[{}]", entries.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", "));
+        let value = crate::template::toml_list(&entries);
         let scope = TemplateScope::Holder(asset);
         let Ok((change, text)) = set_learned(self.template_text(&scope), "avoid_until", &value) else { return };
         let Ok(parsed) = HolderTemplate::parse("learned", &text) else { return };

@@ -493,6 +493,11 @@ pub fn set_field(text: &str, key: &str, value: &str) -> Result<(FieldChange, Str
     Ok((change, toml::to_string(&table).map_err(|e| e.to_string())?))
 }
 
+/// `items` as a TOML list of strings (`["a", "b"]`): the value a learned list is set to.
+pub fn toml_list<T: std::fmt::Display>(items: &[T]) -> String {
+    format!("[{}]", items.iter().map(|i| format!("{:?}", i.to_string())).collect::<Vec<_>>().join(", "))
+}
+
 /// [`set_field`] for a list that learning keeps (`focus`, `drop`, `avoid_until`, `divert`): a
 /// template written before the key existed gets it (empty) first, since serde's default
 /// already gives such a template that empty list.

@@ -994,12 +994,11 @@ pub fn run_desk<E: Exchange>(
     if let Some((divert, reason)) =
         crypy_agents::society::learn_divert(&lifetimes.lifetimes(), &desk_template.learning, now, &desk_template.divert)
     {
-        let list = |l: &[Asset]| format!("[{}]", l.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
         let event = Event::TemplateChanged(TemplateChanged {
             scope: TemplateScope::Desk,
             key: "divert".into(),
-            old: Some(list(&desk_template.divert)),
-            new: Some(list(&divert)),
+            old: Some(crypy_agents::template::toml_list(&desk_template.divert)),
+            new: Some(crypy_agents::template::toml_list(&divert)),
             reason: format!("learned at the start of run {run}: {reason}"),
         });
         desk_loop.input(event, now, None, &mut venue, &mut host)?;

@@ -145,18 +145,61 @@ pub struct VariantScore {
     peak: f64,
 }
 
+/// The positions of a log's allocations, each from its first fill to the sell that closes it:
+/// what the traders' scoreboard and the desk's lifetimes both count.
+#[derive(Debug, Default)]
+struct PositionBook {
+    /// Each order's (run, allocation) and pair.
+    orders: BTreeMap<crypy_core::ClientOrderId, ((u32, u64), Pair)>,
+    /// Quote-asset flow of each open position so far, fees included.
+    flows: BTreeMap<(u32, u64), f64>,
+}
+
+/// A position closed: its (run, allocation), pair and realized P&L in the quote asset.
+struct ClosedPosition {
+    allocation: (u32, u64),
+    pair: Pair,
+    pnl: f64,
+}
+
+impl PositionBook {
+    fn see(&mut self, e: &Envelope) -> Option<ClosedPosition> {
+        match &e.event {
+            Event::OrderRequested(r) => {
+                if let Some(a) = r.allocation {
+                    self.orders.insert(r.client_id.clone(), ((e.run, a), r.pair));
+                }
+                None
+            }
+            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
+                let &(allocation, pair) = self.orders.get(&f.client_id)?;
+                let value = (f.price.value() * f.qty.value()).to_f64().unwrap_or(0.0);
+                let fee = f.fee.value().to_f64().unwrap_or(0.0);
+                let flow = self.flows.entry(allocation).or_default();
+                *flow += if f.side == Side::Buy { -(value + fee) } else { value - fee };
+                if f.side != Side::Sell || !matches!(e.event, Event::OrderFilled(_)) {
+                    return None;
+                }
+                let pnl = self.flows.remove(&allocation).unwrap_or_default();
+                Some(ClosedPosition { allocation, pair, pnl })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Builds the scoreboard from a run's events.
 #[derive(Debug, Default)]
 struct Scorer {
     proposals: BTreeMap<u64, (Pair, String)>,
-    allocations: BTreeMap<u64, ((Pair, String), f64)>,
-    orders: BTreeMap<crypy_core::ClientOrderId, u64>,
+    allocations: BTreeMap<(u32, u64), (Pair, String)>,
+    positions: PositionBook,
     board: BTreeMap<(Pair, String), VariantScore>,
 }
 
 impl Scorer {
-    fn see(&mut self, event: &Event) {
-        match event {
+    fn see(&mut self, e: &Envelope) {
+        match &e.event {
             Event::StrategyProposed(p) => {
                 let key = (p.pair, p.strategy.clone());
                 self.board.entry(key.clone()).or_default().proposed += 1;
@@ -165,36 +208,23 @@ impl Scorer {
             Event::AllocationGranted(a) => {
                 if let Some(key) = self.proposals.get(&a.proposal) {
                     self.board.entry(key.clone()).or_default().accepted += 1;
-                    self.allocations.insert(a.id, (key.clone(), 0.0));
-                }
-            }
-            Event::OrderRequested(r) => {
-                if let Some(a) = r.allocation {
-                    self.orders.insert(r.client_id.clone(), a);
-                }
-            }
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                let Some(a) = self.orders.get(&f.client_id) else { return };
-                let Some((key, flow)) = self.allocations.get_mut(a) else { return };
-                let value = (f.price.value() * f.qty.value()).to_f64().unwrap_or(0.0);
-                let fee = f.fee.value().to_f64().unwrap_or(0.0);
-                *flow += if f.side == Side::Buy { -(value + fee) } else { value - fee };
-                if f.side == Side::Sell && matches!(event, Event::OrderFilled(_)) {
-                    let pnl = std::mem::take(flow);
-                    let score = self.board.entry(key.clone()).or_default();
-                    score.positions += 1;
-                    if pnl > 0.0 {
-                        score.wins += 1;
-                    } else {
-                        score.losses += 1;
-                    }
-                    score.pnl += pnl;
-                    score.peak = score.peak.max(score.pnl);
-                    score.drawdown = score.drawdown.max(score.peak - score.pnl);
+                    self.allocations.insert((e.run, a.id), key.clone());
                 }
             }
             _ => {}
         }
+        let Some(closed) = self.positions.see(e) else { return };
+        let Some(key) = self.allocations.get(&closed.allocation) else { return };
+        let score = self.board.entry(key.clone()).or_default();
+        score.positions += 1;
+        if closed.pnl > 0.0 {
+            score.wins += 1;
+        } else {
+            score.losses += 1;
+        }
+        score.pnl += closed.pnl;
+        score.peak = score.peak.max(score.pnl);
+        score.drawdown = score.drawdown.max(score.peak - score.pnl);
     }
 }
 
@@ -240,7 +270,7 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
     let mut scorer = Scorer::default();
     for e in events {
         count += 1;
-        scorer.see(&e.event);
+        scorer.see(&e);
         match &e.event {
             Event::TemplateChanged(t) => {
                 let scope = match &t.scope {
@@ -332,9 +362,7 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
 /// the holder that funded it).
 #[derive(Debug, Default)]
 pub struct Lifetimes {
-    /// (run, allocation) → pair and quote-asset flow so far.
-    flows: BTreeMap<(u32, u64), (Pair, f64)>,
-    orders: BTreeMap<crypy_core::ClientOrderId, (u32, u64)>,
+    positions: PositionBook,
     ends: BTreeMap<u32, i64>,
     results: BTreeMap<Asset, BTreeMap<u32, (u32, f64)>>,
 }
@@ -346,31 +374,10 @@ impl Lifetimes {
         }
         let end = self.ends.entry(e.run).or_insert(e.time);
         *end = (*end).max(e.time);
-        match &e.event {
-            Event::OrderRequested(r) => {
-                if let Some(a) = r.allocation {
-                    self.orders.insert(r.client_id.clone(), (e.run, a));
-                    self.flows.entry((e.run, a)).or_insert((r.pair, 0.0));
-                }
-            }
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                let Some(key) = self.orders.get(&f.client_id).copied() else { return };
-                let Some((pair, flow)) = self.flows.get_mut(&key) else { return };
-                let value = (f.price.value() * f.qty.value()).to_f64().unwrap_or(0.0);
-                let fee = f.fee.value().to_f64().unwrap_or(0.0);
-                *flow += match f.side {
-                    Side::Buy => -(value + fee),
-                    Side::Sell => value - fee,
-                };
-                if f.side == Side::Sell && matches!(e.event, Event::OrderFilled(_)) {
-                    let (pair, pnl) = (*pair, *flow);
-                    self.flows.remove(&key);
-                    let result = self.results.entry(pair.quote).or_default().entry(key.0).or_default();
-                    result.0 += 1;
-                    result.1 += pnl;
-                }
-            }
-            _ => {}
+        if let Some(closed) = self.positions.see(e) {
+            let result = self.results.entry(closed.pair.quote).or_default().entry(closed.allocation.0).or_default();
+            result.0 += 1;
+            result.1 += closed.pnl;
         }
     }
 

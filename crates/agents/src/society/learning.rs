@@ -271,13 +271,14 @@ impl super::Society {
             self.closed.get(&pair).into_iter().flatten().filter(|c| c.time >= since).copied().collect();
         let seed = mix(fnv(&pair.to_string()) ^ u64::from(generation) ^ (u64::from(self.run) << 32));
         let Some(learned) = learn_focus(&self.variants, &evidence, &template.learning, seed) else { return };
-        let list = |l: &[String]| format!("[{}]", l.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "));
         let scope = crypy_core::event::TemplateScope::Trader(pair);
         for (key, old, new) in [("focus", &template.focus, &learned.focus), ("drop", &template.drop, &learned.drop)] {
             if old == new {
                 continue;
             }
-            let Ok((change, text)) = crate::template::set_learned(self.template_text(&scope), key, &list(new)) else {
+            let Ok((change, text)) =
+                crate::template::set_learned(self.template_text(&scope), key, &crate::template::toml_list(new))
+            else {
                 continue;
             };
             let Ok(parsed) = crate::template::TraderTemplate::parse("learned", &text) else { continue };

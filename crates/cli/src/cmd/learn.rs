@@ -382,7 +382,7 @@ pub fn run(args: LearnArgs) -> anyhow::Result<ExitCode> {
         }
         let desk = set.templates(Path::new(""))?.desk;
         if let Some((divert, reason)) = learn_divert(&history, &desk.learning, result.end, &desk.divert) {
-            let list = format!("[{}]", divert.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "));
+            let list = crypy_agents::template::toml_list(&divert);
             if let Some(old) = set.set(&TemplateScope::Desk, "divert", &list)? {
                 let reason = format!("learned after window {window}: {reason}");
                 lessons.push(Lesson {

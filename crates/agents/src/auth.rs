@@ -89,59 +89,68 @@ pub fn verify(holder_key: &PublicKey, allocation: &Allocation) -> Result<(), Aut
     })
 }
 
-/// The last few keys derived, signatures made and verdicts given on this thread. A desk
-/// replaying history runs its agents twice (the dataflow's and a shadow, see crypy-dataflow),
-/// and the second would repeat every ed25519 operation of the first; these are pure
-/// functions of their inputs, so the second asks here first.
+/// The keys derived, signatures made and verdicts given lately, in this process. A desk
+/// replaying history runs its agents twice (the dataflow's and a shadow on another thread,
+/// which runs ahead by up to a few thousand inputs, see crypy-dataflow), and the second
+/// would repeat every ed25519 operation of the first; these are pure functions of their
+/// inputs, so the second asks here first. Bounded: the oldest entry goes first.
 mod memo {
-    use std::cell::RefCell;
+    use std::collections::{HashMap, VecDeque};
+    use std::hash::Hash;
+    use std::sync::{LazyLock, Mutex};
 
     use ed25519_dalek::SigningKey;
 
     use super::AuthError;
 
-    const KEPT: usize = 8;
+    /// Enough for the positions a shadow can be ahead of the dataflow (two epochs of 4,096
+    /// inputs), with room for a few desks running side by side.
+    const KEPT: usize = 2048;
 
-    struct Ring<K, V> {
-        entries: Vec<(K, V)>,
-        next: usize,
+    struct Recent<K, V> {
+        values: HashMap<K, V>,
+        order: VecDeque<K>,
     }
 
-    impl<K: PartialEq, V: Clone> Ring<K, V> {
-        const fn new() -> Self {
-            Ring { entries: Vec::new(), next: 0 }
-        }
-
-        fn get_or(&mut self, key: K, make: impl FnOnce() -> V) -> V {
-            if let Some((_, v)) = self.entries.iter().find(|(k, _)| *k == key) {
-                return v.clone();
-            }
-            let value = make();
-            if self.entries.len() < KEPT {
-                self.entries.push((key, value.clone()));
-            } else {
-                self.entries[self.next] = (key, value.clone());
-                self.next = (self.next + 1) % KEPT;
-            }
-            value
+    impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
+        fn new() -> Self {
+            Recent { values: HashMap::new(), order: VecDeque::new() }
         }
     }
 
-    type Signatures = Ring<([u8; 32], Vec<u8>), [u8; 64]>;
-    type Verdicts = Ring<([u8; 32], Vec<u8>, [u8; 64]), Result<(), AuthError>>;
-
-    thread_local! {
-        static KEYS: RefCell<Ring<[u8; 32], SigningKey>> = const { RefCell::new(Ring::new()) };
-        static SIGNATURES: RefCell<Signatures> = const { RefCell::new(Ring::new()) };
-        static VERDICTS: RefCell<Verdicts> = const { RefCell::new(Ring::new()) };
+    fn get_or<K: Eq + Hash + Clone, V: Clone>(memo: &Mutex<Recent<K, V>>, key: K, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = memo.lock().unwrap_or_else(|p| p.into_inner()).values.get(&key) {
+            return v.clone();
+        }
+        // Computed outside the lock: another thread may compute the same meanwhile, and
+        // both get the same value.
+        let value = make();
+        let mut m = memo.lock().unwrap_or_else(|p| p.into_inner());
+        if m.values.insert(key.clone(), value.clone()).is_none() {
+            m.order.push_back(key);
+            if m.order.len() > KEPT {
+                if let Some(oldest) = m.order.pop_front() {
+                    m.values.remove(&oldest);
+                }
+            }
+        }
+        value
     }
+
+    type Keys = Recent<[u8; 32], SigningKey>;
+    type Signatures = Recent<([u8; 32], Vec<u8>), [u8; 64]>;
+    type Verdicts = Recent<([u8; 32], Vec<u8>, [u8; 64]), Result<(), AuthError>>;
+
+    static KEYS: LazyLock<Mutex<Keys>> = LazyLock::new(|| Mutex::new(Recent::new()));
+    static SIGNATURES: LazyLock<Mutex<Signatures>> = LazyLock::new(|| Mutex::new(Recent::new()));
+    static VERDICTS: LazyLock<Mutex<Verdicts>> = LazyLock::new(|| Mutex::new(Recent::new()));
 
     pub(super) fn key(seed: &[u8; 32], make: impl FnOnce() -> SigningKey) -> SigningKey {
-        KEYS.with(|k| k.borrow_mut().get_or(*seed, make))
+        get_or(&KEYS, *seed, make)
     }
 
     pub(super) fn signature(public: &[u8; 32], message: &[u8], make: impl FnOnce() -> [u8; 64]) -> [u8; 64] {
-        SIGNATURES.with(|s| s.borrow_mut().get_or((*public, message.to_vec()), make))
+        get_or(&SIGNATURES, (*public, message.to_vec()), make)
     }
 
     pub(super) fn verdict(
@@ -150,7 +159,7 @@ mod memo {
         signature: &[u8; 64],
         make: impl FnOnce() -> Result<(), AuthError>,
     ) -> Result<(), AuthError> {
-        VERDICTS.with(|v| v.borrow_mut().get_or((*public, message.to_vec(), *signature), make))
+        get_or(&VERDICTS, (*public, message.to_vec(), *signature), make)
     }
 }
 

@@ -484,7 +484,21 @@ impl Host {
     ///
     /// # Panics
     /// If the operating system refuses to start a thread, or the cluster cannot be formed.
-    pub fn with_scale(mut society: Society, scale: &Scale) -> Self {
+    pub fn with_scale(society: Society, scale: &Scale) -> Self {
+        Self::start(society, scale, false)
+    }
+
+    /// [`Host::with_scale`], with even a single worker on a thread of its own: for a caller
+    /// that hands epochs over without waiting for each ([`submit_epoch`](Self::submit_epoch))
+    /// and has work of its own meanwhile.
+    ///
+    /// # Panics
+    /// As [`Host::with_scale`].
+    pub fn beside(society: Society, scale: &Scale) -> Self {
+        Self::start(society, scale, true)
+    }
+
+    fn start(mut society: Society, scale: &Scale, own_thread: bool) -> Self {
         let peers = scale.peers();
         // The trackers run in the dataflow, built from what each run recorded.
         drop(society.take_watch());
@@ -492,7 +506,7 @@ impl Host {
         let shared = Arc::clone(&society);
         let (output_sender, output) = channel();
         let (totals_sender, totals) = channel();
-        let workers = if peers == 1 {
+        let workers = if peers == 1 && !own_thread {
             let allocator = Allocator::Thread(Thread::default());
             let mut worker = Box::new(Worker::new(WorkerConfig::default(), allocator, Some(std::time::Instant::now())));
             let (input, probe) = build(&mut worker, Some(society), output_sender, totals_sender);

@@ -185,20 +185,21 @@ impl Recorder<'_> {
         seq
     }
 
-    /// Writes out a large buffer. Called only between inputs, so that an append (atomic in
-    /// the log) never splits an input from the decisions it caused: a crash leaves whole
-    /// inputs with all their decisions, or nothing of them.
-    fn flush_if_large(&mut self) -> Result<(), SimError> {
-        if self.buffer.len() >= 16_384 {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
     fn flush(&mut self) -> Result<(), SimError> {
         if !self.buffer.is_empty() {
             self.log.append(&self.buffer)?;
             self.buffer.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered events up to and including `seq` (an input boundary).
+    fn flush_through(&mut self, seq: u64) -> Result<(), SimError> {
+        let first_buffered = self.next_seq - self.buffer.len() as u64;
+        let count = (seq + 1).saturating_sub(first_buffered).min(self.buffer.len() as u64) as usize;
+        if count > 0 {
+            self.log.append(&self.buffer[..count])?;
+            self.buffer.drain(..count);
         }
         Ok(())
     }
@@ -225,27 +226,62 @@ struct DeskLoop<'a, 'o> {
     /// The desk's clock: the latest time of its inputs. It never goes back, whatever a
     /// venue's skewed clock stamps on a report.
     clock: i64,
-    /// Batching candles into epochs (a backtest): see [`Shadow`].
+    /// Batching inputs into epochs (a backtest): see [`Shadow`].
     shadow: Option<Shadow>,
-    /// Candles recorded and handed to the dataflow, their epoch not closed yet: each input's
+    /// Inputs recorded and handed to the dataflow, their epoch not closed yet: each input's
     /// seq and the decisions the shadow foresaw for it.
     staged: Vec<(u64, Vec<Out>)>,
-    /// The orders the desk approved for the last staged input, with their approvals' seqs.
-    staged_approvals: Vec<(ClientOrderId, u64)>,
+    /// Epochs the dataflow has in hand and whose decisions are not checked yet, oldest first.
+    in_flight: std::collections::VecDeque<InFlight>,
+    /// Every event up to this seq is checked against the dataflow: the log may have it.
+    checked_through: u64,
+}
+
+/// An epoch handed to the dataflow: what the shadow foresaw for its inputs, and the seq of
+/// the last event recorded before it closed.
+struct InFlight {
+    epoch: u64,
+    foreseen: Vec<(u64, Vec<Out>)>,
+    last_seq: u64,
 }
 
 /// Inputs batched into one epoch at most (a backtest).
 const STAGE_LIMIT: usize = 4096;
 
+/// Buffered events that make the recorder write (those checked, with a shadow).
+const FLUSH_AT: usize = 16_384;
+
 /// A second society fed every input the dataflow's society gets, one at a time and at once:
-/// it says, before an epoch closes, what the agents will decide for each input. A backtest's
-/// venue answers the desk's orders before its next candle, so each candle used to need an
-/// epoch of its own (the next candle may depend on this one's orders); with the shadow, the
-/// candles up to the next one whose decisions the venue must see go into one epoch, and the
-/// dataflow's decisions are checked against the shadow's when it closes.
+/// it says at once what the agents will decide for each input. A backtest's venue answers
+/// the desk's orders before its next candle, so without it each input needs an epoch of its
+/// own (the next candle may depend on this one's orders). With it, the desk acts on what the
+/// shadow decides and hands the inputs to the dataflow in epochs of thousands, which run on
+/// a thread of their own while the desk goes on; each epoch's decisions are checked against
+/// the shadow's before the log gets any of its events, and a difference stops the run
+/// (`SimError::Diverged`). So the log holds only decisions the dataflow made, event for event
+/// what one epoch per input records; only the simulated venue may have seen an order the
+/// dataflow did not confirm, in a run that then fails.
 struct Shadow {
     society: Society,
     candles: crate::host::CandleClock,
+}
+
+/// The agents as a reader sees them: the host's, or the shadow's (see [`DeskLoop::society`]).
+#[derive(Debug)]
+pub enum Agents<'a> {
+    Host(std::sync::MutexGuard<'a, Society>),
+    Shadow(&'a Society),
+}
+
+impl std::ops::Deref for Agents<'_> {
+    type Target = Society;
+
+    fn deref(&self) -> &Society {
+        match self {
+            Agents::Host(guard) => guard,
+            Agents::Shadow(society) => society,
+        }
+    }
 }
 
 impl Shadow {
@@ -261,60 +297,75 @@ impl Shadow {
 }
 
 impl DeskLoop<'_, '_> {
-    /// Records a candle with the decisions the shadow foresees and hands it to the dataflow
-    /// without closing the epoch; closes it (and sends the approved orders) when they need
-    /// the venue, or when the batch is full. Without a shadow, [`input`](Self::input).
-    fn stage(
-        &mut self,
-        event: Event,
-        time: i64,
-        cause: Option<u64>,
-        venue: &mut dyn DeskVenue,
-        host: &mut Host,
-    ) -> Result<(), SimError> {
-        let Some(shadow) = self.shadow.as_mut() else { return self.input(event, time, cause, venue, host) };
-        let time = time.max(self.clock);
-        self.clock = time;
-        let seq = self.rec.push(self.desk, event.clone(), cause, time);
-        let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
-        let outs = shadow.handle(&env);
-        self.see(&env);
-        host.push(env);
-        // Only the last staged input can have any: the epoch closes right after it.
-        self.staged_approvals = self.record_decisions(seq, time, outs.iter().cloned());
-        let needs_venue = !self.staged_approvals.is_empty();
-        self.staged.push((seq, outs));
-        if needs_venue || self.staged.len() >= STAGE_LIMIT {
-            self.close_stage(venue, host)?;
+    /// Hands the staged inputs to the dataflow as one epoch, without waiting for it.
+    fn submit_stage(&mut self, host: &mut Host) {
+        if self.staged.is_empty() {
+            return;
         }
-        self.rec.flush_if_large()
+        let epoch = host.submit_epoch();
+        let foreseen = std::mem::take(&mut self.staged);
+        self.in_flight.push_back(InFlight { epoch, foreseen, last_seq: self.rec.next_seq - 1 });
     }
 
-    /// Closes the staged epoch: checks the dataflow's decisions against the shadow's and sends
-    /// what the desk approved to the venue (only the last staged input can have any).
-    fn close_stage(&mut self, venue: &mut dyn DeskVenue, host: &mut Host) -> Result<(), SimError> {
-        if self.staged.is_empty() {
-            return Ok(());
-        }
-        let staged = std::mem::take(&mut self.staged);
-        let decided: Vec<(u64, Vec<Out>)> = host.finish_epoch().into_iter().filter(|(_, o)| !o.is_empty()).collect();
-        let foreseen: Vec<&(u64, Vec<Out>)> = staged.iter().filter(|(_, o)| !o.is_empty()).collect();
-        if decided.len() != foreseen.len() || decided.iter().zip(&foreseen).any(|(d, f)| d != *f) {
-            return Err(SimError::Diverged);
-        }
-        let time = self.clock;
-        let mut responses = Vec::new();
-        for (client_id, approval) in std::mem::take(&mut self.staged_approvals) {
-            self.approvals.insert(client_id.clone(), approval);
-            let Some(request) = self.requests.get(&client_id) else { continue };
-            for event in retry::place(venue, &self.runtime, self.retry, request) {
-                responses.push((event, venue.now().max(time), Some(approval)));
+    /// Waits for the oldest epoch in flight and checks the dataflow's decisions against the
+    /// shadow's.
+    fn check_oldest(&mut self, host: &mut Host) -> Result<(), SimError> {
+        let Some(f) = self.in_flight.pop_front() else { return Ok(()) };
+        let decided = host.collect(f.epoch);
+        let mut decided = decided.iter().filter(|(_, o)| !o.is_empty());
+        let mut foreseen = f.foreseen.iter().filter(|(_, o)| !o.is_empty());
+        loop {
+            match (decided.next(), foreseen.next()) {
+                (None, None) => break,
+                (Some(d), Some(f)) if d == f => {}
+                _ => return Err(SimError::Diverged),
             }
         }
-        for (event, time, cause) in responses {
-            self.input(event, time, cause, venue, host)?;
+        self.checked_through = f.last_seq;
+        Ok(())
+    }
+
+    /// Checks everything handed to the dataflow: the host's society and totals are then as
+    /// up to date as the shadow.
+    fn settle(&mut self, host: &mut Host) -> Result<(), SimError> {
+        self.submit_stage(host);
+        while !self.in_flight.is_empty() {
+            self.check_oldest(host)?;
         }
         Ok(())
+    }
+
+    /// Writes every recorded event to the log (after checking it, with a shadow).
+    fn flush(&mut self, host: &mut Host) -> Result<(), SimError> {
+        self.settle(host)?;
+        self.rec.flush()
+    }
+
+    /// Writes out a large buffer. Called only between inputs, so that an append (atomic in
+    /// the log) never splits an input from the decisions it caused: a crash leaves whole
+    /// inputs with all their decisions, or nothing of them. With a shadow, only what the
+    /// dataflow has confirmed: the newest epoch stays in flight, so the dataflow has work.
+    fn flush_if_large(&mut self, host: &mut Host) -> Result<(), SimError> {
+        if self.rec.buffer.len() < FLUSH_AT {
+            return Ok(());
+        }
+        if self.shadow.is_none() {
+            return self.rec.flush();
+        }
+        self.submit_stage(host);
+        while self.in_flight.len() > 1 {
+            self.check_oldest(host)?;
+        }
+        self.rec.flush_through(self.checked_through)
+    }
+
+    /// The agents as they stand after the last input: the shadow's when there is one (the
+    /// dataflow's may still be working on the last epochs).
+    fn society<'h>(&'h self, host: &'h Host) -> Agents<'h> {
+        match &self.shadow {
+            Some(shadow) => Agents::Shadow(&shadow.society),
+            None => Agents::Host(host.society()),
+        }
     }
 
     fn see(&mut self, e: &Envelope) {
@@ -392,7 +443,6 @@ impl DeskLoop<'_, '_> {
         venue: &mut dyn DeskVenue,
         host: &mut Host,
     ) -> Result<(), SimError> {
-        self.close_stage(venue, host)?;
         let entered = std::time::Instant::now();
         let time = time.max(self.clock);
         self.clock = time;
@@ -402,15 +452,19 @@ impl DeskLoop<'_, '_> {
             let seq = self.rec.push(self.desk, event.clone(), cause, time);
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
             self.see(&env);
-            let foreseen = self.shadow.as_mut().map(|s| s.handle(&env));
-            let outs = host.handle(env.clone());
-            if foreseen.is_some_and(|f| f != outs) {
-                return Err(SimError::Diverged);
-            }
+            let outs = match self.shadow.as_mut() {
+                Some(shadow) => {
+                    let outs = shadow.handle(&env);
+                    host.push(env);
+                    self.staged.push((seq, outs.clone()));
+                    outs
+                }
+                None => host.handle(env),
+            };
             let approved = self.record_decisions(seq, time, outs);
             if self.live && !approved.is_empty() {
                 // The input and every decision it caused are in the buffer: an input boundary.
-                self.rec.flush()?;
+                self.flush(host)?;
             }
             for (client_id, approval) in approved {
                 self.approvals.insert(client_id.clone(), approval);
@@ -423,7 +477,10 @@ impl DeskLoop<'_, '_> {
                 }
             }
         }
-        self.rec.flush_if_large()
+        if self.staged.len() >= STAGE_LIMIT {
+            self.submit_stage(host);
+        }
+        self.flush_if_large(host)
     }
 }
 
@@ -498,8 +555,8 @@ impl Desk<'_, '_, '_> {
     }
 
     /// The agents, to read.
-    pub fn society(&self) -> std::sync::MutexGuard<'_, Society> {
-        self.host.society()
+    pub fn society(&self) -> Agents<'_> {
+        self.lp.society(self.host)
     }
 
     /// The account's balances as the venue reports them.
@@ -509,7 +566,7 @@ impl Desk<'_, '_, '_> {
 
     /// Orders approved and not yet filled, canceled or failed (as the desk's gate counts them).
     pub fn open_orders(&self) -> Vec<OrderRequest> {
-        let open = self.host.society().open_order_ids();
+        let open = self.society().open_order_ids();
         open.iter().filter_map(|id| self.lp.requests.get(id).cloned()).collect()
     }
 
@@ -542,7 +599,7 @@ impl Desk<'_, '_, '_> {
             }
             first.get_or_insert(seq);
         }
-        let result = result.and_then(|()| self.lp.rec.flush()).and_then(|()| Ok(self.log.flush()?));
+        let result = result.and_then(|()| self.lp.flush(self.host)).and_then(|()| Ok(self.log.flush()?));
         let recorded = self.lp.captured.take().unwrap_or_default();
         self.unseen.extend(recorded.iter().cloned());
         match result {
@@ -788,6 +845,22 @@ fn balance_changes<'f>(fills: impl IntoIterator<Item = &'f crypy_core::Fill>) ->
     change
 }
 
+/// `future`'s output: at once when it is ready on its first poll (a simulator's report,
+/// which then costs no trip through the runtime's scheduler, a fair share of a backtest's
+/// time per bar), else as the runtime waits for it.
+fn at_once_or_wait<F: std::future::Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    {
+        // Inside the runtime's context, as any future of the venue may expect.
+        let _context = runtime.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+    runtime.block_on(future)
+}
+
 /// How long a live desk that was told to stop waits for its open orders to end.
 const LIVE_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -939,7 +1012,10 @@ pub fn run_desk<E: Exchange>(
     } else {
         None
     };
-    let mut host = Host::with_scale(Society::new(desk, opts.templates.clone(), &registry, secret)?, &scale);
+    let society = Society::new(desk, opts.templates.clone(), &registry, secret)?;
+    // With a shadow the desk does not wait for each epoch: the dataflow gets a thread of
+    // its own even with one worker.
+    let mut host = if batching { Host::beside(society, &scale) } else { Host::with_scale(society, &scale) };
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
     let rec = Recorder { log: &log, run, first_seq, next_seq: first_seq, buffer: Vec::new() };
@@ -961,7 +1037,8 @@ pub fn run_desk<E: Exchange>(
         clock: i64::MIN,
         shadow,
         staged: Vec::new(),
-        staged_approvals: Vec::new(),
+        in_flight: std::collections::VecDeque::new(),
+        checked_through: 0,
     };
     let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {
@@ -990,7 +1067,7 @@ pub fn run_desk<E: Exchange>(
     }
     // The desk's lesson from its earlier lifetimes in this data dir, decided here at the
     // edge from the log and recorded as an input, so a replay applies the same.
-    let desk_template = host.society().desk_template().clone();
+    let desk_template = desk_loop.society(&host).desk_template().clone();
     if let Some((divert, reason)) =
         crypy_agents::society::learn_divert(&lifetimes.lifetimes(), &desk_template.learning, now, &desk_template.divert)
     {
@@ -1033,7 +1110,7 @@ pub fn run_desk<E: Exchange>(
     desk_loop.input(Event::Balances(Balances { balances }), now, None, &mut venue, &mut host)?;
     if !unfinished.is_empty() {
         // What the venue said of the earlier run's orders is durable before this run trades.
-        desk_loop.rec.flush()?;
+        desk_loop.flush(&mut host)?;
     }
     let reconciled_change = balance_changes(&reconciled_fills);
 
@@ -1053,7 +1130,7 @@ pub fn run_desk<E: Exchange>(
     let mut trade = || -> Result<(), SimError> {
         loop {
             if draining
-                .is_some_and(|until| std::time::Instant::now() >= until || host.society().open_order_ids().is_empty())
+                .is_some_and(|until| std::time::Instant::now() >= until || desk_loop.society(&host).open_order_ids().is_empty())
             {
                 break;
             }
@@ -1068,7 +1145,7 @@ pub fn run_desk<E: Exchange>(
                         Err(_quiet) => continue,
                     }
                 }
-                None => desk_loop.runtime.block_on(venue.next_event()),
+                None => at_once_or_wait(&desk_loop.runtime, venue.next_event()),
             };
             let next = match next {
                 Ok(next) => {
@@ -1087,7 +1164,7 @@ pub fn run_desk<E: Exchange>(
                     );
                     desk_loop.input(trouble, Exchange::now(&venue), None, &mut venue, &mut host)?;
                     if opts.poll.is_some() {
-                        desk_loop.rec.flush()?;
+                        desk_loop.flush(&mut host)?;
                     }
                     if give_up {
                         return Err(e.into());
@@ -1129,15 +1206,11 @@ pub fn run_desk<E: Exchange>(
             };
             // A repeated or stale candle is no progress through the data.
             let is_candle = matches!(&reported.event, Event::Candle(c) if desk_loop.books.candles.is_newer(c));
-            if matches!(reported.event, Event::Candle(_)) {
-                desk_loop.stage(reported.event, reported.time, cause, &mut venue, &mut host)?;
-            } else {
-                desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
-            }
+            desk_loop.input(reported.event, reported.time, cause, &mut venue, &mut host)?;
             if opts.poll.is_some() {
                 // A live venue reports at human pace: each input is durable before the next, so
                 // a crash loses nothing the venue said.
-                desk_loop.rec.flush()?;
+                desk_loop.flush(&mut host)?;
             }
             if is_candle {
                 let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
@@ -1155,7 +1228,7 @@ pub fn run_desk<E: Exchange>(
                 }
             }
         }
-        desk_loop.close_stage(&mut venue, &mut host)
+        desk_loop.settle(&mut host)
     };
     if let Err(failure) = trade() {
         return Err(no_log_no_trade(failure, opts.live, &mut desk_loop, &mut venue, &host));

@@ -50,7 +50,12 @@ impl HolderKey {
     pub fn sign(&self, allocation: &mut Allocation) {
         let message = signing_bytes(allocation);
         let public = self.0.verifying_key().to_bytes();
-        allocation.signature = Signature(memo::signature(&public, &message, || self.0.sign(&message).to_bytes()));
+        let signature = memo::signature(&public, &message, || self.0.sign(&message).to_bytes());
+        // A signature this key just made over these bytes verifies (a derived key is never
+        // weak, an honest signature always canonical): the desk's check of it needs no
+        // curve arithmetic. Any other signature or message is checked in full.
+        memo::remember_verdict(&public, &message, &signature, Ok(()));
+        allocation.signature = Signature(signature);
     }
 }
 
@@ -83,10 +88,15 @@ pub enum AuthError {
 pub fn verify(holder_key: &PublicKey, allocation: &Allocation) -> Result<(), AuthError> {
     let message = signing_bytes(allocation);
     memo::verdict(&holder_key.0, &message, &allocation.signature.0, || {
-        let key = VerifyingKey::from_bytes(&holder_key.0).map_err(|_| AuthError::BadKey)?;
-        let sig = ed25519_dalek::Signature::from_bytes(&allocation.signature.0);
-        key.verify_strict(&message, &sig).map_err(|_| AuthError::BadSignature)
+        verify_in_full(holder_key, &message, &allocation.signature)
     })
+}
+
+/// The curve arithmetic of [`verify`], with nothing remembered.
+fn verify_in_full(holder_key: &PublicKey, message: &[u8], signature: &Signature) -> Result<(), AuthError> {
+    let key = VerifyingKey::from_bytes(&holder_key.0).map_err(|_| AuthError::BadKey)?;
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(message, &sig).map_err(|_| AuthError::BadSignature)
 }
 
 /// The keys derived, signatures made and verdicts given lately, in this process. A desk
@@ -153,6 +163,15 @@ mod memo {
         get_or(&SIGNATURES, (*public, message.to_vec()), make)
     }
 
+    pub(super) fn remember_verdict(
+        public: &[u8; 32],
+        message: &[u8],
+        signature: &[u8; 64],
+        verdict: Result<(), AuthError>,
+    ) {
+        let _ = get_or(&VERDICTS, (*public, message.to_vec(), *signature), || verdict);
+    }
+
     pub(super) fn verdict(
         public: &[u8; 32],
         message: &[u8],
@@ -215,5 +234,26 @@ mod tests {
         let mut unsigned = a.clone();
         unsigned.signature = Signature([0; 64]);
         assert_eq!(verify(&key.public(), &unsigned), Err(AuthError::BadSignature));
+    }
+
+    proptest::proptest! {
+        /// What `sign` tells the desk's check without curve arithmetic is what the
+        /// arithmetic says.
+        #[test]
+        fn every_signature_made_verifies_in_full(
+            secret in proptest::collection::vec(proptest::num::u8::ANY, 1..40),
+            generation in 1u32..1000,
+            amount in 1u64..10_000_000,
+            nonce in 0u64..1000,
+        ) {
+            let eur: AgentId = "EUR".parse().unwrap();
+            let key = HolderKey::derive(&secret, &eur, generation);
+            let mut a = allocation();
+            a.amount = Money::new(rust_decimal::Decimal::new(amount as i64, 2));
+            a.nonce = nonce;
+            key.sign(&mut a);
+            proptest::prop_assert_eq!(verify_in_full(&key.public(), &signing_bytes(&a), &a.signature), Ok(()));
+            proptest::prop_assert_eq!(verify(&key.public(), &a), Ok(()));
+        }
     }
 }

@@ -166,7 +166,9 @@ impl Verifier {
                     Some(host) => host.start_run(society),
                     None => {
                         let scale = self.scale.clone().unwrap_or_else(|| Scale::threads(1));
-                        self.host = Some(Host::with_scale(society, &scale));
+                        // The workers on threads of their own (even one): this thread
+                        // reads and compares while they decide.
+                        self.host = Some(Host::beside(society, &scale));
                     }
                 }
                 self.started = true;

@@ -82,28 +82,35 @@ fn replay_verifies_a_fresh_log_and_names_an_altered_decision() {
         log.iter_from(1).collect::<Result<_, _>>().unwrap()
     };
     let victim = events.iter().find(|e| e.kind().name() == "allocation_granted").expect("an allocation").seq;
-    let tampered = dir.path().join("tampered");
-    {
+    let tamper = |name: &str, change: &dyn Fn(&mut crypy_core::event::Allocation)| {
+        let tampered = dir.path().join(name);
         let copy = crypy_eventstore::EventLog::open(&tampered, crypy_eventstore::Options::default()).unwrap();
         copy.start_run().unwrap();
         let batch: Vec<_> = events
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|e| {
                 let mut event = e.event;
                 if e.seq == victim {
                     if let crypy_core::Event::AllocationGranted(a) = &mut event {
-                        a.amount = "999999".parse().unwrap();
+                        change(a);
                     }
                 }
                 crypy_core::NewEvent { run: e.run, time: e.time, wall: e.wall, source: e.source, cause: e.cause, event }
             })
             .collect();
         copy.append(&batch).unwrap();
-    }
-    std::fs::copy(data.join("secret"), tampered.join("secret")).unwrap();
-    let out = run(crypy(&tampered).args(["replay", "--verify"]), 1);
+        drop(copy);
+        std::fs::copy(data.join("secret"), tampered.join("secret")).unwrap();
+        run(crypy(&tampered).args(["replay", "--verify"]), 1)
+    };
+    let out = tamper("tampered", &|a| a.amount = "999999".parse().unwrap());
     assert!(out.contains(&format!("difference at seq {victim}")), "{out}");
     assert!(out.contains("999999"), "the difference shows the recorded event: {out}");
+    // The holders' signatures the replay prepares ahead from the log are what the key makes
+    // over the recorded fields, never the recorded signature: an altered one still differs.
+    let out = tamper("resigned", &|a| a.signature.0[7] ^= 1);
+    assert!(out.contains(&format!("difference at seq {victim}")), "{out}");
 }
 
 #[test]

@@ -24,6 +24,8 @@
 
 /// Balances per asset and realized P&L per strategy, maintained by differential dataflow.
 pub mod aggregates;
+
+mod ahead;
 /// The agents hosted in a timely dataflow.
 pub mod host;
 /// Re-deriving a recorded run's decisions and comparing them with the log.

@@ -81,6 +81,7 @@ pub fn verify(
         epoch: epoch.max(1),
         scale: Some(scale.clone()),
         max_differences,
+        ahead: crate::ahead::Ahead::start(secret, crate::ahead::Reading::Log),
         ..Verifier::default()
     };
     for e in events {
@@ -113,6 +114,9 @@ struct Verifier {
     /// Batches handed to the workers and not compared yet, with their epoch (`None` when
     /// nothing was fed), oldest first.
     in_flight: VecDeque<(Option<u64>, Vec<Envelope>)>,
+    /// The holders' keys and signatures the log says the agents will need, prepared on
+    /// another thread while they work on earlier epochs.
+    ahead: Option<crate::ahead::Ahead>,
 }
 
 /// Epochs the workers may have in hand at once: enough that one worker's trackers run ahead
@@ -141,6 +145,9 @@ impl Verifier {
         if e.run == 0 {
             // Imported data, outside any desk lifetime: nothing to derive.
             return Ok(());
+        }
+        if let Some(ahead) = self.ahead.as_mut() {
+            ahead.see(&e);
         }
         if is_input(&e) {
             if self.inputs_in_batch >= self.epoch {

@@ -264,6 +264,8 @@ const FLUSH_AT: usize = 16_384;
 struct Shadow {
     society: Society,
     candles: crate::host::CandleClock,
+    /// The next holder lifetimes' keys, prepared on the other core.
+    ahead: Option<crate::ahead::Ahead>,
 }
 
 /// The agents as a reader sees them: the host's, or the shadow's (see [`DeskLoop::society`]).
@@ -292,7 +294,13 @@ impl Shadow {
                 return Vec::new();
             }
         }
-        self.society.handle(input)
+        let outs = self.society.handle(input);
+        if let Some(ahead) = self.ahead.as_mut() {
+            for o in &outs {
+                ahead.see_event(&o.event);
+            }
+        }
+        outs
     }
 }
 
@@ -1008,6 +1016,7 @@ pub fn run_desk<E: Exchange>(
         Some(Shadow {
             society: Society::new(desk, opts.templates.clone(), &registry, secret.clone())?,
             candles: crate::host::CandleClock::default(),
+            ahead: crate::ahead::Ahead::start(&secret, crate::ahead::Reading::Decisions),
         })
     } else {
         None
@@ -1129,9 +1138,9 @@ pub fn run_desk<E: Exchange>(
     // trades no more (see `no_log_no_trade`).
     let mut trade = || -> Result<(), SimError> {
         loop {
-            if draining
-                .is_some_and(|until| std::time::Instant::now() >= until || desk_loop.society(&host).open_order_ids().is_empty())
-            {
+            if draining.is_some_and(|until| {
+                std::time::Instant::now() >= until || desk_loop.society(&host).open_order_ids().is_empty()
+            }) {
                 break;
             }
             if desk_loop.steer(&mut venue, &mut host, &log, (candles_done, total), false)? == Flow::Stop {

@@ -1,0 +1,105 @@
+//! The holders' ed25519 work done ahead of the agents, on a thread of its own.
+//!
+//! A holder's key is a pure function of the data dir's secret, its name and its generation,
+//! and a signature of the key and the allocation's bytes; the agents ask a process-wide
+//! memo for both before computing (`crypy_agents::auth`). Per position a holder lifetime
+//! starts (a key) and an allocation is signed: on a backtest or a replay these are a third of
+//! the critical thread's time. What can be known before the agents ask is computed here on
+//! the other core meanwhile, so that they find it in the memo:
+//! - a desk running: the next generation of a holder whose lifetime just started;
+//! - a replay, which reads the log ahead of the workers: every recorded holder lifetime's
+//!   key and every recorded allocation's signature, as the holder's key makes it over the
+//!   recorded fields. A log whose signature was altered still fails to verify: the memo
+//!   holds what the key makes, never what the log says.
+//!
+//! Only time changes: whatever is not ready when asked for, the agents compute themselves.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+use crypy_agents::auth::HolderKey;
+use crypy_core::event::Allocation;
+use crypy_core::{AgentId, Envelope, Event};
+
+/// Jobs queued at most; more are dropped (the agents then compute what they need).
+const QUEUED: usize = 256;
+
+enum Job {
+    Key { holder: AgentId, generation: u32 },
+    Signature { generation: u32, allocation: Box<Allocation> },
+}
+
+/// What the helper is told to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Events as a desk decides them: prepare the next holder lifetimes.
+    Decisions,
+    /// A recorded log, ahead of the agents that replay it.
+    Log,
+}
+
+pub(crate) struct Ahead {
+    reading: Reading,
+    jobs: Option<SyncSender<Job>>,
+    helper: Option<JoinHandle<()>>,
+    /// The latest generation of each holder seen in the log.
+    generations: BTreeMap<AgentId, u32>,
+}
+
+impl Ahead {
+    /// A helper thread for the holders of `secret`; `None` if the system refuses a thread.
+    pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
+        let (jobs, queue) = sync_channel::<Job>(QUEUED);
+        let secret = secret.to_vec();
+        let helper = std::thread::Builder::new()
+            .name("crypy-keys-ahead".into())
+            .spawn(move || {
+                for job in queue {
+                    match job {
+                        Job::Key { holder, generation } => drop(HolderKey::derive(&secret, &holder, generation)),
+                        Job::Signature { generation, mut allocation } => {
+                            HolderKey::derive(&secret, &allocation.holder, generation).sign(&mut allocation)
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(Ahead { reading, jobs: Some(jobs), helper: Some(helper), generations: BTreeMap::new() })
+    }
+
+    /// Looks at `e` for work the agents will ask for.
+    pub(crate) fn see(&mut self, e: &Envelope) {
+        self.see_event(&e.event);
+    }
+
+    pub(crate) fn see_event(&mut self, event: &Event) {
+        let job = match (event, self.reading) {
+            (Event::AgentSpawned(s), _) if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) => {
+                self.generations.insert(s.agent, s.generation);
+                match self.reading {
+                    Reading::Decisions => Job::Key { holder: s.agent, generation: s.generation + 1 },
+                    Reading::Log => Job::Key { holder: s.agent, generation: s.generation },
+                }
+            }
+            (Event::AllocationGranted(a), Reading::Log) => {
+                let Some(generation) = self.generations.get(&a.holder).copied() else { return };
+                Job::Signature { generation, allocation: Box::new((**a).clone()) }
+            }
+            _ => return,
+        };
+        if let Some(jobs) = &self.jobs {
+            // A full queue means the helper is behind: the agents will not wait for it.
+            let _ = jobs.try_send(job);
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(helper) = self.helper.take() {
+            let _ = helper.join();
+        }
+    }
+}

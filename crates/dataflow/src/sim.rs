@@ -175,6 +175,87 @@ struct Recorder<'a> {
     first_seq: u64,
     next_seq: u64,
     buffer: Vec<NewEvent>,
+    /// A backtest's appends, encoded and written on a thread of their own.
+    writer: Option<LogWriter>,
+}
+
+/// Appends on a thread of its own, in the order given: a backtest's desk thread has better
+/// to do than encode and write, and nothing waits for the log there but the run's end (a
+/// live desk appends on its own thread: an order leaves only once its cause is durable).
+struct LogWriter {
+    batches: Option<std::sync::mpsc::SyncSender<Vec<NewEvent>>>,
+    results: std::sync::mpsc::Receiver<Result<(), crypy_eventstore::Error>>,
+    /// Batches sent whose result has not been read.
+    pending: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl LogWriter {
+    fn start(log: &EventLog) -> Option<Self> {
+        // Two batches queued at most: a writer that falls behind slows the desk, rather than
+        // the queue growing.
+        let (batches, queue) = std::sync::mpsc::sync_channel::<Vec<NewEvent>>(2);
+        let (done, results) = std::sync::mpsc::channel();
+        let writer_log = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("crypy-log-writer".into())
+            .spawn(move || {
+                for batch in queue {
+                    if done.send(writer_log.append(&batch).map(drop)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(LogWriter {
+            batches: Some(batches),
+            results,
+            pending: 0,
+            thread: Some(thread),
+            dir: log.dir().to_path_buf(),
+        })
+    }
+
+    fn stopped(&self) -> crypy_eventstore::Error {
+        crypy_eventstore::Error::Io { path: self.dir.clone(), error: std::io::Error::other("the log writer stopped") }
+    }
+
+    /// Hands `batch` to the writer; fails with an earlier append's error, if any.
+    fn send(&mut self, batch: Vec<NewEvent>) -> Result<(), SimError> {
+        while let Ok(result) = self.results.try_recv() {
+            self.pending -= 1;
+            result?;
+        }
+        let sent = self.batches.as_ref().is_some_and(|b| b.send(batch).is_ok());
+        if !sent {
+            return Err(SimError::Log(self.stopped()));
+        }
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Waits until everything sent is appended.
+    fn wait(&mut self) -> Result<(), SimError> {
+        let mut first_error = Ok(());
+        while self.pending > 0 {
+            let result = self.results.recv().unwrap_or_else(|_| Err(self.stopped()));
+            self.pending -= 1;
+            if first_error.is_ok() {
+                first_error = result;
+            }
+        }
+        Ok(first_error?)
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.batches.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Recorder<'_> {
@@ -185,23 +266,44 @@ impl Recorder<'_> {
         seq
     }
 
+    /// Writes every buffered event; returns once the log has them.
     fn flush(&mut self) -> Result<(), SimError> {
-        if !self.buffer.is_empty() {
-            self.log.append(&self.buffer)?;
-            self.buffer.clear();
+        match self.writer.as_mut() {
+            Some(writer) => {
+                if !self.buffer.is_empty() {
+                    writer.send(std::mem::take(&mut self.buffer))?;
+                }
+                writer.wait()
+            }
+            None => {
+                if !self.buffer.is_empty() {
+                    self.log.append(&self.buffer)?;
+                    self.buffer.clear();
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
-    /// Writes the buffered events up to and including `seq` (an input boundary).
+    /// Writes the buffered events up to and including `seq` (an input boundary); with a
+    /// writer thread, without waiting for it.
     fn flush_through(&mut self, seq: u64) -> Result<(), SimError> {
         let first_buffered = self.next_seq - self.buffer.len() as u64;
         let count = (seq + 1).saturating_sub(first_buffered).min(self.buffer.len() as u64) as usize;
-        if count > 0 {
-            self.log.append(&self.buffer[..count])?;
-            self.buffer.drain(..count);
+        if count == 0 {
+            return Ok(());
         }
-        Ok(())
+        match self.writer.as_mut() {
+            Some(writer) => {
+                let rest = self.buffer.split_off(count);
+                writer.send(std::mem::replace(&mut self.buffer, rest))
+            }
+            None => {
+                self.log.append(&self.buffer[..count])?;
+                self.buffer.drain(..count);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -1027,7 +1129,8 @@ pub fn run_desk<E: Exchange>(
     let mut host = if batching { Host::beside(society, &scale) } else { Host::with_scale(society, &scale) };
     let run = log.start_run()?;
     let first_seq = log.last_seq() + 1;
-    let rec = Recorder { log: &log, run, first_seq, next_seq: first_seq, buffer: Vec::new() };
+    let writer = if batching { LogWriter::start(&log) } else { None };
+    let rec = Recorder { log: &log, run, first_seq, next_seq: first_seq, buffer: Vec::new(), writer };
     let books = Books::new(opts.templates.desk.trusted_asset);
     let mut desk_loop = DeskLoop {
         desk,

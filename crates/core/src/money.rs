@@ -95,6 +95,36 @@ pub mod option_decimal_serde {
     }
 }
 
+/// rust_decimal's `to_f64`, bit for bit, without its 128-bit division when the mantissa
+/// fits 64 bits (every price and quantity of a market): indicators convert each bar's
+/// prices, and a replay must get the very floats the recorded run got.
+fn decimal_to_f64(d: Decimal) -> f64 {
+    let scale = d.scale();
+    let mantissa = d.mantissa().unsigned_abs();
+    let Ok(mantissa) = u64::try_from(mantissa) else {
+        return rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN);
+    };
+    if scale == 0 || scale > 19 {
+        return rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN);
+    }
+    // The same steps as rust_decimal's `as_f64`, in 64 bits: each integer is below 2^64, so
+    // its conversion to f64 rounds exactly as the 128-bit one.
+    let precision = 10u64.pow(scale);
+    let integral = (mantissa / precision) as f64;
+    let fraction = (mantissa % precision) as f64 / precision as f64;
+    let negative = d.is_sign_negative();
+    if fraction == 0.0 {
+        return if negative { -integral } else { integral };
+    }
+    let round_to = 10f64.powi(scale as i32);
+    let rounded = ((integral + fraction) * round_to).round() / round_to;
+    if negative {
+        -rounded
+    } else {
+        rounded
+    }
+}
+
 macro_rules! decimal_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -128,8 +158,7 @@ macro_rules! decimal_newtype {
             }
             /// Best-effort float, for indicator maths only: never feed it back into money.
             pub fn to_f64(self) -> f64 {
-                use rust_decimal::prelude::ToPrimitive;
-                self.0.to_f64().unwrap_or(f64::NAN)
+                decimal_to_f64(self.0)
             }
         }
 
@@ -294,6 +323,37 @@ impl Mul<Decimal> for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The fast conversion gives rust_decimal's float bit for bit, for any mantissa
+        /// (64-bit or wider), scale and sign.
+        #[test]
+        fn floats_are_rust_decimals(lo in proptest::num::u64::ANY, hi in 0u32..4, small in proptest::bool::ANY,
+                                    scale in 0u32..=28, negative in proptest::bool::ANY) {
+            let mantissa = if small { i128::from(lo >> 20) } else { (i128::from(hi) << 64) | i128::from(lo) };
+            let d = Decimal::from_i128_with_scale(if negative { -mantissa } else { mantissa }, scale);
+            let expected = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
+            proptest::prop_assert_eq!(decimal_to_f64(d).to_bits(), expected.to_bits(), "{}", d);
+        }
+    }
+
+    #[test]
+    fn floats_of_market_prices_are_rust_decimals() {
+        for text in [
+            "0.1",
+            "37512.4",
+            "0.00000001",
+            "-2.5",
+            "1e0",
+            "98765.4321",
+            "0.30000000000000004",
+            "12345678901.123456789",
+        ] {
+            let Ok(d) = text.parse::<Decimal>() else { continue };
+            let expected = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
+            assert_eq!(decimal_to_f64(d).to_bits(), expected.to_bits(), "{text}");
+        }
+    }
 
     #[test]
     fn notional_is_exact() {

@@ -54,6 +54,13 @@ pub enum ReplayError {
     Templates { run: u32, source: crypy_agents::template::TemplateError },
 }
 
+/// A recorded event as the comparison needs it: an input's place (the input itself went to
+/// the workers), or a decision whole.
+enum Recorded {
+    Input { seq: u64, time: i64, run: u32 },
+    Decision(Envelope),
+}
+
 struct Expected {
     seq: u64,
     source: AgentId,
@@ -109,11 +116,11 @@ struct Verifier {
     /// workers first (their trackers are built from them), as in the recorded run.
     templates_seen: Vec<Envelope>,
     /// The current batch as recorded: inputs fed to the host, and everything in log order.
-    batch: Vec<Envelope>,
+    batch: Vec<Recorded>,
     inputs_in_batch: usize,
     /// Batches handed to the workers and not compared yet, with their epoch (`None` when
     /// nothing was fed), oldest first.
-    in_flight: VecDeque<(Option<u64>, Vec<Envelope>)>,
+    in_flight: VecDeque<(Option<u64>, Vec<Recorded>)>,
     /// The holders' keys and signatures the log says the agents will need, prepared on
     /// another thread while they work on earlier epochs.
     ahead: Option<crate::ahead::Ahead>,
@@ -157,15 +164,19 @@ impl Verifier {
             if e.kind().group() == crypy_core::event::EventGroup::Market {
                 self.report.market_events += 1;
             }
+            let place = Recorded::Input { seq: e.seq, time: e.time, run: e.run };
             if let (Event::TemplateChanged(t), false) = (&e.event, self.started) {
                 if t.scope == TemplateScope::Desk {
                     if let Some(i) = FILES.iter().position(|(name, _)| *name == t.key) {
                         self.texts[i] = t.new.clone();
                     }
                 }
-                self.templates_seen.push(e.clone());
+                // To the workers once the society starts.
+                self.templates_seen.push(e);
+                self.batch.push(place);
+                return Ok(());
             }
-            if !self.started && !matches!(e.event, Event::TemplateChanged(_)) {
+            if !self.started {
                 let templates = templates_of(e.run, &self.texts)?;
                 let society = Society::new(e.source, templates, &Registry::default(), self.secret.clone())
                     .map_err(|source| ReplayError::Templates { run: e.run, source })?;
@@ -186,12 +197,14 @@ impl Verifier {
                     }
                 }
             }
-            if let (Some(host), true) = (self.host.as_mut(), self.started) {
-                host.push(e.clone());
+            if let Some(host) = self.host.as_mut() {
+                host.push(e);
                 self.inputs_in_batch += 1;
             }
+            self.batch.push(place);
+        } else {
+            self.batch.push(Recorded::Decision(e));
         }
-        self.batch.push(e);
         Ok(())
     }
 
@@ -224,39 +237,40 @@ impl Verifier {
         };
         let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
         let mut expected: VecDeque<Expected> = VecDeque::new();
-        for e in batch {
-            if is_input(&e) {
-                self.missing(&mut expected, e.run);
-                let base = e.seq + 1;
-                for (i, o) in derived.remove(&e.seq).unwrap_or_default().into_iter().enumerate() {
-                    let cause = Some(match o.parent {
-                        Parent::Input => e.seq,
-                        Parent::Output(j) => base + j as u64,
-                    });
-                    expected.push_back(Expected {
-                        seq: base + i as u64,
-                        source: o.source,
-                        event: o.event,
-                        cause,
-                        time: e.time,
-                    });
+        for recorded in batch {
+            match recorded {
+                Recorded::Input { seq, time, run } => {
+                    self.missing(&mut expected, run);
+                    let base = seq + 1;
+                    for (i, o) in derived.remove(&seq).unwrap_or_default().into_iter().enumerate() {
+                        let cause = Some(match o.parent {
+                            Parent::Input => seq,
+                            Parent::Output(j) => base + j as u64,
+                        });
+                        expected.push_back(Expected {
+                            seq: base + i as u64,
+                            source: o.source,
+                            event: o.event,
+                            cause,
+                            time,
+                        });
+                    }
                 }
-            } else {
-                self.report.compared += 1;
-                let found = Some(line(e.seq, e.run, e.time, e.source, e.cause, e.event.clone()));
-                match expected.pop_front() {
-                    Some(x) => {
-                        let same = x.source == e.source
+                Recorded::Decision(e) => {
+                    self.report.compared += 1;
+                    let x = expected.pop_front();
+                    let same = x.as_ref().is_some_and(|x| {
+                        x.source == e.source
                             && x.event == e.event
                             && x.cause == e.cause
                             && x.time == e.time
-                            && x.seq == e.seq;
-                        if !same {
-                            let expected = Some(line(x.seq, e.run, x.time, x.source, x.cause, x.event));
-                            self.differ(Difference { seq: e.seq, expected, found });
-                        }
+                            && x.seq == e.seq
+                    });
+                    if !same {
+                        let expected = x.map(|x| line(x.seq, e.run, x.time, x.source, x.cause, x.event));
+                        let found = Some(line(e.seq, e.run, e.time, e.source, e.cause, e.event));
+                        self.differ(Difference { seq: e.seq, expected, found });
                     }
-                    None => self.differ(Difference { seq: e.seq, expected: None, found }),
                 }
             }
         }

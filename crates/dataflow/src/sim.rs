@@ -1009,10 +1009,10 @@ pub struct DeskOptions {
     /// Template settings recorded after them, before the desk's own lessons (a what-if
     /// repeating what its run learned at its start).
     pub start_settings: Vec<TemplateChanged>,
-    /// Batch candles into epochs with a shadow society (see `Shadow`): a desk replaying
-    /// history runs its agents twice (the shadow is cheap beside an epoch per candle) and
-    /// records exactly what it would one candle an epoch. Ignored for a live or paced desk,
-    /// whose candles come at the market's pace anyway.
+    /// Batch inputs into epochs with a shadow society (see `Shadow`): a desk replaying
+    /// history runs its agents twice (once on the dataflow's thread, checked against the
+    /// shadow) and records exactly what it would one input an epoch. Ignored for a live or
+    /// paced desk, whose inputs come at the market's pace anyway.
     pub batch_candles: bool,
 }
 

@@ -58,7 +58,7 @@ pub enum ReplayError {
 /// the workers), or a decision whole.
 enum Recorded {
     Input { seq: u64, time: i64, run: u32 },
-    Decision(Envelope),
+    Decision(Box<Envelope>),
 }
 
 struct Expected {
@@ -203,7 +203,7 @@ impl Verifier {
             }
             self.batch.push(place);
         } else {
-            self.batch.push(Recorded::Decision(e));
+            self.batch.push(Recorded::Decision(Box::new(e)));
         }
         Ok(())
     }

@@ -100,13 +100,10 @@ pub mod option_decimal_serde {
 /// prices, and a replay must get the very floats the recorded run got.
 fn decimal_to_f64(d: Decimal) -> f64 {
     let scale = d.scale();
-    let mantissa = d.mantissa().unsigned_abs();
-    let Ok(mantissa) = u64::try_from(mantissa) else {
-        return rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN);
+    let mantissa = match u64::try_from(d.mantissa().unsigned_abs()) {
+        Ok(mantissa) if (1..=19).contains(&scale) => mantissa,
+        _ => return rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN),
     };
-    if scale == 0 || scale > 19 {
-        return rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap_or(f64::NAN);
-    }
     // The same steps as rust_decimal's `as_f64`, in 64 bits: each integer is below 2^64, so
     // its conversion to f64 rounds exactly as the 128-bit one.
     let precision = 10u64.pow(scale);

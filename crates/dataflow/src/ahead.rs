@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use crypy_agents::auth::HolderKey;
 use crypy_core::event::Allocation;
-use crypy_core::{AgentId, Envelope, Event};
+use crypy_core::{AgentId, Event};
 
 /// Jobs queued at most; more are dropped (the agents then compute what they need).
 const QUEUED: usize = 256;
@@ -68,12 +68,8 @@ impl Ahead {
         Some(Ahead { reading, jobs: Some(jobs), helper: Some(helper), generations: BTreeMap::new() })
     }
 
-    /// Looks at `e` for work the agents will ask for.
-    pub(crate) fn see(&mut self, e: &Envelope) {
-        self.see_event(&e.event);
-    }
-
-    pub(crate) fn see_event(&mut self, event: &Event) {
+    /// Looks at `event` for work the agents will ask for.
+    pub(crate) fn see(&mut self, event: &Event) {
         let job = match (event, self.reading) {
             (Event::AgentSpawned(s), _) if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) => {
                 self.generations.insert(s.agent, s.generation);

@@ -44,7 +44,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Capability, Exchange as _, Probe};
+use timely::dataflow::operators::{Capability, Exchange as _, InputCapability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::{Config as WorkerConfig, Worker};
 
@@ -72,8 +72,11 @@ impl<D> Held<D> {
         Held { epochs: BTreeMap::new() }
     }
 
-    fn hold(&mut self, cap: Capability<u64>, data: &mut Vec<D>) {
-        self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+    /// Keeps `data` for its epoch, with a capability for the operator's output `port`.
+    fn hold(&mut self, cap: &InputCapability<u64>, port: usize, data: &mut Vec<D>) {
+        if let Some(cap) = cap.retain_least(port) {
+            self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+        }
     }
 
     fn holds(&self, time: &u64) -> bool {
@@ -298,16 +301,8 @@ fn build(
                     let mut held_inputs = Held::<Envelope>::new();
                     let mut held_derived = Held::<Derived>::new();
                     move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
-                        inputs.for_each(|cap, data| {
-                            if let Some(cap) = cap.retain_least(output.output_index()) {
-                                held_inputs.hold(cap, data);
-                            }
-                        });
-                        derived.for_each(|cap, data| {
-                            if let Some(cap) = cap.retain_least(output.output_index()) {
-                                held_derived.hold(cap, data);
-                            }
-                        });
+                        inputs.for_each(|cap, data| held_inputs.hold(&cap, output.output_index(), data));
+                        derived.for_each(|cap, data| held_derived.hold(&cap, output.output_index(), data));
                         let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
                         let mut decisions: BTreeMap<u64, Vec<Derived>> =
                             held_derived.complete(open).into_iter().map(|(cap, d)| (*cap.time(), d)).collect();
@@ -378,11 +373,7 @@ fn society_with_trackers<'scope>(
                 let mut held = Held::<Routed>::new();
                 let mut watch = RunWatch::default();
                 move |(input, frontier), output| {
-                    input.for_each(|cap, data| {
-                        if let Some(cap) = cap.retain_least(output.output_index()) {
-                            held.hold(cap, data);
-                        }
-                    });
+                    input.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
                     for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
                         events.sort_by_key(|(_, e)| e.seq);
                         let mut session = output.session(&cap);
@@ -405,11 +396,7 @@ fn society_with_trackers<'scope>(
             let mut held = Held::<Envelope>::new();
             let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
             move |(events, events_frontier), (seen, views_frontier), output| {
-                events.for_each(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        held.hold(cap, data);
-                    }
-                });
+                events.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
                 seen.for_each(|cap, data| {
                     if let Some(time) = cap.least() {
                         views.entry(*time).or_default().extend(data.drain(..));
@@ -448,11 +435,7 @@ fn society_alone<'scope>(
             let mut held = Held::<Envelope>::new();
             let mut watch = RunWatch::default();
             move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        held.hold(cap, data);
-                    }
-                });
+                input.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
                 for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
                     let Some(society) = society.as_ref() else { continue };
                     let mut society = society.lock().expect("the society's lock is not poisoned");

@@ -154,7 +154,7 @@ impl Verifier {
             return Ok(());
         }
         if let Some(ahead) = self.ahead.as_mut() {
-            ahead.see(&e);
+            ahead.see(&e.event);
         }
         if is_input(&e) {
             if self.inputs_in_batch >= self.epoch {

@@ -268,21 +268,8 @@ impl Recorder<'_> {
 
     /// Writes every buffered event; returns once the log has them.
     fn flush(&mut self) -> Result<(), SimError> {
-        match self.writer.as_mut() {
-            Some(writer) => {
-                if !self.buffer.is_empty() {
-                    writer.send(std::mem::take(&mut self.buffer))?;
-                }
-                writer.wait()
-            }
-            None => {
-                if !self.buffer.is_empty() {
-                    self.log.append(&self.buffer)?;
-                    self.buffer.clear();
-                }
-                Ok(())
-            }
-        }
+        self.flush_through(self.next_seq.saturating_sub(1))?;
+        self.writer.as_mut().map_or(Ok(()), LogWriter::wait)
     }
 
     /// Writes the buffered events up to and including `seq` (an input boundary); with a
@@ -399,7 +386,7 @@ impl Shadow {
         let outs = self.society.handle(input);
         if let Some(ahead) = self.ahead.as_mut() {
             for o in &outs {
-                ahead.see_event(&o.event);
+                ahead.see(&o.event);
             }
         }
         outs

@@ -567,11 +567,11 @@ impl Society {
     /// evidence expires, and stops avoiding those whose evidence has expired: its template's
     /// `avoid_until` changes, with a `template_changed` that names the evidence.
     fn holder_learns(&mut self, asset: Asset, time: i64, index: usize, queue: &mut Queue) {
-        let template = self.holder_template(asset).clone();
-        let learning = &template.learning;
-        if learning.avoid_after_losing_pairs == 0 {
+        if self.holder_template(asset).learning.avoid_after_losing_pairs == 0 {
             return;
         }
+        let template = self.holder_template(asset).clone();
+        let learning = &template.learning;
         let window = i64::from(learning.evidence_days) * 86_400_000;
         let since = time.saturating_sub(window);
         let mut until: BTreeMap<String, i64> =

@@ -265,6 +265,12 @@ impl super::Society {
         if self.learned_from.insert(pair, positions).unwrap_or(0) == positions {
             return;
         }
+        // Learning off (the backtest's fixed strategy, a human's choice): nothing to gather.
+        // Checked before the evidence is collected, which grows with every position.
+        let min_positions = self.trader_template(pair).learning.min_positions as usize;
+        if min_positions == 0 || positions < min_positions {
+            return;
+        }
         let template = self.trader_template(pair).clone();
         let since = self.time.saturating_sub(i64::from(template.learning.evidence_days) * 86_400_000);
         let evidence: Vec<Closed> =

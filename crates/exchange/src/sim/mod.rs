@@ -200,16 +200,9 @@ impl Simulator {
         self.now
     }
 
+    /// Every asset held free or reserved, in asset order.
     pub fn balances_now(&self) -> Vec<Balance> {
-        let assets: std::collections::BTreeSet<&Asset> = self.free.keys().chain(self.reserved.keys()).collect();
-        assets
-            .into_iter()
-            .map(|a| Balance {
-                asset: *a,
-                free: self.free.get(a).copied().unwrap_or_default(),
-                reserved: self.reserved.get(a).copied().unwrap_or_default(),
-            })
-            .collect()
+        merged_balances(&self.free, &self.reserved)
     }
 
     fn free_of(&self, asset: &Asset) -> Money {
@@ -529,6 +522,25 @@ impl Simulator {
         }
         self.deliver()
     }
+}
+
+/// The balances of every asset in `free` or `reserved`, in asset order. A desk values its
+/// equity with these at every candle: the two sorted maps are merged, not collected into a set.
+fn merged_balances(free: &BTreeMap<Asset, Money>, reserved: &BTreeMap<Asset, Money>) -> Vec<Balance> {
+    let mut out = Vec::with_capacity(free.len().max(reserved.len()));
+    let (mut frees, mut reserves) = (free.iter().peekable(), reserved.iter().peekable());
+    loop {
+        let asset = match (frees.peek(), reserves.peek()) {
+            (None, None) => break,
+            (Some((a, _)), Some((b, _))) => *(*a).min(*b),
+            (Some((a, _)), None) => **a,
+            (None, Some((b, _))) => **b,
+        };
+        let free = frees.next_if(|(a, _)| **a == asset).map_or(Money::ZERO, |(_, m)| *m);
+        let reserved = reserves.next_if(|(a, _)| **a == asset).map_or(Money::ZERO, |(_, m)| *m);
+        out.push(Balance { asset, free, reserved });
+    }
+    out
 }
 
 impl Exchange for Simulator {

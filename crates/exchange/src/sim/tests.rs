@@ -447,3 +447,28 @@ fn fault_chances_out_of_range_are_named() {
     let text = DEFAULT_TOML.replace("disconnect_probability = 0.0", "disconnect_probability = 1.0");
     assert!(SimConfig::from_toml(&text).unwrap_err().to_string().contains("never let a report through"));
 }
+
+proptest! {
+    /// The merged balances are those of every asset either map holds, each once, in order.
+    #[test]
+    fn merged_balances_cover_every_asset_once(
+        free in proptest::collection::btree_map(0usize..7, 0i64..1_000_000, 0..6),
+        reserved in proptest::collection::btree_map(0usize..7, 0i64..1_000_000, 0..6),
+    ) {
+        const ASSETS: [&str; 7] = ["ADA", "DOT", "ETH", "EUR", "SOL", "USD", "XBT"];
+        let money = |m: &BTreeMap<usize, i64>| -> BTreeMap<Asset, Money> {
+            m.iter().map(|(a, v)| (ASSETS[*a].parse().unwrap(), Money::new(Decimal::new(*v, 4)))).collect()
+        };
+        let (free, reserved) = (money(&free), money(&reserved));
+        let assets: std::collections::BTreeSet<&Asset> = free.keys().chain(reserved.keys()).collect();
+        let expected: Vec<Balance> = assets
+            .into_iter()
+            .map(|a| Balance {
+                asset: *a,
+                free: free.get(a).copied().unwrap_or_default(),
+                reserved: reserved.get(a).copied().unwrap_or_default(),
+            })
+            .collect();
+        prop_assert_eq!(super::merged_balances(&free, &reserved), expected);
+    }
+}

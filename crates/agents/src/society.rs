@@ -243,6 +243,8 @@ pub struct Society {
     run: u32,
     seq: u64,
     orders_this_input: u32,
+    /// The traders of a candle's pair, gathered anew at each candle into this one buffer.
+    bar_traders: Vec<AgentId>,
 }
 
 impl fmt::Debug for Society {
@@ -308,6 +310,7 @@ impl Society {
             run: 0,
             seq: 0,
             orders_this_input: 0,
+            bar_traders: Vec::new(),
         })
     }
 
@@ -388,11 +391,13 @@ impl Society {
                 if let Some(view) = self.view.as_ref().filter(|v| v.pair == c.pair) {
                     h.wants.clone_from(&view.wants);
                 }
-                let ids: Vec<AgentId> =
-                    self.traders.iter().filter(|(_, t)| t.pair == c.pair).map(|(id, _)| *id).collect();
-                for id in ids {
-                    self.trader_bar(id, time, index, queue);
+                let mut ids = std::mem::take(&mut self.bar_traders);
+                ids.clear();
+                ids.extend(self.traders.iter().filter(|(_, t)| t.pair == c.pair).map(|(id, _)| *id));
+                for id in &ids {
+                    self.trader_bar(*id, time, index, queue);
                 }
+                self.bar_traders = ids;
             }
             Event::StrategyProposed(p) => {
                 if let Some(t) = self.traders.get(source) {
@@ -769,10 +774,6 @@ impl Society {
     }
 
     /// Whether `variant` wants to be long after the pair's last bar.
-    fn wants_long(&self, pair: Pair, variant: usize) -> bool {
-        self.history.get(&pair).is_some_and(|h| wants_bit(&h.wants, variant))
-    }
-
     fn trader_bar(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
         let Some(t) = self.traders.get(&id) else { return };
         match t.phase {
@@ -874,25 +875,32 @@ impl Society {
     /// With an allocation: enter or let it expire. In a position: exit on the variant's
     /// signal, the stop-loss or the take-profit.
     fn trader_check(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
-        let t = &self.traders[&id];
+        // Called at every candle for a waiting or holding trader: one look-up of each, and
+        // the phase is cloned only when it changes.
+        let Some(t) = self.traders.get(&id) else { return };
         let pair = t.pair;
-        let Some(close) = self.history.get(&pair).and_then(|h| h.last_close) else { return };
-        match t.phase.clone() {
+        let Some(history) = self.history.get(&pair) else { return };
+        let Some(close) = history.last_close else { return };
+        match &t.phase {
             Phase::Allocated { allocation, variant } => {
+                let variant = *variant;
                 if time > allocation.expires_at {
+                    let allocation = allocation.clone();
                     let reason =
                         format!("allocation {} expired before {} said long", allocation.id, self.variants[variant]);
                     self.trader_gives_up(id, &allocation, reason, RetireReason::AllocationExpired, index, queue);
-                } else if self.wants_long(pair, variant) {
+                } else if wants_bit(&history.wants, variant) {
+                    let allocation = allocation.clone();
                     let reason = format!("{} says long at {close}", self.variants[variant]);
                     self.trader_enters(id, allocation, variant, close, reason, index, queue);
                 }
             }
             Phase::InPosition { allocation, variant, qty, entry } => {
                 let c = close.to_f64();
-                let (stop, target) = self.exit_prices(&self.traders[&id], entry);
-                let exit = !self.wants_long(pair, variant) || c <= stop || c >= target;
+                let (stop, target) = self.exit_prices(t, *entry);
+                let exit = !wants_bit(&history.wants, *variant) || c <= stop || c >= target;
                 if exit {
+                    let (allocation, variant, qty, entry) = (allocation.clone(), *variant, *qty, *entry);
                     let order = self.market_order(id, pair, Side::Sell, qty, allocation.id);
                     queue.push_back((index, id, order));
                     if let Some(t) = self.traders.get_mut(&id) {

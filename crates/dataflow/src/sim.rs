@@ -184,7 +184,11 @@ struct Recorder<'a> {
 /// live desk appends on its own thread: an order leaves only once its cause is durable).
 struct LogWriter {
     batches: Option<std::sync::mpsc::SyncSender<Vec<NewEvent>>>,
-    results: std::sync::mpsc::Receiver<Result<(), crypy_eventstore::Error>>,
+    /// Each append's result, with the batch's emptied buffer: the desk fills it again, so
+    /// that its buffers are neither freed on this thread nor grown anew from fresh pages.
+    results: std::sync::mpsc::Receiver<(Result<(), crypy_eventstore::Error>, Vec<NewEvent>)>,
+    /// Emptied buffers back from the writer, for the recorder to reuse.
+    spare: Vec<Vec<NewEvent>>,
     /// Batches sent whose result has not been read.
     pending: usize,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -201,8 +205,10 @@ impl LogWriter {
         let thread = std::thread::Builder::new()
             .name("crypy-log-writer".into())
             .spawn(move || {
-                for batch in queue {
-                    if done.send(writer_log.append(&batch).map(drop)).is_err() {
+                for mut batch in queue {
+                    let result = writer_log.append(&batch).map(drop);
+                    batch.clear();
+                    if done.send((result, batch)).is_err() {
                         break;
                     }
                 }
@@ -211,6 +217,7 @@ impl LogWriter {
         Some(LogWriter {
             batches: Some(batches),
             results,
+            spare: Vec::new(),
             pending: 0,
             thread: Some(thread),
             dir: log.dir().to_path_buf(),
@@ -223,8 +230,9 @@ impl LogWriter {
 
     /// Hands `batch` to the writer; fails with an earlier append's error, if any.
     fn send(&mut self, batch: Vec<NewEvent>) -> Result<(), SimError> {
-        while let Ok(result) = self.results.try_recv() {
+        while let Ok((result, buffer)) = self.results.try_recv() {
             self.pending -= 1;
+            self.spare.push(buffer);
             result?;
         }
         let sent = self.batches.as_ref().is_some_and(|b| b.send(batch).is_ok());
@@ -239,7 +247,13 @@ impl LogWriter {
     fn wait(&mut self) -> Result<(), SimError> {
         let mut first_error = Ok(());
         while self.pending > 0 {
-            let result = self.results.recv().unwrap_or_else(|_| Err(self.stopped()));
+            let result = match self.results.recv() {
+                Ok((result, buffer)) => {
+                    self.spare.push(buffer);
+                    result
+                }
+                Err(_) => Err(self.stopped()),
+            };
             self.pending -= 1;
             if first_error.is_ok() {
                 first_error = result;
@@ -282,7 +296,8 @@ impl Recorder<'_> {
         }
         match self.writer.as_mut() {
             Some(writer) => {
-                let rest = self.buffer.split_off(count);
+                let mut rest = writer.spare.pop().unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + STAGE_LIMIT));
+                rest.extend(self.buffer.drain(count..));
                 writer.send(std::mem::replace(&mut self.buffer, rest))
             }
             None => {
@@ -324,6 +339,8 @@ struct DeskLoop<'a, 'o> {
     in_flight: std::collections::VecDeque<InFlight>,
     /// Every event up to this seq is checked against the dataflow: the log may have it.
     checked_through: u64,
+    /// [`DeskLoop::input`]'s queue, kept between inputs (empty there).
+    answers: std::collections::VecDeque<(Event, i64, Option<u64>)>,
 }
 
 /// An epoch handed to the dataflow: what the shadow foresaw for its inputs, and the seq of
@@ -544,7 +561,9 @@ impl DeskLoop<'_, '_> {
         let time = time.max(self.clock);
         self.clock = time;
         let from_market = event.kind().group() == crypy_core::event::EventGroup::Market;
-        let mut queue = std::collections::VecDeque::from([(event, time, cause)]);
+        // The venue's answers to this input's orders are inputs of their own, after it.
+        let mut queue = std::mem::take(&mut self.answers);
+        queue.push_back((event, time, cause));
         while let Some((event, time, cause)) = queue.pop_front() {
             let seq = self.rec.push(self.desk, event.clone(), cause, time);
             let env = Envelope { seq, run: self.run, time, wall: 0, source: self.desk, cause, event };
@@ -574,6 +593,7 @@ impl DeskLoop<'_, '_> {
                 }
             }
         }
+        self.answers = queue;
         if self.staged.len() >= STAGE_LIMIT {
             self.submit_stage(host);
         }
@@ -1138,6 +1158,7 @@ pub fn run_desk<E: Exchange>(
         staged: Vec::new(),
         in_flight: std::collections::VecDeque::new(),
         checked_through: 0,
+        answers: std::collections::VecDeque::new(),
     };
     let now = Exchange::now(&venue);
     for (i, (key, default)) in FILES.iter().enumerate() {

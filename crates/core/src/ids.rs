@@ -107,19 +107,16 @@ impl<const N: usize> Ord for InlineStr<N> {
     /// `str`'s order, 16 bytes at a time (ids key the agents' maps, searched at every
     /// candle). The bytes past `len` are zero and those before never are, so a string
     /// sorts before any longer one it begins, as in `str`: the whole arrays compare alike.
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        fn word(chunk: &[u8]) -> u128 {
-            let mut w = [0u8; 16];
-            w[..chunk.len()].copy_from_slice(chunk);
-            u128::from_be_bytes(w)
-        }
-        for (a, b) in self.bytes.chunks(16).zip(other.bytes.chunks(16)) {
-            match word(a).cmp(&word(b)) {
+        let ((words, rest), (other_words, other_rest)) = (self.bytes.as_chunks::<16>(), other.bytes.as_chunks::<16>());
+        for (a, b) in words.iter().zip(other_words) {
+            match u128::from_be_bytes(*a).cmp(&u128::from_be_bytes(*b)) {
                 std::cmp::Ordering::Equal => {}
                 unequal => return unequal,
             }
         }
-        std::cmp::Ordering::Equal
+        rest.cmp(other_rest)
     }
 }
 

@@ -25,6 +25,11 @@ use crypy_core::{AgentId, Event};
 /// Jobs queued at most; more are dropped (the agents then compute what they need).
 const QUEUED: usize = 256;
 
+/// A desk running: how many of a holder's next lifetimes are prepared ahead. The helper
+/// runs only on an otherwise idle core, so it banks keys while it can; they are asked for
+/// in blocks, each waking it once.
+const LEAD: u32 = 16;
+
 enum Job {
     Key { holder: AgentId, generation: u32 },
     Signature { generation: u32, allocation: Box<Allocation> },
@@ -45,6 +50,8 @@ pub(crate) struct Ahead {
     helper: Option<JoinHandle<()>>,
     /// The latest generation of each holder seen in the log.
     generations: BTreeMap<AgentId, u32>,
+    /// A desk running: the latest generation of each holder whose key was asked for.
+    requested: BTreeMap<AgentId, u32>,
 }
 
 impl Ahead {
@@ -66,18 +73,37 @@ impl Ahead {
                 }
             })
             .ok()?;
-        Some(Ahead { reading, jobs: Some(jobs), helper: Some(helper), generations: BTreeMap::new() })
+        Some(Ahead {
+            reading,
+            jobs: Some(jobs),
+            helper: Some(helper),
+            generations: BTreeMap::new(),
+            requested: BTreeMap::new(),
+        })
     }
 
     /// Looks at `event` for work the agents will ask for.
     pub(crate) fn see(&mut self, event: &Event) {
         let job = match (event, self.reading) {
-            (Event::AgentSpawned(s), _) if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) => {
-                self.generations.insert(s.agent, s.generation);
-                match self.reading {
-                    Reading::Decisions => Job::Key { holder: s.agent, generation: s.generation + 1 },
-                    Reading::Log => Job::Key { holder: s.agent, generation: s.generation },
+            (Event::AgentSpawned(s), Reading::Decisions)
+                if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) =>
+            {
+                let requested = self.requested.get(&s.agent).copied().unwrap_or(0);
+                if requested > s.generation + LEAD / 2 {
+                    return;
                 }
+                let last = s.generation + LEAD;
+                for generation in (requested + 1).max(s.generation + 1)..=last {
+                    self.send(Job::Key { holder: s.agent, generation });
+                }
+                self.requested.insert(s.agent, last);
+                return;
+            }
+            (Event::AgentSpawned(s), Reading::Log)
+                if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) =>
+            {
+                self.generations.insert(s.agent, s.generation);
+                Job::Key { holder: s.agent, generation: s.generation }
             }
             (Event::AllocationGranted(a), Reading::Log) => {
                 let Some(generation) = self.generations.get(&a.holder).copied() else { return };
@@ -85,6 +111,10 @@ impl Ahead {
             }
             _ => return,
         };
+        self.send(job);
+    }
+
+    fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
             // A full queue means the helper is behind: the agents will not wait for it.
             let _ = jobs.try_send(job);

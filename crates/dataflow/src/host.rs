@@ -200,7 +200,15 @@ enum Workers {
     /// tracking only, not two thread wake-ups (which on a small VM cost more than the agents).
     Direct { worker: Box<Worker>, input: Option<Input>, probe: ProbeHandle<u64> },
     /// Worker threads, fed through channels; each acknowledges the epochs it has finished.
-    Threads { commands: Vec<Sender<Command>>, acks: Vec<Receiver<u64>>, guards: Option<WorkerGuards<()>> },
+    Threads {
+        commands: Vec<Sender<Command>>,
+        acks: Vec<Receiver<u64>>,
+        /// What worker 0 allocated and the caller is done with, for worker 0 to free: a
+        /// thread freeing another's memory takes that thread's allocator lock, and the two
+        /// then wait on each other (`perf sched`: a thousand waits per backtest).
+        trash: Sender<Vec<Derived>>,
+        guards: Option<WorkerGuards<()>>,
+    },
 }
 
 /// The desk's agents on `workers` timely workers; see the module doc.
@@ -530,6 +538,8 @@ impl Host {
             ack_senders.push(Some(s));
             ack_receivers.push(r);
         }
+        let (trash, trash_receiver) = channel::<Vec<Derived>>();
+        let trash_receiver = Mutex::new(Some(trash_receiver));
         let command_receivers = Mutex::new(command_receivers);
         let ack_senders = Mutex::new(ack_senders);
         let output_sender = Mutex::new(output_sender);
@@ -540,6 +550,7 @@ impl Host {
             let commands = command_receivers.lock().expect("not poisoned")[index].take().expect("one per worker");
             let ack = ack_senders.lock().expect("not poisoned")[index].take().expect("one per worker");
             let society = (index == 0).then(|| Arc::clone(&society));
+            let trash = if index == 0 { trash_receiver.lock().expect("not poisoned").take() } else { None };
             let output_sender = output_sender.lock().expect("not poisoned").clone();
             let totals_sender = totals_sender.lock().expect("not poisoned").clone();
             let (mut input, probe) = build(worker, society, output_sender, totals_sender);
@@ -567,6 +578,9 @@ impl Host {
                     Err(_) => {}
                 }
                 worker.step_or_park(Some(std::time::Duration::from_micros(200)));
+                if let Some(trash) = &trash {
+                    trash.try_iter().for_each(drop);
+                }
                 while acked < fed && !probe.less_than(&(acked + 1)) {
                     acked += 1;
                     if ack.send(acked).is_err() {
@@ -576,7 +590,7 @@ impl Host {
             }
         })
         .expect("timely starts its workers and connects its processes");
-        Workers::Threads { commands: command_senders, acks: ack_receivers, guards: Some(guards) }
+        Workers::Threads { commands: command_senders, acks: ack_receivers, trash, guards: Some(guards) }
     }
 
     /// Starts the next run of a replay on the same workers: `society` decides from now on,
@@ -666,7 +680,15 @@ impl Host {
             if let Captured::Messages(stamp, mut data) = event {
                 // The society emits each epoch under its own capability: one time per message.
                 let time = stamp.least().copied().unwrap_or_default();
-                self.ready.entry(time).or_default().append(&mut data);
+                match self.ready.entry(time) {
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(data);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        o.get_mut().append(&mut data);
+                        self.discard(data);
+                    }
+                }
             }
         }
         for event in self.totals.try_iter() {
@@ -706,6 +728,15 @@ impl Host {
     /// If a worker panicked while holding it.
     pub fn society(&self) -> std::sync::MutexGuard<'_, Society> {
         self.society.lock().expect("the society's lock is not poisoned")
+    }
+
+    /// Hands back what [`collect`](Self::collect) returned, once the caller is done with it:
+    /// freed by the worker that allocated it.
+    pub fn discard(&self, derived: Vec<Derived>) {
+        if let Workers::Threads { trash, .. } = &self.workers {
+            // A worker that stopped cannot take it: it is freed here.
+            let _ = trash.send(derived);
+        }
     }
 
     /// One input, one epoch: what the agents derive from `event`.

@@ -184,10 +184,11 @@ struct Recorder<'a> {
 /// live desk appends on its own thread: an order leaves only once its cause is durable).
 struct LogWriter {
     batches: Option<std::sync::mpsc::SyncSender<Vec<NewEvent>>>,
-    /// Each append's result, with the batch's emptied buffer: the desk fills it again, so
-    /// that its buffers are neither freed on this thread nor grown anew from fresh pages.
+    /// Each append's result, with the batch written: the desk frees its events (on the
+    /// thread that allocated them) and fills the buffer again, rather than growing one
+    /// anew from fresh pages.
     results: std::sync::mpsc::Receiver<(Result<(), crypy_eventstore::Error>, Vec<NewEvent>)>,
-    /// Emptied buffers back from the writer, for the recorder to reuse.
+    /// Batches back from the writer, for the recorder to empty and reuse.
     spare: Vec<Vec<NewEvent>>,
     /// Batches sent whose result has not been read.
     pending: usize,
@@ -205,9 +206,9 @@ impl LogWriter {
         let thread = std::thread::Builder::new()
             .name("crypy-log-writer".into())
             .spawn(move || {
-                for mut batch in queue {
+                for batch in queue {
                     let result = writer_log.append(&batch).map(drop);
-                    batch.clear();
+                    // Freed by the desk's thread, which allocated it.
                     if done.send((result, batch)).is_err() {
                         break;
                     }
@@ -297,6 +298,7 @@ impl Recorder<'_> {
         match self.writer.as_mut() {
             Some(writer) => {
                 let mut rest = writer.spare.pop().unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + STAGE_LIMIT));
+                rest.clear();
                 rest.extend(self.buffer.drain(count..));
                 writer.send(std::mem::replace(&mut self.buffer, rest))
             }
@@ -426,14 +428,20 @@ impl DeskLoop<'_, '_> {
     fn check_oldest(&mut self, host: &mut Host) -> Result<(), SimError> {
         let Some(f) = self.in_flight.pop_front() else { return Ok(()) };
         let decided = host.collect(f.epoch);
-        let mut decided = decided.iter().filter(|(_, o)| !o.is_empty());
-        let mut foreseen = f.foreseen.iter().filter(|(_, o)| !o.is_empty());
-        loop {
-            match (decided.next(), foreseen.next()) {
-                (None, None) => break,
-                (Some(d), Some(f)) if d == f => {}
-                _ => return Err(SimError::Diverged),
+        let agree = {
+            let mut decided = decided.iter().filter(|(_, o)| !o.is_empty());
+            let mut foreseen = f.foreseen.iter().filter(|(_, o)| !o.is_empty());
+            loop {
+                match (decided.next(), foreseen.next()) {
+                    (None, None) => break true,
+                    (Some(d), Some(f)) if d == f => {}
+                    _ => break false,
+                }
             }
+        };
+        host.discard(decided);
+        if !agree {
+            return Err(SimError::Diverged);
         }
         self.checked_through = f.last_seq;
         Ok(())

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crypy_agents::society::{Out, Parent, Society};
+use crypy_agents::society::{Parent, Society};
 use crypy_agents::strategy::Registry;
 use crypy_agents::template::{Templates, FILES};
 use crypy_core::event::TemplateScope;
@@ -61,10 +61,12 @@ enum Recorded {
     Decision(Box<Envelope>),
 }
 
-struct Expected {
+/// A decision the agents derived, as the log should hold it; borrowed from what the workers
+/// returned, which go back to them to be freed.
+struct Expected<'d> {
     seq: u64,
     source: AgentId,
-    event: Event,
+    event: &'d Event,
     cause: Option<u64>,
     time: i64,
 }
@@ -235,14 +237,17 @@ impl Verifier {
             (Some(epoch), Some(host)) => host.collect(epoch),
             _ => Vec::new(),
         };
-        let mut derived: std::collections::BTreeMap<u64, Vec<Out>> = derived.into_iter().collect();
-        let mut expected: VecDeque<Expected> = VecDeque::new();
+        // In seq order, as the batch's inputs are.
+        let mut outputs = derived.iter().peekable();
+        let mut expected: VecDeque<Expected<'_>> = VecDeque::new();
         for recorded in batch {
             match recorded {
                 Recorded::Input { seq, time, run } => {
                     self.missing(&mut expected, run);
+                    while outputs.next_if(|(s, _)| *s < seq).is_some() {}
+                    let Some((_, outs)) = outputs.next_if(|(s, _)| *s == seq) else { continue };
                     let base = seq + 1;
-                    for (i, o) in derived.remove(&seq).unwrap_or_default().into_iter().enumerate() {
+                    for (i, o) in outs.iter().enumerate() {
                         let cause = Some(match o.parent {
                             Parent::Input => seq,
                             Parent::Output(j) => base + j as u64,
@@ -250,7 +255,7 @@ impl Verifier {
                         expected.push_back(Expected {
                             seq: base + i as u64,
                             source: o.source,
-                            event: o.event,
+                            event: &o.event,
                             cause,
                             time,
                         });
@@ -261,13 +266,13 @@ impl Verifier {
                     let x = expected.pop_front();
                     let same = x.as_ref().is_some_and(|x| {
                         x.source == e.source
-                            && x.event == e.event
+                            && *x.event == e.event
                             && x.cause == e.cause
                             && x.time == e.time
                             && x.seq == e.seq
                     });
                     if !same {
-                        let expected = x.map(|x| line(x.seq, e.run, x.time, x.source, x.cause, x.event));
+                        let expected = x.map(|x| line(x.seq, e.run, x.time, x.source, x.cause, x.event.clone()));
                         let found = Some(line(e.seq, e.run, e.time, e.source, e.cause, e.event));
                         self.differ(Difference { seq: e.seq, expected, found });
                     }
@@ -275,14 +280,18 @@ impl Verifier {
             }
         }
         self.missing(&mut expected, self.run.unwrap_or(0));
+        drop(expected);
+        if let Some(host) = self.host.as_ref() {
+            host.discard(derived);
+        }
     }
 
     /// Decisions the agents derive that the log lacks.
-    fn missing(&mut self, expected: &mut VecDeque<Expected>, run: u32) {
+    fn missing(&mut self, expected: &mut VecDeque<Expected<'_>>, run: u32) {
         for x in expected.drain(..) {
             let d = Difference {
                 seq: x.seq,
-                expected: Some(line(x.seq, run, x.time, x.source, x.cause, x.event)),
+                expected: Some(line(x.seq, run, x.time, x.source, x.cause, x.event.clone())),
                 found: None,
             };
             self.differ(d);

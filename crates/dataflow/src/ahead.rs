@@ -126,7 +126,8 @@ impl Ahead {
 /// priority, each job sent woke it onto the desk's own core, which it then took from the
 /// desk's thread for the length of a key derivation: in a backtest, at seven holder
 /// lifetimes out of ten (`perf sched`), a loss larger than the work it saved. Where the
-/// policy cannot be set the helper runs as before.
+/// policy cannot be set (or on other systems) the helper runs as before.
+#[cfg(target_os = "linux")]
 fn step_aside() {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadPriority,
@@ -136,11 +137,53 @@ fn step_aside() {
     let _ = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle);
 }
 
+#[cfg(not(target_os = "linux"))]
+fn step_aside() {}
+
 impl Drop for Ahead {
     fn drop(&mut self) {
         self.jobs.take();
         if let Some(helper) = self.helper.take() {
             let _ = helper.join();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The scheduling policies (field 41 of `/proc/self/task/TID/stat`) of this process's
+    /// threads called `name` (as the kernel keeps it: 15 bytes at most).
+    fn policies_of(name: &str) -> Vec<u32> {
+        let name = &name[..name.len().min(15)];
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+        tasks
+            .flatten()
+            .filter(|task| std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim_end() == name)
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                // The command may hold spaces: the fields after it start past its ')'.
+                let after = &stat[stat.rfind(')')? + 2..];
+                after.split(' ').nth(41 - 3)?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The helper never competes with the desk's thread for a core: it runs at SCHED_IDLE.
+    #[test]
+    fn the_helper_runs_only_on_an_idle_core() {
+        const SCHED_IDLE: u32 = 5;
+        let ahead = Ahead::start(b"secret", Reading::Decisions).expect("a thread");
+        let mut policies = Vec::new();
+        for _ in 0..500 {
+            policies = policies_of("crypy-keys-ahead");
+            if policies.contains(&SCHED_IDLE) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        drop(ahead);
+        assert!(policies.contains(&SCHED_IDLE), "the helper's policies: {policies:?}");
     }
 }

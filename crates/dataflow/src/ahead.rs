@@ -84,34 +84,37 @@ impl Ahead {
 
     /// Looks at `event` for work the agents will ask for.
     pub(crate) fn see(&mut self, event: &Event) {
-        let job = match (event, self.reading) {
-            (Event::AgentSpawned(s), Reading::Decisions)
-                if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) =>
-            {
-                let requested = self.requested.get(&s.agent).copied().unwrap_or(0);
-                if requested > s.generation + LEAD / 2 {
-                    return;
+        let job = match event {
+            Event::AgentSpawned(s) if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) => {
+                match self.reading {
+                    Reading::Decisions => return self.ask_ahead(s.agent, s.generation),
+                    Reading::Log => {
+                        self.generations.insert(s.agent, s.generation);
+                        Job::Key { holder: s.agent, generation: s.generation }
+                    }
                 }
-                let last = s.generation + LEAD;
-                for generation in (requested + 1).max(s.generation + 1)..=last {
-                    self.send(Job::Key { holder: s.agent, generation });
-                }
-                self.requested.insert(s.agent, last);
-                return;
             }
-            (Event::AgentSpawned(s), Reading::Log)
-                if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) =>
-            {
-                self.generations.insert(s.agent, s.generation);
-                Job::Key { holder: s.agent, generation: s.generation }
-            }
-            (Event::AllocationGranted(a), Reading::Log) => {
+            Event::AllocationGranted(a) if self.reading == Reading::Log => {
                 let Some(generation) = self.generations.get(&a.holder).copied() else { return };
                 Job::Signature { generation, allocation: Box::new((**a).clone()) }
             }
             _ => return,
         };
         self.send(job);
+    }
+
+    /// A desk running: asks for `holder`'s next lifetimes' keys, a block at a time, once
+    /// fewer than half of [`LEAD`] are left asked for beyond `generation`.
+    fn ask_ahead(&mut self, holder: AgentId, generation: u32) {
+        let requested = self.requested.get(&holder).copied().unwrap_or(0);
+        if requested > generation + LEAD / 2 {
+            return;
+        }
+        let last = generation + LEAD;
+        for next in (requested + 1).max(generation + 1)..=last {
+            self.send(Job::Key { holder, generation: next });
+        }
+        self.requested.insert(holder, last);
     }
 
     fn send(&self, job: Job) {

@@ -280,7 +280,6 @@ impl Verifier {
             }
         }
         self.missing(&mut expected, self.run.unwrap_or(0));
-        drop(expected);
         if let Some(host) = self.host.as_ref() {
             host.discard(derived);
         }

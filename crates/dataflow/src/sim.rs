@@ -428,17 +428,8 @@ impl DeskLoop<'_, '_> {
     fn check_oldest(&mut self, host: &mut Host) -> Result<(), SimError> {
         let Some(f) = self.in_flight.pop_front() else { return Ok(()) };
         let decided = host.collect(f.epoch);
-        let agree = {
-            let mut decided = decided.iter().filter(|(_, o)| !o.is_empty());
-            let mut foreseen = f.foreseen.iter().filter(|(_, o)| !o.is_empty());
-            loop {
-                match (decided.next(), foreseen.next()) {
-                    (None, None) => break true,
-                    (Some(d), Some(f)) if d == f => {}
-                    _ => break false,
-                }
-            }
-        };
+        let deciding = |d: &&crate::host::Derived| !d.1.is_empty();
+        let agree = decided.iter().filter(deciding).eq(f.foreseen.iter().filter(deciding));
         host.discard(decided);
         if !agree {
             return Err(SimError::Diverged);

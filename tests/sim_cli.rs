@@ -113,6 +113,39 @@ fn replay_verifies_a_fresh_log_and_names_an_altered_decision() {
     assert!(out.contains(&format!("difference at seq {victim}")), "{out}");
 }
 
+/// A holder signs with one key for all its lifetimes, or (as every log recorded before the
+/// setting existed) with a new key per lifetime; each run replays exactly either way.
+#[test]
+fn holder_keys_follow_the_template_scope_and_both_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (templates, market) = setup(dir.path(), 1500);
+    let holder = std::fs::read_to_string(templates.join("holder.toml")).unwrap();
+    assert!(holder.contains("key = \"asset\""), "the shipped holder template: {holder}");
+    for (scope, text) in
+        [("asset", holder.clone()), ("lifetime", holder.replace("key = \"asset\"", "key = \"lifetime\""))]
+    {
+        let scoped = dir.path().join(format!("templates-{scope}"));
+        std::fs::create_dir_all(&scoped).unwrap();
+        std::fs::copy(templates.join("trader.toml"), scoped.join("trader.toml")).unwrap();
+        std::fs::write(scoped.join("holder.toml"), text).unwrap();
+        let data = dir.path().join(format!("data-{scope}"));
+        sim(&data, &scoped, &market);
+        let keys: Vec<String> = log_without_wall(&data)
+            .iter()
+            .filter(|e| e["kind"] == "agent_spawned" && !e["data"]["public_key"].is_null())
+            .map(|e| e["data"]["public_key"].as_str().unwrap().to_string())
+            .collect();
+        assert!(keys.len() >= 2, "{scope}: several holder lifetimes: {keys:?}");
+        let distinct: std::collections::BTreeSet<_> = keys.iter().collect();
+        match scope {
+            "asset" => assert_eq!(distinct.len(), 1, "one key for every lifetime: {keys:?}"),
+            _ => assert_eq!(distinct.len(), keys.len(), "a key per lifetime: {keys:?}"),
+        }
+        let ok = run(crypy(&data).args(["replay", "--verify"]), 0);
+        assert!(ok.contains("ok: every recorded decision is reproduced exactly"), "{scope}: {ok}");
+    }
+}
+
 #[test]
 fn end_balances_are_start_balances_plus_fills_minus_fees_exactly() {
     let dir = tempfile::tempdir().unwrap();

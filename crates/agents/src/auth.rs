@@ -2,9 +2,10 @@
 //! desk checks before it lets an order through.
 //!
 //! A holder's ed25519 key is derived from the data dir's secret (kept outside the log and
-//! never logged) and the holder's name and generation, so a replay re-derives the same keys
-//! and reproduces the same signatures byte for byte. The public key travels in the holder's
-//! `agent_spawned` event; the desk verifies allocations against it.
+//! never logged) and the holder's name — and, under [`KeyScope::Lifetime`], its generation —
+//! so a replay re-derives the same keys and reproduces the same signatures byte for byte.
+//! The public key travels in each lifetime's `agent_spawned` event; the desk verifies
+//! allocations against the latest one it saw.
 //!
 //! What is signed is the allocation's canonical text, every field but the signature, in a
 //! fixed order: `crypy-allocation-v1|id|proposal|holder|trader|pair|asset|amount|expires_at|nonce`.
@@ -14,10 +15,30 @@ use std::fmt;
 use crypy_core::event::{Allocation, PublicKey, Signature};
 use crypy_core::AgentId;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::Deserialize;
 use sha2::{Digest, Sha512};
 use thiserror::Error;
 
-/// A holder's signing key for one lifetime. Its `Debug` never shows the key.
+/// Which lifetimes of a holder share a key (the holder template's `[authorization] key`).
+///
+/// Every key derives from the same data-dir secret, so a key per lifetime does not protect
+/// more than a key per asset: what stops a retired lifetime's allocation from being used
+/// again is the desk's nonce check (nonces are unique across a holder's lifetimes), and a
+/// retired holder decides nothing. A fresh key costs an ed25519 key derivation (a fixed-base
+/// scalar multiplication and a compression, ~25 µs) at every lifetime, which is at every
+/// position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyScope {
+    /// One key for every lifetime of the holder of an asset.
+    Asset,
+    /// A new key at each lifetime. What a template that does not say gets: the only
+    /// scheme before `key` existed, so logs recorded then replay as they were made.
+    #[default]
+    Lifetime,
+}
+
+/// A holder's signing key. Its `Debug` never shows the key.
 pub struct HolderKey(SigningKey);
 
 impl fmt::Debug for HolderKey {
@@ -28,14 +49,19 @@ impl fmt::Debug for HolderKey {
 
 impl HolderKey {
     /// The key of `holder`'s `generation`-th lifetime under the data dir's `secret`.
-    pub fn derive(secret: &[u8], holder: &AgentId, generation: u32) -> Self {
+    pub fn derive(secret: &[u8], holder: &AgentId, generation: u32, scope: KeyScope) -> Self {
         let mut h = Sha512::new();
-        h.update(b"crypy holder key v1\0");
+        h.update(match scope {
+            KeyScope::Lifetime => b"crypy holder key v1\0",
+            KeyScope::Asset => b"crypy holder key v2\0",
+        });
         h.update((secret.len() as u64).to_le_bytes());
         h.update(secret);
         h.update(holder.to_string().as_bytes());
         h.update(b"\0");
-        h.update(generation.to_le_bytes());
+        if scope == KeyScope::Lifetime {
+            h.update(generation.to_le_bytes());
+        }
         let digest = h.finalize();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&digest[..32]);
@@ -202,28 +228,51 @@ mod tests {
         }
     }
 
+    use KeyScope::{Asset, Lifetime};
+
+    fn public(secret: &[u8], holder: &str, generation: u32, scope: KeyScope) -> PublicKey {
+        HolderKey::derive(secret, &holder.parse().unwrap(), generation, scope).public()
+    }
+
     #[test]
     fn keys_are_reproducible_and_specific() {
-        let eur: AgentId = "EUR".parse().unwrap();
-        assert_eq!(HolderKey::derive(b"s", &eur, 1).public(), HolderKey::derive(b"s", &eur, 1).public());
-        assert_ne!(HolderKey::derive(b"s", &eur, 1).public(), HolderKey::derive(b"s", &eur, 2).public());
-        assert_ne!(HolderKey::derive(b"s", &eur, 1).public(), HolderKey::derive(b"t", &eur, 1).public());
-        assert!(!format!("{:?}", HolderKey::derive(b"s", &eur, 1)).contains("SigningKey"));
+        for scope in [Asset, Lifetime] {
+            assert_eq!(public(b"s", "EUR", 1, scope), public(b"s", "EUR", 1, scope));
+            assert_ne!(public(b"s", "EUR", 1, scope), public(b"t", "EUR", 1, scope));
+            assert_ne!(public(b"s", "EUR", 1, scope), public(b"s", "XBT", 1, scope));
+            assert!(!format!("{:?}", HolderKey::derive(b"s", &"EUR".parse().unwrap(), 1, scope)).contains("SigningKey"));
+        }
+        assert_ne!(public(b"s", "EUR", 1, Lifetime), public(b"s", "EUR", 2, Lifetime));
+        assert_eq!(public(b"s", "EUR", 1, Asset), public(b"s", "EUR", 2, Asset));
+        assert_ne!(public(b"s", "EUR", 1, Asset), public(b"s", "EUR", 1, Lifetime));
+    }
+
+    /// Logs recorded before the scope existed hold per-lifetime keys derived exactly so: a
+    /// change here would make every one of them fail `replay --verify`. The keys are those a
+    /// `crypy sim` built before the scope existed published for its EUR holder's first two
+    /// lifetimes, in a data dir with this secret.
+    #[test]
+    fn per_lifetime_keys_are_derived_as_they_always_were() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let first = "41b2d22e542911e08ee423e8342a6ef1d76f02d3a6023cc6a1f03fd4eb55e79e";
+        let second = "09f7fdf8f85a19f4f32c26d720ea634f4c9d5178645a70dd2eec7fc284d0fd87";
+        assert_eq!(public(secret, "EUR", 1, Lifetime).to_string(), first);
+        assert_eq!(public(secret, "EUR", 2, Lifetime).to_string(), second);
     }
 
     #[test]
     fn only_the_holders_signature_on_the_exact_allocation_verifies() {
         let eur: AgentId = "EUR".parse().unwrap();
-        let key = HolderKey::derive(b"secret", &eur, 1);
+        let key = HolderKey::derive(b"secret", &eur, 1, Lifetime);
         let mut a = allocation();
         key.sign(&mut a);
         assert_eq!(verify(&key.public(), &a), Ok(()));
         // Same bytes again: a replay re-derives the key and gets the same signature.
         let mut again = allocation();
-        HolderKey::derive(b"secret", &eur, 1).sign(&mut again);
+        HolderKey::derive(b"secret", &eur, 1, Lifetime).sign(&mut again);
         assert_eq!(again.signature, a.signature);
         // Anyone else's key, or any changed field, fails.
-        let other = HolderKey::derive(b"secret", &"XBT".parse().unwrap(), 1);
+        let other = HolderKey::derive(b"secret", &"XBT".parse().unwrap(), 1, Lifetime);
         assert_eq!(verify(&other.public(), &a), Err(AuthError::BadSignature));
         let mut more = a.clone();
         more.amount = "25000".parse().unwrap();
@@ -245,9 +294,10 @@ mod tests {
             generation in 1u32..1000,
             amount in 1u64..10_000_000,
             nonce in 0u64..1000,
+            per_asset in proptest::bool::ANY,
         ) {
             let eur: AgentId = "EUR".parse().unwrap();
-            let key = HolderKey::derive(&secret, &eur, generation);
+            let key = HolderKey::derive(&secret, &eur, generation, if per_asset { Asset } else { Lifetime });
             let mut a = allocation();
             a.amount = Money::new(rust_decimal::Decimal::new(amount as i64, 2));
             a.nonce = nonce;

@@ -272,7 +272,7 @@ impl DeskGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::HolderKey;
+    use crate::auth::{HolderKey, KeyScope};
     use crate::template::Templates;
     use crypy_core::event::{AgentSpawned, KillSwitchEngaged, Signature};
     use crypy_core::{Candle, Interval, Qty};
@@ -293,7 +293,7 @@ mod tests {
     /// 1,000 EUR for XBT/EUR#1, valid until t = 1,000.
     fn gate() -> (DeskGate, Allocation) {
         let mut g = DeskGate::new(Templates::default().desk.limits);
-        let key = HolderKey::derive(b"secret", &eur(), 1);
+        let key = HolderKey::derive(b"secret", &eur(), 1, KeyScope::Asset);
         g.handle(
             0,
             &"sim:main".parse().unwrap(),
@@ -430,7 +430,7 @@ mod tests {
                     let mut forged = a.clone();
                     forged.id = 2;
                     forged.nonce = 2;
-                    HolderKey::derive(b"secret", &"XBT".parse().unwrap(), 1).sign(&mut forged);
+                    HolderKey::derive(b"secret", &"XBT".parse().unwrap(), 1, KeyScope::Asset).sign(&mut forged);
                     g.handle(0, &"EUR".parse().unwrap(), &Event::AllocationGranted(Box::new(forged)));
                 }),
                 trader(),

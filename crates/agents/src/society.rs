@@ -501,7 +501,8 @@ impl Society {
                 *g
             };
             let agent = AgentId::Holder(asset);
-            let key = HolderKey::derive(&self.secret, &agent, generation);
+            let scope = self.holder_template(asset).authorization.key;
+            let key = HolderKey::derive(&self.secret, &agent, generation, scope);
             let public_key = Some(key.public());
             self.holders.insert(asset, Holder { generation, key, traders: Vec::new(), outstanding: None });
             queue.push_back((

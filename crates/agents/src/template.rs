@@ -92,6 +92,16 @@ pub struct HolderTemplate {
     pub criteria: Criteria,
     #[serde(default)]
     pub learning: HolderLearning,
+    #[serde(default)]
+    pub authorization: HolderAuthorization,
+}
+
+/// How a holder signs its allocations (see `templates/holder.toml`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolderAuthorization {
+    #[serde(default)]
+    pub key: crate::auth::KeyScope,
 }
 
 /// What a holder learns across its lifetimes (see `templates/holder.toml`).
@@ -568,7 +578,7 @@ mod diff_tests {
             (
                 "criteria.min_sharp",
                 "1",
-                "no key \"criteria.min_sharp\"; keys: avoid, avoid_until, criteria.allocation_ttl_minutes",
+                "no key \"criteria.min_sharp\"; keys: authorization.key, avoid, avoid_until, criteria.allocation_ttl_minutes",
             ),
             ("criteria", "1", "is a table"),
             ("criteria.min_trades", "many", "takes a integer"),
@@ -578,6 +588,17 @@ mod diff_tests {
             let err = set_field(template, key, value).unwrap_err();
             assert!(err.contains(needle), "{key}: {err}");
         }
+        // The shipped holder signs with one key per asset; a template written before the
+        // setting existed keeps a key per lifetime, as its logs were recorded.
+        assert_eq!(HolderTemplate::parse("h", DEFAULT_HOLDER).unwrap().authorization.key, crate::auth::KeyScope::Asset);
+        let before = &DEFAULT_HOLDER[..DEFAULT_HOLDER.find("[authorization]").unwrap()];
+        assert_eq!(HolderTemplate::parse("h", before).unwrap().authorization.key, crate::auth::KeyScope::Lifetime);
+        // A holder's key scope is one of two words; the template refuses any other.
+        let (_, text) = set_field(DEFAULT_HOLDER, "authorization.key", "lifetime").unwrap();
+        assert_eq!(HolderTemplate::parse("h", &text).unwrap().authorization.key, crate::auth::KeyScope::Lifetime);
+        let (_, text) = set_field(DEFAULT_HOLDER, "authorization.key", "trader").unwrap();
+        let err = HolderTemplate::parse("h", &text).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `trader`, expected `asset` or `lifetime`"), "{err}");
     }
 
     #[test]

@@ -1,25 +1,29 @@
 //! The holders' ed25519 work done ahead of the agents, on a thread of its own.
 //!
-//! A holder's key is a pure function of the data dir's secret, its name and its generation,
-//! and a signature of the key and the allocation's bytes; the agents ask a process-wide
-//! memo for both before computing (`crypy_agents::auth`). Per position a holder lifetime
-//! starts (a key) and an allocation is signed: on a backtest or a replay these are a third of
-//! the critical thread's time. What can be known before the agents ask is computed here on
-//! the other core meanwhile, so that they find it in the memo:
-//! - a desk running: the next generation of a holder whose lifetime just started;
+//! A holder's key is a pure function of the data dir's secret, its name and (when its
+//! template gives each lifetime a key of its own) its generation, and a signature of the key
+//! and the allocation's bytes; the agents ask a process-wide memo for both before computing
+//! (`crypy_agents::auth`). Per position an allocation is signed, and under per-lifetime keys
+//! a holder lifetime starts (a key): on a backtest or a replay these were a third of the
+//! critical thread's time. What can be known before the agents ask is computed here on the
+//! other core meanwhile, so that they find it in the memo:
+//! - a desk running: the next generations' keys of a holder with a key per lifetime;
 //! - a replay, which reads the log ahead of the workers: every recorded holder lifetime's
 //!   key and every recorded allocation's signature, as the holder's key makes it over the
 //!   recorded fields. A log whose signature was altered still fails to verify: the memo
 //!   holds what the key makes, never what the log says.
 //!
+//! Which scope a holder's key has is read off the key its lifetime published: the helper
+//! compares it with the holder's per-asset key.
+//!
 //! Only time changes: whatever is not ready when asked for, the agents compute themselves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
-use crypy_agents::auth::HolderKey;
-use crypy_core::event::Allocation;
+use crypy_agents::auth::{HolderKey, KeyScope};
+use crypy_core::event::{Allocation, PublicKey};
 use crypy_core::{AgentId, Event};
 
 /// Jobs queued at most; more are dropped (the agents then compute what they need).
@@ -31,8 +35,11 @@ const QUEUED: usize = 256;
 const LEAD: u32 = 16;
 
 enum Job {
-    Key { holder: AgentId, generation: u32 },
-    Signature { generation: u32, allocation: Box<Allocation> },
+    /// `holder`'s lifetime `generation` published `published`: its key, and those of the
+    /// lifetimes up to `ahead_to` if each lifetime has a key of its own.
+    Spawned { holder: AgentId, generation: u32, published: PublicKey, ahead_to: u32 },
+    /// A recorded allocation, to sign as its holder's current lifetime does.
+    Signature(Box<Allocation>),
 }
 
 /// What the helper is told to look at.
@@ -48,56 +55,73 @@ pub(crate) struct Ahead {
     reading: Reading,
     jobs: Option<SyncSender<Job>>,
     helper: Option<JoinHandle<()>>,
-    /// The latest generation of each holder seen in the log.
-    generations: BTreeMap<AgentId, u32>,
     /// A desk running: the latest generation of each holder whose key was asked for.
     requested: BTreeMap<AgentId, u32>,
+}
+
+/// The helper's side: what it knows of each holder's current lifetime.
+struct Helper {
+    secret: Vec<u8>,
+    lifetimes: HashMap<AgentId, (u32, KeyScope)>,
+}
+
+impl Helper {
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Spawned { holder, generation, published, ahead_to } => {
+                let scope =
+                    if HolderKey::derive(&self.secret, &holder, generation, KeyScope::Asset).public() == published {
+                        KeyScope::Asset
+                    } else {
+                        KeyScope::Lifetime
+                    };
+                self.lifetimes.insert(holder, (generation, scope));
+                if scope == KeyScope::Lifetime {
+                    for g in generation..=ahead_to.max(generation) {
+                        drop(HolderKey::derive(&self.secret, &holder, g, scope));
+                    }
+                }
+            }
+            Job::Signature(mut allocation) => {
+                // A lifetime whose spawn was dropped from a full queue is left to the agents.
+                if let Some(&(generation, scope)) = self.lifetimes.get(&allocation.holder) {
+                    HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
+                }
+            }
+        }
+    }
 }
 
 impl Ahead {
     /// A helper thread for the holders of `secret`; `None` if the system refuses a thread.
     pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
         let (jobs, queue) = sync_channel::<Job>(QUEUED);
-        let secret = secret.to_vec();
+        let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new() };
         let helper = std::thread::Builder::new()
             .name("crypy-keys-ahead".into())
             .spawn(move || {
                 step_aside();
                 for job in queue {
-                    match job {
-                        Job::Key { holder, generation } => drop(HolderKey::derive(&secret, &holder, generation)),
-                        Job::Signature { generation, mut allocation } => {
-                            HolderKey::derive(&secret, &allocation.holder, generation).sign(&mut allocation)
-                        }
-                    }
+                    helper.run(job);
                 }
             })
             .ok()?;
-        Some(Ahead {
-            reading,
-            jobs: Some(jobs),
-            helper: Some(helper),
-            generations: BTreeMap::new(),
-            requested: BTreeMap::new(),
-        })
+        Some(Ahead { reading, jobs: Some(jobs), helper: Some(helper), requested: BTreeMap::new() })
     }
 
     /// Looks at `event` for work the agents will ask for.
     pub(crate) fn see(&mut self, event: &Event) {
         let job = match event {
-            Event::AgentSpawned(s) if s.public_key.is_some() && matches!(s.agent, AgentId::Holder(_)) => {
+            Event::AgentSpawned(s) if matches!(s.agent, AgentId::Holder(_)) => {
+                let Some(published) = s.public_key else { return };
                 match self.reading {
-                    Reading::Decisions => return self.ask_ahead(s.agent, s.generation),
+                    Reading::Decisions => return self.ask_ahead(s.agent, s.generation, published),
                     Reading::Log => {
-                        self.generations.insert(s.agent, s.generation);
-                        Job::Key { holder: s.agent, generation: s.generation }
+                        Job::Spawned { holder: s.agent, generation: s.generation, published, ahead_to: s.generation }
                     }
                 }
             }
-            Event::AllocationGranted(a) if self.reading == Reading::Log => {
-                let Some(generation) = self.generations.get(&a.holder).copied() else { return };
-                Job::Signature { generation, allocation: Box::new((**a).clone()) }
-            }
+            Event::AllocationGranted(a) if self.reading == Reading::Log => Job::Signature(Box::new((**a).clone())),
             _ => return,
         };
         self.send(job);
@@ -105,16 +129,14 @@ impl Ahead {
 
     /// A desk running: asks for `holder`'s next lifetimes' keys, a block at a time, once
     /// fewer than half of [`LEAD`] are left asked for beyond `generation`.
-    fn ask_ahead(&mut self, holder: AgentId, generation: u32) {
+    fn ask_ahead(&mut self, holder: AgentId, generation: u32, published: PublicKey) {
         let requested = self.requested.get(&holder).copied().unwrap_or(0);
         if requested > generation + LEAD / 2 {
             return;
         }
-        let last = generation + LEAD;
-        for next in (requested + 1).max(generation + 1)..=last {
-            self.send(Job::Key { holder, generation: next });
-        }
-        self.requested.insert(holder, last);
+        let ahead_to = generation + LEAD;
+        self.send(Job::Spawned { holder, generation, published, ahead_to });
+        self.requested.insert(holder, ahead_to);
     }
 
     fn send(&self, job: Job) {

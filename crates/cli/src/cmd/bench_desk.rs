@@ -41,7 +41,7 @@ pub fn parse_strategy(text: &str) -> anyhow::Result<(&'static str, u32, u32)> {
 /// limits that never bind — so that the agents do exactly what the peers' backtests do
 /// (enter when the fast average is above the slow one and flat, leave when it is below),
 /// through the same proposal, allocation and gate path as any run. Nothing learns: the peers'
-/// strategy objects do not.
+/// strategy objects do not. The holder's key is the shipped template's: one per asset.
 pub fn backtest_templates(
     pair: Pair,
     interval: Interval,
@@ -56,7 +56,8 @@ pub fn backtest_templates(
     );
     let holder = format!(
         "pairs = [\"{pair}\"]\n[criteria]\nmin_return = -inf\nmin_sharpe = -inf\nmax_drawdown = 1.0\nmin_trades = 0\n\
-         max_fraction = 1.0\nallocation_ttl_minutes = 525600\n[learning]\navoid_after_losing_pairs = 0\nevidence_days = 30\n"
+         max_fraction = 1.0\nallocation_ttl_minutes = 525600\n[learning]\navoid_after_losing_pairs = 0\nevidence_days = 30\n\
+         [authorization]\nkey = \"asset\"\n"
     );
     // Evaluating every bar lets the next trader generation propose (and so re-enter) on the
     // first bar after the previous one's exit, as a single strategy object would.
@@ -356,5 +357,7 @@ mod tests {
         assert_eq!(t.trader.learning.drop_after_losses, 0);
         assert_eq!(t.holder.learning.avoid_after_losing_pairs, 0);
         assert_eq!(t.desk.learning.divert_after_losing_lifetimes, 0);
+        // Its holder signs as a default holder does: a like-for-like of `crypy sim`.
+        assert_eq!(t.holder.authorization, Templates::default().holder.authorization);
     }
 }

@@ -38,8 +38,8 @@ enum Job {
     /// `holder`'s lifetime `generation` published `published`: its key, and those of the
     /// lifetimes up to `ahead_to` if each lifetime has a key of its own.
     Spawned { holder: AgentId, generation: u32, published: PublicKey, ahead_to: u32 },
-    /// A recorded allocation, to sign as its holder's current lifetime does.
-    Signature(Box<Allocation>),
+    /// A recorded allocation of its holder's lifetime `generation`, to sign as it does.
+    Signature { generation: u32, allocation: Box<Allocation> },
 }
 
 /// What the helper is told to look at.
@@ -57,6 +57,8 @@ pub(crate) struct Ahead {
     helper: Option<JoinHandle<()>>,
     /// A desk running: the latest generation of each holder whose key was asked for.
     requested: BTreeMap<AgentId, u32>,
+    /// A replay: the latest generation of each holder seen in the log.
+    generations: BTreeMap<AgentId, u32>,
 }
 
 /// The helper's side: what it knows of each holder's current lifetime.
@@ -82,10 +84,12 @@ impl Helper {
                     }
                 }
             }
-            Job::Signature(mut allocation) => {
+            Job::Signature { generation, mut allocation } => {
                 // A lifetime whose spawn was dropped from a full queue is left to the agents.
-                if let Some(&(generation, scope)) = self.lifetimes.get(&allocation.holder) {
-                    HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
+                if let Some(&(known, scope)) = self.lifetimes.get(&allocation.holder) {
+                    if known == generation {
+                        HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
+                    }
                 }
             }
         }
@@ -106,7 +110,13 @@ impl Ahead {
                 }
             })
             .ok()?;
-        Some(Ahead { reading, jobs: Some(jobs), helper: Some(helper), requested: BTreeMap::new() })
+        Some(Ahead {
+            reading,
+            jobs: Some(jobs),
+            helper: Some(helper),
+            requested: BTreeMap::new(),
+            generations: BTreeMap::new(),
+        })
     }
 
     /// Looks at `event` for work the agents will ask for.
@@ -117,11 +127,15 @@ impl Ahead {
                 match self.reading {
                     Reading::Decisions => return self.ask_ahead(s.agent, s.generation, published),
                     Reading::Log => {
+                        self.generations.insert(s.agent, s.generation);
                         Job::Spawned { holder: s.agent, generation: s.generation, published, ahead_to: s.generation }
                     }
                 }
             }
-            Event::AllocationGranted(a) if self.reading == Reading::Log => Job::Signature(Box::new((**a).clone())),
+            Event::AllocationGranted(a) if self.reading == Reading::Log => {
+                let Some(generation) = self.generations.get(&a.holder).copied() else { return };
+                Job::Signature { generation, allocation: Box::new((**a).clone()) }
+            }
             _ => return,
         };
         self.send(job);
@@ -210,5 +224,24 @@ mod tests {
         }
         drop(ahead);
         assert!(policies.contains(&SCHED_IDLE), "the helper's policies: {policies:?}");
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    /// The helper tells a holder's key scope from the key its lifetime published, and signs a
+    /// recorded allocation only for the lifetime it knows.
+    #[test]
+    fn the_helper_reads_the_scope_off_the_published_key() {
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let eur: AgentId = "EUR".parse().unwrap();
+        let mut helper = Helper { secret: secret.clone(), lifetimes: HashMap::new() };
+        for (generation, scope) in [(1, KeyScope::Asset), (2, KeyScope::Lifetime), (3, KeyScope::Asset)] {
+            let published = HolderKey::derive(&secret, &eur, generation, scope).public();
+            helper.run(Job::Spawned { holder: eur, generation, published, ahead_to: generation });
+            assert_eq!(helper.lifetimes.get(&eur), Some(&(generation, scope)), "generation {generation}");
+        }
     }
 }

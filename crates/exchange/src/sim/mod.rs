@@ -406,13 +406,17 @@ impl Simulator {
 
     /// Matches the open orders of `bar`'s pair at its open, in placement order.
     fn match_bar(&mut self, bar: &Candle) {
-        let market = self.markets[&bar.pair].clone();
         let keys: Vec<u64> = self
             .orders
             .iter()
             .filter(|(_, o)| o.request.pair == bar.pair && o.arrival < bar.close_time())
             .map(|(k, _)| *k)
             .collect();
+        if keys.is_empty() {
+            // Most bars: no order to match, and no market (with its symbol's String) to copy.
+            return;
+        }
+        let market = self.markets[&bar.pair].clone();
         for key in keys {
             let order = self.orders[&key].clone();
             let Some((raw_price, maker)) = self.execution(&order, bar) else { continue };

@@ -207,6 +207,9 @@ pub struct Society {
     watch: Option<Watch>,
     /// The view of the bar being handled.
     view: Option<BarView>,
+    /// The room of the last view and of the scores it displaced, for the trackers to reuse
+    /// ([`Society::take_spare_view`]).
+    spare_view: Option<BarView>,
     /// Derives holder keys; never logged, never shown.
     secret: Vec<u8>,
     gate: DeskGate,
@@ -286,6 +289,7 @@ impl Society {
             variant_names,
             watch: Some(watch),
             view: None,
+            spare_view: None,
             secret,
             markets: BTreeMap::new(),
             capabilities: None,
@@ -338,7 +342,17 @@ impl Society {
     /// reports, order outcomes, commands, template changes).
     pub fn handle(&mut self, input: &Envelope) -> Vec<Out> {
         let view = self.watch.as_mut().and_then(|w| w.see(&input.event));
-        self.handle_viewed(input, view)
+        let out = self.handle_viewed(input, view);
+        if let (Some(watch), Some(spare)) = (self.watch.as_mut(), self.spare_view.take()) {
+            watch.recycle(spare);
+        }
+        out
+    }
+
+    /// The room of the last input's view, for the [`Watch`] that made it
+    /// ([`Watch::recycle`]): a host running the trackers itself hands it back.
+    pub fn take_spare_view(&mut self) -> Option<BarView> {
+        self.spare_view.take()
     }
 
     /// [`handle`](Self::handle) with the input's view computed elsewhere: what the pair's
@@ -361,8 +375,9 @@ impl Society {
             });
             self.route(input.time, &source, &event, index, &mut queue);
         }
-        if let Some(BarView { pair, scores: Some(scores), .. }) = self.view.take() {
-            self.last_scores.insert(pair, scores);
+        if let Some(BarView { pair, wants, scores }) = self.view.take() {
+            let displaced = scores.and_then(|scores| self.last_scores.insert(pair, scores));
+            self.spare_view = Some(BarView { pair, wants, scores: displaced });
         }
         out
     }

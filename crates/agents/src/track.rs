@@ -302,11 +302,18 @@ impl Tracker {
 
     /// Every variant's signal after the last bar, as a [`BarView::wants`] bit set.
     pub fn wants(&self) -> Vec<u64> {
-        let mut wants = vec![0u64; self.followers.len().div_ceil(64)];
+        let mut wants = Vec::new();
+        self.wants_into(&mut wants);
+        wants
+    }
+
+    /// [`wants`](Self::wants) into `wants`, whose room is reused.
+    pub fn wants_into(&self, wants: &mut Vec<u64>) {
+        wants.clear();
+        wants.resize(self.followers.len().div_ceil(64), 0);
         for (i, f) in self.followers.iter().enumerate() {
             wants[i / 64] |= u64::from(f.long) << (i % 64);
         }
-        wants
     }
 
     /// Takes the next bar. Prices must be finite and positive (the log's candles are).
@@ -394,27 +401,30 @@ impl Tracker {
 
     /// Every variant's score on the current window, in grid order.
     pub fn scores(&self, periods_per_year: f64) -> Vec<Score> {
+        let mut scores = Vec::new();
+        self.scores_into(periods_per_year, &mut scores);
+        scores
+    }
+
+    /// [`scores`](Self::scores) into `scores`, whose room is reused.
+    pub fn scores_into(&self, periods_per_year: f64, scores: &mut Vec<Score>) {
         let first_entry = (self.bars + 1).saturating_sub(self.look_back as u64);
         let steps = self.window().saturating_sub(1) as f64;
-        self.followers
-            .iter()
-            .zip(&self.windows)
-            .zip(&self.trades)
-            .map(|((f, window), trade)| {
-                let mut total = window.total();
-                if f.open && trade.entry >= first_entry {
-                    total = total.then(&trade.summary);
-                }
-                Score {
-                    total_return: total.growth - 1.0,
-                    sharpe: crate::evaluate::sharpe(total.sum, total.sum_sq, steps, periods_per_year),
-                    max_drawdown: 1.0 - total.worst,
-                    win_rate: if total.closed > 0 { f64::from(total.wins) / f64::from(total.closed) } else { 0.0 },
-                    trades: total.trades,
-                    fees: total.fees,
-                }
-            })
-            .collect()
+        scores.clear();
+        scores.extend(self.followers.iter().zip(&self.windows).zip(&self.trades).map(|((f, window), trade)| {
+            let mut total = window.total();
+            if f.open && trade.entry >= first_entry {
+                total = total.then(&trade.summary);
+            }
+            Score {
+                total_return: total.growth - 1.0,
+                sharpe: crate::evaluate::sharpe(total.sum, total.sum_sq, steps, periods_per_year),
+                max_drawdown: 1.0 - total.worst,
+                win_rate: if total.closed > 0 { f64::from(total.wins) / f64::from(total.closed) } else { 0.0 },
+                trades: total.trades,
+                fees: total.fees,
+            }
+        }));
     }
 }
 
@@ -455,6 +465,10 @@ pub struct Watch {
     evaluate_every: i64,
     fee_rate: f64,
     trackers: BTreeMap<Pair, Tracker>,
+    /// Room of views the caller handed back ([`Watch::recycle`]), for the next views: a view
+    /// per candle was two allocations per bar in each society.
+    spare_wants: Vec<u64>,
+    spare_scores: Vec<Score>,
 }
 
 impl Watch {
@@ -465,7 +479,22 @@ impl Watch {
             evaluate_every: i64::from(evaluate_every_minutes.max(1)) * 60_000,
             fee_rate: DEFAULT_TAKER_FEE.to_f64().unwrap_or_default(),
             trackers: BTreeMap::new(),
+            spare_wants: Vec::new(),
+            spare_scores: Vec::new(),
         }
+    }
+
+    /// Takes back the room of a view the caller is done with.
+    pub fn recycle(&mut self, view: BarView) {
+        self.spare_wants = view.wants;
+        if let Some((_, scores)) = view.scores {
+            self.recycle_scores(scores);
+        }
+    }
+
+    /// Takes back the room of scores the caller is done with.
+    pub fn recycle_scores(&mut self, scores: Vec<Score>) {
+        self.spare_scores = scores;
     }
 
     /// Takes one input event: capabilities set the fee, a candle moves its pair's tracker
@@ -485,12 +514,17 @@ impl Watch {
                 let tracker =
                     self.trackers.entry(c.pair).or_insert_with(|| Tracker::new(strategies.clone(), look_back, rules));
                 tracker.push(c.open.to_f64(), c.close.to_f64());
-                let wants = tracker.wants();
+                let mut wants = std::mem::take(&mut self.spare_wants);
+                tracker.wants_into(&mut wants);
                 let window = tracker.window();
                 let closes_at = c.open_time + c.interval.millis();
                 let due = closes_at.rem_euclid(self.evaluate_every) < c.interval.millis() && window * 2 >= look_back;
                 let periods_per_year = 365.0 * 86_400.0 / f64::from(c.interval.secs().max(1));
-                let scores = due.then(|| (window as u32, tracker.scores(periods_per_year)));
+                let scores = due.then(|| {
+                    let mut scores = std::mem::take(&mut self.spare_scores);
+                    tracker.scores_into(periods_per_year, &mut scores);
+                    (window as u32, scores)
+                });
                 Some(BarView { pair: c.pair, wants, scores })
             }
             _ => None,
@@ -603,5 +637,32 @@ mod tests {
         }
         assert!(close.len() > 8000);
         check(&open, &close, 2000, 1990, 397, 0.0026, 0.0);
+    }
+
+    /// Views made in a watch's recycled room are the views a fresh watch makes.
+    #[test]
+    fn recycled_views_are_the_fresh_ones() {
+        let strategies = grid(&["sma_cross fast=2..10/3 slow=5..30/6", "ema_cross fast=2..10/4 slow=6..30/8"]);
+        let (mut fresh, mut reusing) = (Watch::new(strategies.clone(), 40, 3), Watch::new(strategies, 40, 3));
+        let pair: Pair = "XBT/EUR".parse().unwrap();
+        let mut price = 100.0f64;
+        for bar in 0..300i64 {
+            price *= 1.0 + 0.01 * ((bar * 7919 % 13) as f64 - 6.0) / 6.0;
+            let p = |x: f64| crypy_core::Price::new(rust_decimal::Decimal::from_f64_retain(x).unwrap().round_dp(2));
+            let candle = Event::Candle(crypy_core::market::Candle {
+                pair,
+                interval: "1m".parse().unwrap(),
+                open_time: bar * 60_000,
+                open: p(price * 0.999),
+                high: p(price * 1.01),
+                low: p(price * 0.99),
+                close: p(price),
+                volume: crypy_core::Qty::new(rust_decimal::Decimal::ONE),
+                trades: None,
+            });
+            let (a, b) = (fresh.see(&candle).unwrap(), reusing.see(&candle).unwrap());
+            assert_eq!((a.pair, &a.wants, &a.scores), (b.pair, &b.wants, &b.scores), "bar {bar}");
+            reusing.recycle(b);
+        }
     }
 }

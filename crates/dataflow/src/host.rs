@@ -156,6 +156,12 @@ struct RunWatch {
 }
 
 impl RunWatch {
+    fn recycle(&mut self, view: BarView) {
+        if let Some(watch) = self.watch.as_mut() {
+            watch.recycle(view);
+        }
+    }
+
     fn see(&mut self, e: &Envelope) -> Option<BarView> {
         if self.run != Some(e.run) {
             self.run = Some(e.run);
@@ -452,6 +458,9 @@ fn society_alone<'scope>(
                     for e in events {
                         let view = watch.see(&e);
                         let outs = society.handle_viewed(&e, view);
+                        if let Some(spare) = society.take_spare_view() {
+                            watch.recycle(spare);
+                        }
                         session.give((e.seq, outs));
                     }
                 }

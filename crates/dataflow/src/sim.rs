@@ -1235,6 +1235,8 @@ pub fn run_desk<E: Exchange>(
 
     let start_balances = Exchange::balances_now(&venue);
     let mut candles_done = 0u64;
+    // The balances equity is valued with at every candle, their room reused.
+    let mut balances = Vec::new();
     // Pacing: market time `t` is due at wall time `started + (t - first) / speed`.
     let pace = opts.speed.filter(|s| *s > 0.0 && s.is_finite());
     let mut clock: Option<(std::time::Instant, i64)> = None;
@@ -1332,7 +1334,8 @@ pub fn run_desk<E: Exchange>(
                 desk_loop.flush(&mut host)?;
             }
             if is_candle {
-                let equity = desk_loop.books.value(&Exchange::balances_now(&venue));
+                Exchange::balances_into(&venue, &mut balances);
+                let equity = desk_loop.books.value(&balances);
                 desk_loop.books.start_equity.get_or_insert(equity);
                 desk_loop.books.mark(equity);
                 candles_done += 1;

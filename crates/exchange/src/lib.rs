@@ -110,6 +110,11 @@ pub trait Exchange: Send {
     fn now(&self) -> i64;
     /// The balances as last known (the venue's last report, plus fills since), without a call.
     fn balances_now(&self) -> Vec<Balance>;
+    /// [`balances_now`](Self::balances_now) into `out`, whose room is reused: a desk values
+    /// its equity with them at every candle.
+    fn balances_into(&self, out: &mut Vec<Balance>) {
+        *out = self.balances_now();
+    }
     /// The next thing the venue reports (market data, fills, cancellations), in the venue's
     /// order; `None` once a finite source (the simulator's data) is exhausted.
     ///

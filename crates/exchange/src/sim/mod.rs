@@ -202,7 +202,9 @@ impl Simulator {
 
     /// Every asset held free or reserved, in asset order.
     pub fn balances_now(&self) -> Vec<Balance> {
-        merged_balances(&self.free, &self.reserved)
+        let mut out = Vec::new();
+        merged_balances(&self.free, &self.reserved, &mut out);
+        out
     }
 
     fn free_of(&self, asset: &Asset) -> Money {
@@ -530,8 +532,9 @@ impl Simulator {
 
 /// The balances of every asset in `free` or `reserved`, in asset order. A desk values its
 /// equity with these at every candle: the two sorted maps are merged, not collected into a set.
-fn merged_balances(free: &BTreeMap<Asset, Money>, reserved: &BTreeMap<Asset, Money>) -> Vec<Balance> {
-    let mut out = Vec::with_capacity(free.len().max(reserved.len()));
+fn merged_balances(free: &BTreeMap<Asset, Money>, reserved: &BTreeMap<Asset, Money>, out: &mut Vec<Balance>) {
+    out.clear();
+    out.reserve(free.len().max(reserved.len()));
     let (mut frees, mut reserves) = (free.iter().peekable(), reserved.iter().peekable());
     loop {
         let asset = match (frees.peek(), reserves.peek()) {
@@ -544,7 +547,6 @@ fn merged_balances(free: &BTreeMap<Asset, Money>, reserved: &BTreeMap<Asset, Mon
         let reserved = reserves.next_if(|(a, _)| **a == asset).map_or(Money::ZERO, |(_, m)| *m);
         out.push(Balance { asset, free, reserved });
     }
-    out
 }
 
 impl Exchange for Simulator {
@@ -558,6 +560,10 @@ impl Exchange for Simulator {
 
     fn balances_now(&self) -> Vec<Balance> {
         Simulator::balances_now(self)
+    }
+
+    fn balances_into(&self, out: &mut Vec<Balance>) {
+        merged_balances(&self.free, &self.reserved, out);
     }
 
     async fn capabilities(&mut self) -> Result<crypy_core::Capabilities, ExchangeError> {

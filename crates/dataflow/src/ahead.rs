@@ -1,12 +1,13 @@
-//! The holders' ed25519 work done ahead of the agents, on a thread of its own.
+//! The holders' ed25519 work done ahead of the agents: on a thread of its own beside a
+//! running desk, on the log's reading thread in a replay.
 //!
 //! A holder's key is a pure function of the data dir's secret, its name and (when its
 //! template gives each lifetime a key of its own) its generation, and a signature of the key
 //! and the allocation's bytes; the agents ask a process-wide memo for both before computing
 //! (`crypy_agents::auth`). Per position an allocation is signed, and under per-lifetime keys
 //! a holder lifetime starts (a key): on a backtest or a replay these were a third of the
-//! critical thread's time. What can be known before the agents ask is computed here on the
-//! other core meanwhile, so that they find it in the memo:
+//! critical thread's time. What can be known before the agents ask is computed here off
+//! that thread meanwhile, so that they find it in the memo:
 //! - a desk running: the next generations' keys of a holder with a key per lifetime;
 //! - a replay, which reads the log ahead of the workers: every recorded holder lifetime's
 //!   key and every recorded allocation's signature, as the holder's key makes it over the
@@ -55,6 +56,8 @@ pub(crate) struct Ahead {
     reading: Reading,
     jobs: Option<SyncSender<Job>>,
     helper: Option<JoinHandle<()>>,
+    /// A replay does the work on the reader's own thread instead (see [`Ahead::start`]).
+    inline: Option<Helper>,
     /// A desk running: the latest generation of each holder whose key was asked for.
     requested: BTreeMap<AgentId, u32>,
     /// A replay: the latest generation of each holder seen in the log.
@@ -97,10 +100,25 @@ impl Helper {
 }
 
 impl Ahead {
-    /// A helper thread for the holders of `secret`; `None` if the system refuses a thread.
+    /// A helper for the holders of `secret`; `None` if the system refuses a thread.
+    ///
+    /// A desk's helper is a thread at idle priority. A replay's works on the thread reading
+    /// the log, which has room to spare: its one worker, which runs the agents, is the
+    /// replay's bottleneck, and a helper thread at idle priority rarely found a free core
+    /// beside the two busy ones, so the worker signed most allocations itself.
     pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
-        let (jobs, queue) = sync_channel::<Job>(QUEUED);
         let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new() };
+        if reading == Reading::Log {
+            return Some(Ahead {
+                reading,
+                jobs: None,
+                helper: None,
+                inline: Some(helper),
+                requested: BTreeMap::new(),
+                generations: BTreeMap::new(),
+            });
+        }
+        let (jobs, queue) = sync_channel::<Job>(QUEUED);
         let helper = std::thread::Builder::new()
             .name("crypy-keys-ahead".into())
             .spawn(move || {
@@ -114,6 +132,7 @@ impl Ahead {
             reading,
             jobs: Some(jobs),
             helper: Some(helper),
+            inline: None,
             requested: BTreeMap::new(),
             generations: BTreeMap::new(),
         })
@@ -153,7 +172,10 @@ impl Ahead {
         self.requested.insert(holder, ahead_to);
     }
 
-    fn send(&self, job: Job) {
+    fn send(&mut self, job: Job) {
+        if let Some(helper) = self.inline.as_mut() {
+            return helper.run(job);
+        }
         if let Some(jobs) = &self.jobs {
             // A full queue means the helper is behind: the agents will not wait for it.
             let _ = jobs.try_send(job);

@@ -789,7 +789,6 @@ impl Society {
         (taker, self.markets.get(&pair).map_or(8, |m| m.qty_precision))
     }
 
-    /// Whether `variant` wants to be long after the pair's last bar.
     fn trader_bar(&mut self, id: AgentId, time: i64, index: usize, queue: &mut Queue) {
         let Some(t) = self.traders.get(&id) else { return };
         match t.phase {

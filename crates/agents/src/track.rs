@@ -300,14 +300,8 @@ impl Tracker {
         self.followers[index].long
     }
 
-    /// Every variant's signal after the last bar, as a [`BarView::wants`] bit set.
-    pub fn wants(&self) -> Vec<u64> {
-        let mut wants = Vec::new();
-        self.wants_into(&mut wants);
-        wants
-    }
-
-    /// [`wants`](Self::wants) into `wants`, whose room is reused.
+    /// Every variant's signal after the last bar, as a [`BarView::wants`] bit set, into
+    /// `wants`, whose room is reused.
     pub fn wants_into(&self, wants: &mut Vec<u64>) {
         wants.clear();
         wants.resize(self.followers.len().div_ceil(64), 0);
@@ -488,13 +482,8 @@ impl Watch {
     pub fn recycle(&mut self, view: BarView) {
         self.spare_wants = view.wants;
         if let Some((_, scores)) = view.scores {
-            self.recycle_scores(scores);
+            self.spare_scores = scores;
         }
-    }
-
-    /// Takes back the room of scores the caller is done with.
-    pub fn recycle_scores(&mut self, scores: Vec<Score>) {
-        self.spare_scores = scores;
     }
 
     /// Takes one input event: capabilities set the fee, a candle moves its pair's tracker

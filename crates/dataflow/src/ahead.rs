@@ -39,8 +39,8 @@ enum Job {
     /// `holder`'s lifetime `generation` published `published`: its key, and those of the
     /// lifetimes up to `ahead_to` if each lifetime has a key of its own.
     Spawned { holder: AgentId, generation: u32, published: PublicKey, ahead_to: u32 },
-    /// A recorded allocation of its holder's lifetime `generation`, to sign as it does.
-    Signature { generation: u32, allocation: Box<Allocation> },
+    /// A recorded allocation, to sign as its holder's current lifetime does.
+    Signature(Box<Allocation>),
 }
 
 /// What the helper is told to look at.
@@ -54,14 +54,17 @@ pub(crate) enum Reading {
 
 pub(crate) struct Ahead {
     reading: Reading,
-    jobs: Option<SyncSender<Job>>,
-    helper: Option<JoinHandle<()>>,
-    /// A replay does the work on the reader's own thread instead (see [`Ahead::start`]).
-    inline: Option<Helper>,
+    work: Work,
     /// A desk running: the latest generation of each holder whose key was asked for.
     requested: BTreeMap<AgentId, u32>,
-    /// A replay: the latest generation of each holder seen in the log.
-    generations: BTreeMap<AgentId, u32>,
+}
+
+/// Where the work is done (see [`Ahead::start`]).
+enum Work {
+    /// A thread of its own, fed through a bounded queue.
+    Thread { jobs: Option<SyncSender<Job>>, helper: Option<JoinHandle<()>> },
+    /// The caller's thread, at once: nothing is ever dropped.
+    Inline(Helper),
 }
 
 /// The helper's side: what it knows of each holder's current lifetime.
@@ -87,12 +90,9 @@ impl Helper {
                     }
                 }
             }
-            Job::Signature { generation, mut allocation } => {
-                // A lifetime whose spawn was dropped from a full queue is left to the agents.
-                if let Some(&(known, scope)) = self.lifetimes.get(&allocation.holder) {
-                    if known == generation {
-                        HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
-                    }
+            Job::Signature(mut allocation) => {
+                if let Some(&(generation, scope)) = self.lifetimes.get(&allocation.holder) {
+                    HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
                 }
             }
         }
@@ -109,14 +109,7 @@ impl Ahead {
     pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
         let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new() };
         if reading == Reading::Log {
-            return Some(Ahead {
-                reading,
-                jobs: None,
-                helper: None,
-                inline: Some(helper),
-                requested: BTreeMap::new(),
-                generations: BTreeMap::new(),
-            });
+            return Some(Ahead { reading, work: Work::Inline(helper), requested: BTreeMap::new() });
         }
         let (jobs, queue) = sync_channel::<Job>(QUEUED);
         let helper = std::thread::Builder::new()
@@ -130,11 +123,8 @@ impl Ahead {
             .ok()?;
         Some(Ahead {
             reading,
-            jobs: Some(jobs),
-            helper: Some(helper),
-            inline: None,
+            work: Work::Thread { jobs: Some(jobs), helper: Some(helper) },
             requested: BTreeMap::new(),
-            generations: BTreeMap::new(),
         })
     }
 
@@ -146,15 +136,11 @@ impl Ahead {
                 match self.reading {
                     Reading::Decisions => return self.ask_ahead(s.agent, s.generation, published),
                     Reading::Log => {
-                        self.generations.insert(s.agent, s.generation);
                         Job::Spawned { holder: s.agent, generation: s.generation, published, ahead_to: s.generation }
                     }
                 }
             }
-            Event::AllocationGranted(a) if self.reading == Reading::Log => {
-                let Some(generation) = self.generations.get(&a.holder).copied() else { return };
-                Job::Signature { generation, allocation: Box::new((**a).clone()) }
-            }
+            Event::AllocationGranted(a) if self.reading == Reading::Log => Job::Signature(Box::new((**a).clone())),
             _ => return,
         };
         self.send(job);
@@ -173,12 +159,13 @@ impl Ahead {
     }
 
     fn send(&mut self, job: Job) {
-        if let Some(helper) = self.inline.as_mut() {
-            return helper.run(job);
-        }
-        if let Some(jobs) = &self.jobs {
-            // A full queue means the helper is behind: the agents will not wait for it.
-            let _ = jobs.try_send(job);
+        match &mut self.work {
+            Work::Inline(helper) => helper.run(job),
+            Work::Thread { jobs: Some(jobs), .. } => {
+                // A full queue means the helper is behind: the agents will not wait for it.
+                let _ = jobs.try_send(job);
+            }
+            Work::Thread { jobs: None, .. } => {}
         }
     }
 }
@@ -203,9 +190,11 @@ fn step_aside() {}
 
 impl Drop for Ahead {
     fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(helper) = self.helper.take() {
-            let _ = helper.join();
+        if let Work::Thread { jobs, helper } = &mut self.work {
+            jobs.take();
+            if let Some(helper) = helper.take() {
+                let _ = helper.join();
+            }
         }
     }
 }
@@ -253,8 +242,7 @@ mod tests {
 mod scope_tests {
     use super::*;
 
-    /// The helper tells a holder's key scope from the key its lifetime published, and signs a
-    /// recorded allocation only for the lifetime it knows.
+    /// The helper tells a holder's key scope from the key its lifetime published.
     #[test]
     fn the_helper_reads_the_scope_off_the_published_key() {
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();

@@ -14,9 +14,12 @@ use std::fmt;
 
 use crypy_core::event::{Allocation, PublicKey, Signature};
 use crypy_core::AgentId;
+use curve25519_dalek::Scalar;
+use ed25519_dalek::hazmat::ExpandedSecretKey;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 /// Which lifetimes of a holder share a key (the holder template's `[authorization] key`).
@@ -83,6 +86,43 @@ impl HolderKey {
         memo::remember_verdict(&public, &message, &signature, Ok(()));
         allocation.signature = Signature(signature);
     }
+
+    /// Whether `allocation`'s signature is exactly the one this key makes over its fields,
+    /// told without signing's curve arithmetic. A signature recognized is remembered as made
+    /// (see [`sign`](Self::sign)): a replay recognizes the recorded allocations as it reads
+    /// them, and its agents, signing them again, find them here.
+    ///
+    /// Ed25519 signs `M` as `(R, S)`: `r = H(prefix ‖ M)`, `R = r·B`, `S = r + H(R ‖ A ‖ M)·a`,
+    /// where `prefix` and `a` are the key's secrets. This recomputes `S` from the recorded
+    /// `R`: two hashes and a scalar product, where signing also multiplies the base point by
+    /// `r` (nine tenths of its instructions). It accepts an `R` other than `r·B` only if `S`
+    /// was computed from `a` and `r` for that `R`, which takes the data dir's secret: nobody
+    /// without it can alter a recorded signature or field and have it recognized. The
+    /// comparison takes the same time wherever the bytes differ, since the computed `S` is a
+    /// secret until it equals the recorded one.
+    pub fn recognize(&self, allocation: &Allocation) -> bool {
+        let message = signing_bytes(allocation);
+        let (recorded_r, recorded_s) = allocation.signature.0.split_at(32);
+        let secret = ExpandedSecretKey::from(self.0.as_bytes());
+        let public = self.0.verifying_key().to_bytes();
+        let r = scalar_of(Sha512::new().chain_update(secret.hash_prefix).chain_update(&message));
+        let k = scalar_of(Sha512::new().chain_update(recorded_r).chain_update(public).chain_update(&message));
+        let s = r + k * secret.scalar;
+        if !bool::from(s.as_bytes().as_slice().ct_eq(recorded_s)) {
+            return false;
+        }
+        let signature = allocation.signature.0;
+        memo::signature(&public, &message, || signature);
+        memo::remember_verdict(&public, &message, &signature, Ok(()));
+        true
+    }
+}
+
+/// A SHA-512 digest reduced modulo the group order, as ed25519 does.
+fn scalar_of(hash: Sha512) -> Scalar {
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&hash.finalize());
+    Scalar::from_bytes_mod_order_wide(&wide)
 }
 
 /// The canonical text an allocation's signature covers.
@@ -283,6 +323,70 @@ mod tests {
         let mut unsigned = a.clone();
         unsigned.signature = Signature([0; 64]);
         assert_eq!(verify(&key.public(), &unsigned), Err(AuthError::BadSignature));
+    }
+
+    /// The signature `key` makes over `a`, computed here rather than taken from the memo.
+    fn made_by(key: &HolderKey, a: &Allocation) -> Signature {
+        Signature(key.0.sign(&signing_bytes(a)).to_bytes())
+    }
+
+    /// The group order ℓ, little-endian.
+    const ORDER: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+
+    #[test]
+    fn only_the_signature_the_key_makes_is_recognized() {
+        let eur: AgentId = "EUR".parse().unwrap();
+        let key = HolderKey::derive(b"recognition", &eur, 1, Asset);
+        let mut a = allocation();
+        a.signature = made_by(&key, &a);
+        assert!(key.recognize(&a));
+        assert_eq!(verify_in_full(&key.public(), &signing_bytes(&a), &a.signature), Ok(()));
+        // Another key's signature of the same fields, and the same signature on other fields.
+        let other = HolderKey::derive(b"recognition", &"XBT".parse().unwrap(), 1, Asset);
+        assert!(!key.recognize(&Allocation { signature: made_by(&other, &a), ..a.clone() }));
+        assert!(!key.recognize(&Allocation { nonce: a.nonce + 1, ..a.clone() }));
+        assert!(!key.recognize(&Allocation { amount: "2500.01".parse().unwrap(), ..a.clone() }));
+        // S + ℓ is the same scalar, written otherwise: a different signature, not recognized.
+        let mut wrapped = a.clone();
+        let mut carry = 0u16;
+        for (byte, order) in wrapped.signature.0[32..].iter_mut().zip(ORDER) {
+            let sum = *byte as u16 + order as u16 + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0);
+        assert!(!key.recognize(&wrapped));
+    }
+
+    proptest::proptest! {
+        /// A recorded signature is recognized if and only if it is, byte for byte, what the
+        /// key makes: any change to any byte of it is refused.
+        #[test]
+        fn recognition_is_exactly_equality_with_what_the_key_makes(
+            secret in proptest::collection::vec(proptest::num::u8::ANY, 1..40),
+            amount in 1u64..10_000_000,
+            nonce in 0u64..1000,
+            at in 0usize..64,
+            flip in 1u8..=255,
+        ) {
+            let eur: AgentId = "EUR".parse().unwrap();
+            let key = HolderKey::derive(&secret, &eur, 1, Asset);
+            let mut a = allocation();
+            a.amount = Money::new(rust_decimal::Decimal::new(amount as i64, 2));
+            a.nonce = nonce;
+            a.signature = made_by(&key, &a);
+            let mut altered = a.clone();
+            altered.signature.0[at] ^= flip;
+            proptest::prop_assert!(!key.recognize(&altered));
+            proptest::prop_assert!(key.recognize(&a));
+            // Recognized, it is what signing gives.
+            let mut signed = a.clone();
+            key.sign(&mut signed);
+            proptest::prop_assert_eq!(signed.signature, a.signature);
+        }
     }
 
     proptest::proptest! {

@@ -10,9 +10,10 @@
 //! that thread meanwhile, so that they find it in the memo:
 //! - a desk running: the next generations' keys of a holder with a key per lifetime;
 //! - a replay, which reads the log ahead of the workers: every recorded holder lifetime's
-//!   key and every recorded allocation's signature, as the holder's key makes it over the
-//!   recorded fields. A log whose signature was altered still fails to verify: the memo
-//!   holds what the key makes, never what the log says.
+//!   key, and every recorded allocation's signature recognized as the one the holder's key
+//!   makes over the recorded fields (`HolderKey::recognize`, a tenth of signing's work). A
+//!   log whose signature was altered still fails to verify: the memo holds only what the key
+//!   makes, and an altered signature is not recognized.
 //!
 //! Which scope a holder's key has is read off the key its lifetime published: the helper
 //! compares it with the holder's per-asset key.
@@ -39,8 +40,6 @@ enum Job {
     /// `holder`'s lifetime `generation` published `published`: its key, and those of the
     /// lifetimes up to `ahead_to` if each lifetime has a key of its own.
     Spawned { holder: AgentId, generation: u32, published: PublicKey, ahead_to: u32 },
-    /// A recorded allocation, to sign as its holder's current lifetime does.
-    Signature(Box<Allocation>),
 }
 
 /// What the helper is told to look at.
@@ -71,6 +70,8 @@ enum Work {
 struct Helper {
     secret: Vec<u8>,
     lifetimes: HashMap<AgentId, (u32, KeyScope)>,
+    /// A replay: each holder's current key, for the allocations that follow.
+    keys: HashMap<AgentId, HolderKey>,
 }
 
 impl Helper {
@@ -84,17 +85,22 @@ impl Helper {
                         KeyScope::Lifetime
                     };
                 self.lifetimes.insert(holder, (generation, scope));
+                self.keys.insert(holder, HolderKey::derive(&self.secret, &holder, generation, scope));
                 if scope == KeyScope::Lifetime {
                     for g in generation..=ahead_to.max(generation) {
                         drop(HolderKey::derive(&self.secret, &holder, g, scope));
                     }
                 }
             }
-            Job::Signature(mut allocation) => {
-                if let Some(&(generation, scope)) = self.lifetimes.get(&allocation.holder) {
-                    HolderKey::derive(&self.secret, &allocation.holder, generation, scope).sign(&mut allocation)
-                }
-            }
+        }
+    }
+
+    /// A recorded allocation: its signature, recognized, is remembered for the agents. One
+    /// not recognized (an altered log) is left for them to make, and the replay names the
+    /// difference.
+    fn recognize(&self, allocation: &Allocation) {
+        if let Some(key) = self.keys.get(&allocation.holder) {
+            key.recognize(allocation);
         }
     }
 }
@@ -107,7 +113,7 @@ impl Ahead {
     /// replay's bottleneck, and a helper thread at idle priority rarely found a free core
     /// beside the two busy ones, so the worker signed most allocations itself.
     pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
-        let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new() };
+        let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new(), keys: HashMap::new() };
         if reading == Reading::Log {
             return Some(Ahead { reading, work: Work::Inline(helper), requested: BTreeMap::new() });
         }
@@ -140,7 +146,12 @@ impl Ahead {
                     }
                 }
             }
-            Event::AllocationGranted(a) if self.reading == Reading::Log => Job::Signature(Box::new((**a).clone())),
+            Event::AllocationGranted(a) => {
+                if let Work::Inline(helper) = &self.work {
+                    helper.recognize(a);
+                }
+                return;
+            }
             _ => return,
         };
         self.send(job);
@@ -247,7 +258,7 @@ mod scope_tests {
     fn the_helper_reads_the_scope_off_the_published_key() {
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();
         let eur: AgentId = "EUR".parse().unwrap();
-        let mut helper = Helper { secret: secret.clone(), lifetimes: HashMap::new() };
+        let mut helper = Helper { secret: secret.clone(), lifetimes: HashMap::new(), keys: HashMap::new() };
         for (generation, scope) in [(1, KeyScope::Asset), (2, KeyScope::Lifetime), (3, KeyScope::Asset)] {
             let published = HolderKey::derive(&secret, &eur, generation, scope).public();
             helper.run(Job::Spawned { holder: eur, generation, published, ahead_to: generation });

@@ -111,8 +111,9 @@ pub(crate) struct Inner {
     appended: watch::Sender<u64>,
     /// See [`Options::fail_after_appends`].
     appends_left: Option<AtomicU64>,
-    // Dropped last: sled must be closed before another handle may open the dir.
-    _lock: DirLock,
+    // Dropped last: sled must be closed before another handle may open the dir. `None`
+    // once a reader has taken it over (see `into_iter_from`).
+    lock: Mutex<Option<DirLock>>,
 }
 
 #[derive(Debug)]
@@ -174,7 +175,7 @@ impl EventLog {
                 writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default() }),
                 appended,
                 appends_left: options.fail_after_appends.map(AtomicU64::new),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         };
         if options.serve_readers {
@@ -316,15 +317,25 @@ impl EventLog {
     ///
     /// # Errors
     /// [`Error::Locked`] when another process took the data dir in the moment it was free.
+    ///
+    /// The first window reads through this handle's own sled session, and the data dir's
+    /// lock passes to the reader: opening sled replays its log since the last snapshot,
+    /// about a tenth of a whole replay's reading.
     pub fn into_iter_from(self, from: u64) -> Result<crate::remote::Events> {
         if Arc::strong_count(&self.inner) > 1 {
             return Ok(Box::new(self.iter_from(from)));
         }
+        let lock = self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let first = (self.records_from(from), self.inner.db.clone(), 0);
         let (dir, limit, damaged) = (self.inner.dir.clone(), self.last_seq(), self.inner.damaged.clone());
+        // Flushes what is pending; sled stays open for `first`.
         drop(self);
-        let lock = DirLock::acquire(&dir, Duration::from_secs(2))?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => DirLock::acquire(&dir, Duration::from_secs(2))?,
+        };
         let records =
-            WindowedRecords { dir, _lock: lock, window: None, from: from.max(1), limit, damaged, done: false };
+            WindowedRecords { dir, _lock: lock, window: Some(first), from: from.max(1), limit, damaged, done: false };
         Ok(Box::new(RecordEvents::new(records, from)))
     }
 

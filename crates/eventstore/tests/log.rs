@@ -243,6 +243,13 @@ fn a_long_log_read_by_its_only_handle_comes_back_whole_across_windows() {
         let seqs: Vec<u64> = log.into_iter_from(from).unwrap().map(|e| e.unwrap().seq).collect();
         assert_eq!(seqs, (from..=total as u64).collect::<Vec<_>>(), "from {from}");
     }
-    // The reader gave the data dir back when it was done.
-    drop(open(dir.path()));
+    // The reader holds the data dir from its first record to its last, even while it reads
+    // through the handle it was made from, and gives it back when it is done.
+    let mut reading = open(dir.path()).into_iter_from(1).unwrap();
+    assert_eq!(reading.next().unwrap().unwrap().seq, 1);
+    let quick = Options { lock_wait: std::time::Duration::from_millis(20), ..Options::default() };
+    let second = EventLog::open(dir.path(), quick.clone());
+    assert!(matches!(second, Err(crypy_eventstore::Error::Locked { .. })), "{second:?}");
+    assert_eq!(reading.count(), total as usize - 1);
+    drop(EventLog::open(dir.path(), quick).unwrap());
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crypy_core::{ClientOrderId, Envelope, Event, Side};
+use crypy_core::{ClientOrderId, Event, Side};
 use rust_decimal::Decimal;
 
 /// Decimal places of the fixed-point amounts.
@@ -46,9 +46,9 @@ impl Ledger {
         self.order_strategy.get(order).map(String::as_str)
     }
 
-    /// The updates `e` implies, in a fixed order.
-    pub fn updates(&mut self, e: &Envelope) -> Vec<(String, i128)> {
-        match &e.event {
+    /// The updates `event` implies, in a fixed order.
+    pub fn updates(&mut self, event: &Event) -> Vec<(String, i128)> {
+        match event {
             Event::StrategyProposed(p) => {
                 self.proposal_strategy.insert(p.proposal, p.strategy.clone());
             }

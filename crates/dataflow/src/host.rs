@@ -11,8 +11,11 @@
 //!   worker — so the output depends only on the inputs, never on batching, scheduling or
 //!   the number of workers, which `replay --verify` relies on.
 //!
-//! A `Ledger` operator turns inputs and decisions into balance and P&L changes, which
-//! differential dataflow's `count_total` keeps as totals, partitioned by key.
+//! The books turn inputs and decisions into balance and P&L changes, which differential
+//! dataflow's `count_total` keeps as totals, partitioned by key: a `Ledger` operator of their
+//! own with several workers; with one, the agents' operator books each input as it handles
+//! it, trackers included (no routing between them: every operator costs progress tracking
+//! at every epoch, and copying each input to a second operator cost a fifth of a replay).
 //!
 //! The caller talks to the workers through channels: an epoch of input events goes in, what
 //! the agents derived comes out once every worker has finished the epoch.
@@ -42,7 +45,9 @@ use timely::communication::{Allocator, WorkerGuards};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::capture::{Capture, Event as Captured};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, Exchange as _, InputCapability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
@@ -55,6 +60,9 @@ pub type Derived = (u64, Vec<Out>);
 
 /// A change of one aggregate: ((key, new or old total), epoch, +1 or −1).
 type TotalUpdate = ((String, i128), u64, isize);
+
+/// A change the books make: (key, epoch, amount).
+type BookUpdate = (String, u64, i128);
 
 /// An input on its way to the worker with this index.
 type Routed = (u64, Envelope);
@@ -300,59 +308,13 @@ fn build(
     let probe = ProbeHandle::new();
     worker.dataflow::<u64, _, _>(|scope| {
         let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
-        let derived =
-            if peers == 1 { society_alone(&inputs, society) } else { society_with_trackers(&inputs, society, peers) };
-        // The books see every input and every decision, in seq order and each input before
-        // its decisions.
-        let totals = inputs
-            .binary_frontier::<_, CapacityContainerBuilder<Vec<(String, u64, i128)>>, _, _, _, _>(
-                derived.clone(),
-                Pipeline,
-                Pipeline,
-                "Ledger",
-                move |_capability, _info| {
-                    let mut ledger = Ledger::default();
-                    let mut held_inputs = Held::<Envelope>::new();
-                    let mut held_derived = Held::<Derived>::new();
-                    move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
-                        inputs.for_each(|cap, data| held_inputs.hold(&cap, output.output_index(), data));
-                        derived.for_each(|cap, data| held_derived.hold(&cap, output.output_index(), data));
-                        let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
-                        let mut decisions: BTreeMap<u64, Vec<Derived>> =
-                            held_derived.complete(open).into_iter().map(|(cap, d)| (*cap.time(), d)).collect();
-                        for (cap, mut events) in held_inputs.complete(open) {
-                            let time = *cap.time();
-                            events.sort_by_key(|e| e.seq);
-                            let mut by_seq: BTreeMap<u64, Vec<Out>> =
-                                decisions.remove(&time).unwrap_or_default().into_iter().collect();
-                            let mut session = output.session(&cap);
-                            for e in events {
-                                let seq = e.seq;
-                                for (key, amount) in ledger.updates(&e) {
-                                    session.give((key, time, amount));
-                                }
-                                for o in by_seq.remove(&seq).unwrap_or_default() {
-                                    let env = Envelope {
-                                        seq,
-                                        run: 0,
-                                        time: 0,
-                                        wall: 0,
-                                        source: o.source,
-                                        cause: None,
-                                        event: o.event,
-                                    };
-                                    for (key, amount) in ledger.updates(&env) {
-                                        session.give((key, time, amount));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                },
-            )
-            .as_collection()
-            .count_total()
-            .inner;
+        let (derived, updates) = if peers == 1 {
+            society_and_books_alone(&inputs, society)
+        } else {
+            let derived = society_with_trackers(&inputs, society, peers);
+            (derived.clone(), books(&inputs, derived))
+        };
+        let totals = updates.as_collection().count_total().inner;
         // Every total to worker 0, whose process has the caller.
         let totals = if peers > 1 { totals.exchange(|_| 0) } else { totals };
         totals.probe_with(&probe).capture_into(totals_sender);
@@ -360,6 +322,113 @@ fn build(
     });
 
     (input, probe)
+}
+
+/// The books see every input and every decision, in seq order and each input before its
+/// decisions.
+fn books<'scope>(
+    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
+    derived: timely::dataflow::Stream<'scope, u64, Vec<Derived>>,
+) -> timely::dataflow::Stream<'scope, u64, Vec<BookUpdate>> {
+    inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<BookUpdate>>, _, _, _, _>(
+        derived,
+        Pipeline,
+        Pipeline,
+        "Ledger",
+        move |_capability, _info| {
+            let mut ledger = Ledger::default();
+            let mut held_inputs = Held::<Envelope>::new();
+            let mut held_derived = Held::<Derived>::new();
+            move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
+                inputs.for_each(|cap, data| held_inputs.hold(&cap, output.output_index(), data));
+                derived.for_each(|cap, data| held_derived.hold(&cap, output.output_index(), data));
+                let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
+                let mut decisions: BTreeMap<u64, Vec<Derived>> =
+                    held_derived.complete(open).into_iter().map(|(cap, d)| (*cap.time(), d)).collect();
+                for (cap, mut events) in held_inputs.complete(open) {
+                    let time = *cap.time();
+                    events.sort_by_key(|e| e.seq);
+                    let mut by_seq: BTreeMap<u64, Vec<Out>> =
+                        decisions.remove(&time).unwrap_or_default().into_iter().collect();
+                    let mut session = output.session(&cap);
+                    for e in events {
+                        let outs = by_seq.remove(&e.seq).unwrap_or_default();
+                        book(&mut ledger, &e, &outs, |update| session.give((update.0, time, update.1)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Books `input` and then what the agents derived from it.
+fn book(ledger: &mut Ledger, input: &Envelope, outs: &[Out], mut give: impl FnMut((String, i128))) {
+    ledger.updates(&input.event).into_iter().for_each(&mut give);
+    for o in outs {
+        ledger.updates(&o.event).into_iter().for_each(&mut give);
+    }
+}
+
+/// One worker: the agents, their trackers and the books in one operator, with two outputs
+/// (what the agents derived, the books' updates). Each input is booked as soon as the agents
+/// have handled it, instead of being copied to a books operator of its own and joined there
+/// again with the decisions: on a replay that copying and joining was a fifth of the
+/// worker's time.
+fn society_and_books_alone<'scope>(
+    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
+    society: Option<Arc<Mutex<Society>>>,
+) -> (timely::dataflow::Stream<'scope, u64, Vec<Derived>>, timely::dataflow::Stream<'scope, u64, Vec<BookUpdate>>) {
+    let mut builder = OperatorBuilder::new("Society and books".to_owned(), inputs.scope());
+    let mut input = builder.new_input(inputs.clone(), Pipeline);
+    let (decisions, derived) = builder.new_output::<Vec<Derived>>();
+    let (booked, updates) = builder.new_output::<Vec<BookUpdate>>();
+    let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
+    let mut booked = OutputBuilder::<u64, CapacityContainerBuilder<Vec<BookUpdate>>>::from(booked);
+    builder.build(move |_capabilities| {
+        // Each epoch's events, with a capability for each output.
+        let mut held: BTreeMap<u64, (Capability<u64>, Capability<u64>, Vec<Envelope>)> = BTreeMap::new();
+        let mut watch = RunWatch::default();
+        let mut ledger = Ledger::default();
+        move |frontiers| {
+            let mut decisions = decisions.activate();
+            let mut booked = booked.activate();
+            input.for_each(|cap, data| {
+                if let (Some(decide), Some(book)) = (cap.retain_least(0), cap.retain_least(1)) {
+                    held.entry(*decide.time()).or_insert_with(|| (decide, book, Vec::new())).2.append(data);
+                }
+            });
+            while let Some(epoch) = held.first_entry() {
+                if frontiers[0].less_equal(epoch.key()) {
+                    break;
+                }
+                let (time, (decide, book_cap, mut events)) = epoch.remove_entry();
+                events.sort_by_key(|e| e.seq);
+                let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
+                let mut decided = decisions.session(&decide);
+                let mut books = booked.session(&book_cap);
+                for e in events {
+                    let outs = match society.as_mut() {
+                        Some(society) => {
+                            let view = watch.see(&e);
+                            let outs = society.handle_viewed(&e, view);
+                            if let Some(spare) = society.take_spare_view() {
+                                watch.recycle(spare);
+                            }
+                            Some(outs)
+                        }
+                        None => None,
+                    };
+                    book(&mut ledger, &e, outs.as_deref().unwrap_or_default(), |update| {
+                        books.give((update.0, time, update.1))
+                    });
+                    if let Some(outs) = outs {
+                        decided.give((e.seq, outs));
+                    }
+                }
+            }
+        }
+    });
+    (derived, updates)
 }
 
 /// The desk's agents on worker 0, the trackers spread over the other workers by pair.
@@ -431,39 +500,6 @@ fn society_with_trackers<'scope>(
                 }
                 // Views of epochs with no events left to join (none expected).
                 views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
-            }
-        },
-    )
-}
-
-/// One worker: the agents and their trackers in one operator, with no routing between them
-/// (every operator costs progress tracking at every epoch, and a backtest's epoch is one bar).
-fn society_alone<'scope>(
-    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
-    society: Option<Arc<Mutex<Society>>>,
-) -> timely::dataflow::Stream<'scope, u64, Vec<Derived>> {
-    inputs.clone().unary_frontier::<CapacityContainerBuilder<Vec<Derived>>, _, _, _>(
-        Pipeline,
-        "Society",
-        move |_capability, _info| {
-            let mut held = Held::<Envelope>::new();
-            let mut watch = RunWatch::default();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
-                for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
-                    let Some(society) = society.as_ref() else { continue };
-                    let mut society = society.lock().expect("the society's lock is not poisoned");
-                    events.sort_by_key(|e| e.seq);
-                    let mut session = output.session(&cap);
-                    for e in events {
-                        let view = watch.see(&e);
-                        let outs = society.handle_viewed(&e, view);
-                        if let Some(spare) = society.take_spare_view() {
-                            watch.recycle(spare);
-                        }
-                        session.give((e.seq, outs));
-                    }
-                }
             }
         },
     )

@@ -65,7 +65,7 @@ impl Books {
 
     /// Takes one event; returns the ledger's balance and P&L updates for it.
     pub(crate) fn see(&mut self, e: &Envelope) -> Vec<(String, i128)> {
-        let updates = self.ledger.updates(e);
+        let updates = self.ledger.updates(&e.event);
         match &e.event {
             // A repeated or stale candle does not move prices back (as for the agents).
             Event::Candle(c) if self.candles.advances(c) => {

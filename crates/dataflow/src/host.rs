@@ -83,7 +83,7 @@ impl<D> Held<D> {
     /// Keeps `data` for its epoch, with a capability for the operator's output `port`.
     fn hold(&mut self, cap: &InputCapability<u64>, port: usize, data: &mut Vec<D>) {
         if let Some(cap) = cap.retain_least(port) {
-            self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1.append(data);
+            take_or_append(&mut self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1, data);
         }
     }
 
@@ -95,6 +95,16 @@ impl<D> Held<D> {
     fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<(Capability<u64>, Vec<D>)> {
         let done: Vec<u64> = self.epochs.keys().filter(|t| !open(t)).copied().collect();
         done.into_iter().filter_map(|t| self.epochs.remove(&t)).collect()
+    }
+}
+
+/// Moves `data` to the end of `held`: the vector itself when `held` has nothing yet (an
+/// epoch's inputs arrive as one container of thousands of envelopes).
+fn take_or_append<D>(held: &mut Vec<D>, data: &mut Vec<D>) {
+    if held.is_empty() {
+        std::mem::swap(held, data);
+    } else {
+        held.append(data);
     }
 }
 
@@ -394,7 +404,10 @@ fn society_and_books_alone<'scope>(
             let mut booked = booked.activate();
             input.for_each(|cap, data| {
                 if let (Some(decide), Some(book)) = (cap.retain_least(0), cap.retain_least(1)) {
-                    held.entry(*decide.time()).or_insert_with(|| (decide, book, Vec::new())).2.append(data);
+                    take_or_append(
+                        &mut held.entry(*decide.time()).or_insert_with(|| (decide, book, Vec::new())).2,
+                        data,
+                    );
                 }
             });
             while let Some(epoch) = held.first_entry() {
@@ -406,11 +419,11 @@ fn society_and_books_alone<'scope>(
                 let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
                 let mut decided = decisions.session(&decide);
                 let mut books = booked.session(&book_cap);
-                for e in events {
+                for e in &events {
                     let outs = match society.as_mut() {
                         Some(society) => {
-                            let view = watch.see(&e);
-                            let outs = society.handle_viewed(&e, view);
+                            let view = watch.see(e);
+                            let outs = society.handle_viewed(e, view);
                             if let Some(spare) = society.take_spare_view() {
                                 watch.recycle(spare);
                             }
@@ -418,7 +431,7 @@ fn society_and_books_alone<'scope>(
                         }
                         None => None,
                     };
-                    book(&mut ledger, &e, outs.as_deref().unwrap_or_default(), |update| {
+                    book(&mut ledger, e, outs.as_deref().unwrap_or_default(), |update| {
                         books.give((update.0, time, update.1))
                     });
                     if let Some(outs) = outs {
@@ -611,10 +624,10 @@ impl Host {
                     commands.try_recv()
                 };
                 match next {
-                    Ok((epoch, events)) => {
-                        for e in events {
-                            input.send(e);
-                        }
+                    Ok((epoch, mut events)) => {
+                        // The epoch as one container: sent element by element, each envelope
+                        // was copied into timely's small buffers and again out of them.
+                        input.send_batch(&mut events);
                         input.advance_to(epoch);
                         fed = epoch;
                         continue;
@@ -685,9 +698,8 @@ impl Host {
         match &mut self.workers {
             Workers::Direct { input, .. } => {
                 let input = input.as_mut().expect("open until the host drops");
-                for e in events {
-                    input.send(e);
-                }
+                let mut events = events;
+                input.send_batch(&mut events);
                 input.advance_to(self.epoch);
             }
             Workers::Threads { commands, .. } => {

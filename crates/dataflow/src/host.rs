@@ -61,6 +61,9 @@ pub type Derived = (u64, Vec<Out>);
 /// A change of one aggregate: ((key, new or old total), epoch, +1 or −1).
 type TotalUpdate = ((String, i128), u64, isize);
 
+/// An epoch's events, with a capability for each output of the one-worker operator.
+type HeldForBoth = (Capability<u64>, Capability<u64>, Vec<Envelope>);
+
 /// A change the books make: (key, epoch, amount).
 type BookUpdate = (String, u64, i128);
 
@@ -395,8 +398,7 @@ fn society_and_books_alone<'scope>(
     let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
     let mut booked = OutputBuilder::<u64, CapacityContainerBuilder<Vec<BookUpdate>>>::from(booked);
     builder.build(move |_capabilities| {
-        // Each epoch's events, with a capability for each output.
-        let mut held: BTreeMap<u64, (Capability<u64>, Capability<u64>, Vec<Envelope>)> = BTreeMap::new();
+        let mut held: BTreeMap<u64, HeldForBoth> = BTreeMap::new();
         let mut watch = RunWatch::default();
         let mut ledger = Ledger::default();
         move |frontiers| {

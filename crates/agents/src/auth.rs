@@ -11,6 +11,7 @@
 //! fixed order: `crypy-allocation-v1|id|proposal|holder|trader|pair|asset|amount|expires_at|nonce`.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use crypy_core::event::{Allocation, PublicKey, Signature};
 use crypy_core::AgentId;
@@ -42,7 +43,12 @@ pub enum KeyScope {
 }
 
 /// A holder's signing key. Its `Debug` never shows the key.
-pub struct HolderKey(SigningKey);
+pub struct HolderKey {
+    signing: SigningKey,
+    /// The secret scalar and nonce prefix, for [`HolderKey::recognize`]: expanding the key
+    /// costs a hash, which the agents, who only sign, never need.
+    expanded: OnceLock<ExpandedSecretKey>,
+}
 
 impl fmt::Debug for HolderKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -68,18 +74,18 @@ impl HolderKey {
         let digest = h.finalize();
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&digest[..32]);
-        HolderKey(memo::key(&seed, || SigningKey::from_bytes(&seed)))
+        HolderKey { signing: memo::key(&seed, || SigningKey::from_bytes(&seed)), expanded: OnceLock::new() }
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key().to_bytes())
+        PublicKey(self.signing.verifying_key().to_bytes())
     }
 
     /// Signs `allocation` (its current signature is ignored and replaced).
     pub fn sign(&self, allocation: &mut Allocation) {
         let message = signing_bytes(allocation);
-        let public = self.0.verifying_key().to_bytes();
-        let signature = memo::signature(&public, &message, || self.0.sign(&message).to_bytes());
+        let public = self.signing.verifying_key().to_bytes();
+        let signature = memo::signature(&public, &message, || self.signing.sign(&message).to_bytes());
         // A signature this key just made over these bytes verifies (a derived key is never
         // weak, an honest signature always canonical): the desk's check of it needs no
         // curve arithmetic. Any other signature or message is checked in full.
@@ -103,8 +109,8 @@ impl HolderKey {
     pub fn recognize(&self, allocation: &Allocation) -> bool {
         let message = signing_bytes(allocation);
         let (recorded_r, recorded_s) = allocation.signature.0.split_at(32);
-        let secret = ExpandedSecretKey::from(self.0.as_bytes());
-        let public = self.0.verifying_key().to_bytes();
+        let secret = self.expanded.get_or_init(|| ExpandedSecretKey::from(self.signing.as_bytes()));
+        let public = self.signing.verifying_key().to_bytes();
         let r = scalar_of(Sha512::new().chain_update(secret.hash_prefix).chain_update(&message));
         let k = scalar_of(Sha512::new().chain_update(recorded_r).chain_update(public).chain_update(&message));
         let s = r + k * secret.scalar;
@@ -327,7 +333,7 @@ mod tests {
 
     /// The signature `key` makes over `a`, computed here rather than taken from the memo.
     fn made_by(key: &HolderKey, a: &Allocation) -> Signature {
-        Signature(key.0.sign(&signing_bytes(a)).to_bytes())
+        Signature(key.signing.sign(&signing_bytes(a)).to_bytes())
     }
 
     /// The group order ℓ, little-endian.

@@ -78,14 +78,21 @@ impl Helper {
     fn run(&mut self, job: Job) {
         match job {
             Job::Spawned { holder, generation, published, ahead_to } => {
-                let scope =
-                    if HolderKey::derive(&self.secret, &holder, generation, KeyScope::Asset).public() == published {
-                        KeyScope::Asset
-                    } else {
-                        KeyScope::Lifetime
-                    };
+                // A holder with one key for all its lifetimes publishes the key it had.
+                if let (Some(key), Some(&(_, scope))) = (self.keys.get(&holder), self.lifetimes.get(&holder)) {
+                    if key.public() == published {
+                        self.lifetimes.insert(holder, (generation, scope));
+                        return;
+                    }
+                }
+                let per_asset = HolderKey::derive(&self.secret, &holder, generation, KeyScope::Asset);
+                let (scope, key) = if per_asset.public() == published {
+                    (KeyScope::Asset, per_asset)
+                } else {
+                    (KeyScope::Lifetime, HolderKey::derive(&self.secret, &holder, generation, KeyScope::Lifetime))
+                };
                 self.lifetimes.insert(holder, (generation, scope));
-                self.keys.insert(holder, HolderKey::derive(&self.secret, &holder, generation, scope));
+                self.keys.insert(holder, key);
                 if scope == KeyScope::Lifetime {
                     for g in generation..=ahead_to.max(generation) {
                         drop(HolderKey::derive(&self.secret, &holder, g, scope));

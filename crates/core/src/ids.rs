@@ -53,6 +53,24 @@ trait TextForm: fmt::Display {
     }
 }
 
+/// Appends an id's text form (its `Display`) to `out` without `fmt`'s machinery.
+macro_rules! append_text {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// Appends this id's text form, exactly its `Display`, to `out`.
+            pub fn append_text(&self, out: &mut Vec<u8>) {
+                let mut text = StackText::default();
+                match self.write_text(&mut text) {
+                    Ok(()) => out.extend_from_slice(text.as_str().as_bytes()),
+                    Err(_) => out.extend_from_slice(self.to_string().as_bytes()),
+                }
+            }
+        }
+    )*};
+}
+
+append_text!(Asset, Pair, AgentId, ClientOrderId);
+
 impl fmt::Write for StackText {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len + s.len();
@@ -470,6 +488,9 @@ mod tests {
             }
             let client: ClientOrderId = client.parse().unwrap();
             proptest::prop_assert_eq!(written(&client), client.to_string());
+            let mut appended = b"x".to_vec();
+            desk.append_text(&mut appended);
+            proptest::prop_assert_eq!(appended, format!("x{desk}").into_bytes());
         }
     }
 

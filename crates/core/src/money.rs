@@ -95,6 +95,17 @@ pub mod option_decimal_serde {
     }
 }
 
+/// 10^0 to 10^19, every power of ten a `u64` holds.
+const POWERS_OF_TEN: [u64; 20] = {
+    let mut powers = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
+
 /// rust_decimal's `to_f64`, bit for bit, without its 128-bit division when the mantissa
 /// fits 64 bits (every price and quantity of a market): indicators convert each bar's
 /// prices, and a replay must get the very floats the recorded run got.
@@ -106,14 +117,16 @@ fn decimal_to_f64(d: Decimal) -> f64 {
     };
     // The same steps as rust_decimal's `as_f64`, in 64 bits: each integer is below 2^64, so
     // its conversion to f64 rounds exactly as the 128-bit one.
-    let precision = 10u64.pow(scale);
+    let precision = POWERS_OF_TEN[scale as usize];
     let integral = (mantissa / precision) as f64;
     let fraction = (mantissa % precision) as f64 / precision as f64;
     let negative = d.is_sign_negative();
     if fraction == 0.0 {
         return if negative { -integral } else { integral };
     }
-    let round_to = 10f64.powi(scale as i32);
+    // `10f64.powi(scale)` exactly: every power of ten up to 10^22 is a float, and so is
+    // each product `powi` forms on the way.
+    let round_to = precision as f64;
     let rounded = ((integral + fraction) * round_to).round() / round_to;
     if negative {
         -rounded

@@ -121,22 +121,26 @@ fn sigterm_stops_the_desk_cleanly_and_a_second_signal_stops_it_at_once() {
     let (templates, market) = small_desk(dir.path(), 900, "0.0");
     let sim = |data: &std::path::Path| {
         let mut cmd = crypy(data);
-        // Slow enough to be mid-run when the signal comes, with orders about.
-        cmd.args(["sim", "--json", "--speed", "100000x", "--templates"]).arg(&templates).arg("--market").arg(&market);
+        // Slow enough to be mid-run when the signal comes, with orders about: 900 minutes
+        // take 2.7 s at this speed, however fast the desk itself gets.
+        cmd.args(["sim", "--json", "--speed", "20000x", "--templates"]).arg(&templates).arg("--market").arg(&market);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd
     };
+    // Signal once the desk has traded (the running desk serves its log to readers).
+    let wait_for_an_order = |data: &std::path::Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let shown = crypy(data).args(["log", "show", "--kind", "order_requested", "--json"]).output().unwrap();
+            if !shown.stdout.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     let data = dir.path().join("term");
     let child = sim(&data).spawn().unwrap();
-    // Signal once the desk has traded (the running desk serves its log to readers).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        let shown = crypy(&data).args(["log", "show", "--kind", "order_requested", "--json"]).output().unwrap();
-        if !shown.stdout.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_an_order(&data);
     signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -155,7 +159,7 @@ fn sigterm_stops_the_desk_cleanly_and_a_second_signal_stops_it_at_once() {
     // Two signals: out at once, the log still whole.
     let data = dir.path().join("twice");
     let child = sim(&data).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for_an_order(&data);
     // Two kinds: two signals of one kind sent back to back may reach the process as one.
     signal(child.id(), "TERM");
     signal(child.id(), "INT");

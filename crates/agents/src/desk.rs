@@ -99,9 +99,10 @@ impl DeskGate {
     /// switch); returns the verdict when it is an order request. `time` is the event time.
     pub fn handle(&mut self, time: i64, source: &AgentId, event: &Event) -> Option<Event> {
         match event {
-            Event::Candle(c) => {
-                self.last_price.insert(c.pair, c.close);
-            }
+            Event::Candle(c) => match self.last_price.get_mut(&c.pair) {
+                Some(last) => *last = c.close,
+                None => drop(self.last_price.insert(c.pair, c.close)),
+            },
             Event::Trade(t) => {
                 self.last_price.insert(t.pair, t.price);
             }

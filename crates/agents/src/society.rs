@@ -248,6 +248,9 @@ pub struct Society {
     orders_this_input: u32,
     /// The traders of a candle's pair, gathered anew at each candle into this one buffer.
     bar_traders: Vec<AgentId>,
+    /// The events an input sets off, in this one buffer from input to input (it was an
+    /// allocation at every input that set anything off).
+    queue: Queue,
 }
 
 impl fmt::Debug for Society {
@@ -315,6 +318,7 @@ impl Society {
             seq: 0,
             orders_this_input: 0,
             bar_traders: Vec::new(),
+            queue: Queue::new(),
         })
     }
 
@@ -364,19 +368,23 @@ impl Society {
         self.time = input.time;
         self.orders_this_input = 0;
         let mut out: Vec<Out> = Vec::new();
-        let mut queue: Queue = VecDeque::new();
+        let mut queue = std::mem::take(&mut self.queue);
         self.route(input.time, &input.source, &input.event, usize::MAX, &mut queue);
         while let Some((parent, source, event)) = queue.pop_front() {
             let index = out.len();
             out.push(Out {
                 source,
-                event: event.clone(),
+                event,
                 parent: if parent == usize::MAX { Parent::Input } else { Parent::Output(parent) },
             });
-            self.route(input.time, &source, &event, index, &mut queue);
+            self.route(input.time, &source, &out[index].event, index, &mut queue);
         }
+        self.queue = queue;
         if let Some(BarView { pair, wants, scores }) = self.view.take() {
-            let displaced = scores.and_then(|scores| self.last_scores.insert(pair, scores));
+            let displaced = scores.and_then(|scores| match self.last_scores.get_mut(&pair) {
+                Some(last) => Some(std::mem::replace(last, scores)),
+                None => self.last_scores.insert(pair, scores),
+            });
             self.spare_view = Some(BarView { pair, wants, scores: displaced });
         }
         out

@@ -24,7 +24,7 @@ const MAGIC: [u8; 2] = [0xC7, 0x59];
 pub const FORMAT_VERSION: u16 = 2;
 pub(crate) const HEADER_LEN: usize = 20;
 
-fn bincode_config() -> bincode::config::Configuration {
+pub(crate) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -191,6 +191,9 @@ impl Cursor {
         let seq = self.seq;
         let bytes = self.frame(body)?;
         let corrupt = |reason: String| Error::Corrupt { seq, reason };
+        if let Some(candle) = crate::candle_codec::decode(bytes) {
+            return Ok(Envelope::new(seq, candle));
+        }
         let (event, used): (NewEvent, usize) = bincode::serde::borrow_decode_from_slice(bytes, bincode_config())
             .map_err(|e| corrupt(format!("undecodable event: {e}")))?;
         if used != bytes.len() {

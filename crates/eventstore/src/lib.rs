@@ -34,6 +34,7 @@
 
 /// `crypy bench log`.
 pub mod bench;
+mod candle_codec;
 /// The on-disk record layout.
 pub mod codec;
 mod error;

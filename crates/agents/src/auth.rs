@@ -174,10 +174,17 @@ fn append_digits(out: &mut Vec<u8>, negative: bool, mut magnitude: u128, scale: 
     // 39 digits hold any u128; a decimal's scale is at most 28.
     let mut digits = [b'0'; 40];
     let mut start = digits.len();
-    while magnitude > 0 {
+    // In 128 bits only while it needs them: each 128-bit division is a call of its own.
+    while magnitude > u128::from(u64::MAX) {
         start -= 1;
         digits[start] = b'0' + (magnitude % 10) as u8;
         magnitude /= 10;
+    }
+    let mut narrow = magnitude as u64;
+    while narrow > 0 {
+        start -= 1;
+        digits[start] = b'0' + (narrow % 10) as u8;
+        narrow /= 10;
     }
     start = start.min(digits.len() - scale - 1);
     if negative {
@@ -221,7 +228,7 @@ fn verify_in_full(holder_key: &PublicKey, message: &[u8], signature: &Signature)
 /// inputs, so the second asks here first. Bounded: the oldest entry goes first.
 mod memo {
     use std::collections::{HashMap, VecDeque};
-    use std::hash::Hash;
+    use std::hash::{BuildHasherDefault, Hash, Hasher};
     use std::sync::{LazyLock, Mutex};
 
     use ed25519_dalek::SigningKey;
@@ -233,13 +240,34 @@ mod memo {
     const KEPT: usize = 2048;
 
     struct Recent<K, V> {
-        values: HashMap<K, V>,
+        values: HashMap<K, V, BuildHasherDefault<Quick>>,
         order: VecDeque<K>,
     }
 
     impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
         fn new() -> Self {
-            Recent { values: HashMap::new(), order: VecDeque::new() }
+            Recent { values: HashMap::default(), order: VecDeque::new() }
+        }
+    }
+
+    /// A multiply-rotate hash, eight bytes a step: the keys are a few hundred bytes (a key,
+    /// an allocation's text, a signature), and SipHash over them was a fifth of a
+    /// recognition. The table is small and bounded, and its keys are the desk's own
+    /// decisions or the log it replays, so collisions could only slow it, never mislead it.
+    #[derive(Default)]
+    struct Quick(u64);
+
+    impl Hasher for Quick {
+        fn write(&mut self, bytes: &[u8]) {
+            for chunk in bytes.chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+            }
+        }
+
+        fn finish(&self) -> u64 {
+            self.0
         }
     }
 

@@ -28,14 +28,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<NewEvent> {
     let run = u32::try_from(r.varint()?).ok()?;
     let time = r.signed()?;
     let wall = r.signed()?;
-    let source = r.str()?;
+    let source = r.text()?;
     let cause = r.option()?;
     if r.varint()? != CANDLE_VARIANT {
         return None;
     }
     // Parsed once the event is known to be a candle: the others go to serde, which parses it.
     let source = LAST_SOURCE.with(|last| last.borrow_mut().parse(source))?;
-    let pair = LAST_PAIR.with(|last| last.borrow_mut().parse(r.str()?))?;
+    let pair = LAST_PAIR.with(|last| last.borrow_mut().parse(r.text()?))?;
     let interval = Interval::from_secs(u32::try_from(r.varint()?).ok()?).ok()?;
     let open_time = r.signed()?;
     let open = Price::try_from(r.decimal()?).ok()?;
@@ -70,15 +70,16 @@ impl<T: Copy + FromStr> LastParsed<T> {
         LastParsed { text: [0; 80], len: 0, value: None }
     }
 
-    fn parse(&mut self, text: &str) -> Option<T> {
+    /// `text`, still unchecked bytes: the same bytes as last time were valid UTF-8 then.
+    fn parse(&mut self, text: &[u8]) -> Option<T> {
         if let Some(value) = self.value {
-            if &self.text[..self.len] == text.as_bytes() {
+            if &self.text[..self.len] == text {
                 return Some(value);
             }
         }
-        let value = text.parse().ok()?;
+        let value = std::str::from_utf8(text).ok()?.parse().ok()?;
         if let Some(room) = self.text.get_mut(..text.len()) {
-            room.copy_from_slice(text.as_bytes());
+            room.copy_from_slice(text);
             (self.len, self.value) = (text.len(), Some(value));
         }
         Some(value)
@@ -127,9 +128,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    /// A string's bytes, not yet checked to be UTF-8.
+    fn text(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
-        std::str::from_utf8(self.take(len)?).ok()
+        self.take(len)
     }
 
     /// `decimal_serde`'s binary form: (sign bit | scale, low 64 bits, high 32 bits).

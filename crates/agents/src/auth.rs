@@ -402,6 +402,11 @@ mod tests {
         assert_eq!(verify(&key.public(), &unsigned), Err(AuthError::BadSignature));
     }
 
+    /// [`allocation`] for `amount` cents under `nonce`.
+    fn allocation_of(amount: u64, nonce: u64) -> Allocation {
+        Allocation { amount: Money::new(rust_decimal::Decimal::new(amount as i64, 2)), nonce, ..allocation() }
+    }
+
     /// The signature `key` makes over `a`, computed here rather than taken from the memo.
     fn made_by(key: &HolderKey, a: &Allocation) -> Signature {
         Signature(key.signing.sign(&signing_bytes(a)).to_bytes())
@@ -519,9 +524,7 @@ mod tests {
         ) {
             let eur: AgentId = "EUR".parse().unwrap();
             let key = HolderKey::derive(&secret, &eur, 1, Asset);
-            let mut a = allocation();
-            a.amount = Money::new(rust_decimal::Decimal::new(amount as i64, 2));
-            a.nonce = nonce;
+            let mut a = allocation_of(amount, nonce);
             a.signature = made_by(&key, &a);
             let mut altered = a.clone();
             altered.signature.0[at] ^= flip;
@@ -547,9 +550,7 @@ mod tests {
         ) {
             let eur: AgentId = "EUR".parse().unwrap();
             let key = HolderKey::derive(&secret, &eur, generation, if per_asset { Asset } else { Lifetime });
-            let mut a = allocation();
-            a.amount = Money::new(rust_decimal::Decimal::new(amount as i64, 2));
-            a.nonce = nonce;
+            let mut a = allocation_of(amount, nonce);
             key.sign(&mut a);
             proptest::prop_assert_eq!(verify_in_full(&key.public(), &signing_bytes(&a), &a.signature), Ok(()));
             proptest::prop_assert_eq!(verify(&key.public(), &a), Ok(()));

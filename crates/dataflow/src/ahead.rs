@@ -69,9 +69,8 @@ enum Work {
 /// The helper's side: what it knows of each holder's current lifetime.
 struct Helper {
     secret: Vec<u8>,
-    lifetimes: HashMap<AgentId, (u32, KeyScope)>,
-    /// A replay: each holder's current key, for the allocations that follow.
-    keys: HashMap<AgentId, HolderKey>,
+    /// Each holder's current key, for the allocations that follow, and its scope.
+    keys: HashMap<AgentId, (HolderKey, KeyScope)>,
 }
 
 impl Helper {
@@ -79,20 +78,16 @@ impl Helper {
         match job {
             Job::Spawned { holder, generation, published, ahead_to } => {
                 // A holder with one key for all its lifetimes publishes the key it had.
-                if let (Some(key), Some(&(_, scope))) = (self.keys.get(&holder), self.lifetimes.get(&holder)) {
-                    if key.public() == published {
-                        self.lifetimes.insert(holder, (generation, scope));
-                        return;
-                    }
+                if self.keys.get(&holder).is_some_and(|(key, _)| key.public() == published) {
+                    return;
                 }
                 let per_asset = HolderKey::derive(&self.secret, &holder, generation, KeyScope::Asset);
-                let (scope, key) = if per_asset.public() == published {
-                    (KeyScope::Asset, per_asset)
+                let (key, scope) = if per_asset.public() == published {
+                    (per_asset, KeyScope::Asset)
                 } else {
-                    (KeyScope::Lifetime, HolderKey::derive(&self.secret, &holder, generation, KeyScope::Lifetime))
+                    (HolderKey::derive(&self.secret, &holder, generation, KeyScope::Lifetime), KeyScope::Lifetime)
                 };
-                self.lifetimes.insert(holder, (generation, scope));
-                self.keys.insert(holder, key);
+                self.keys.insert(holder, (key, scope));
                 if scope == KeyScope::Lifetime {
                     for g in generation..=ahead_to.max(generation) {
                         drop(HolderKey::derive(&self.secret, &holder, g, scope));
@@ -106,7 +101,7 @@ impl Helper {
     /// not recognized (an altered log) is left for them to make, and the replay names the
     /// difference.
     fn recognize(&self, allocation: &Allocation) {
-        if let Some(key) = self.keys.get(&allocation.holder) {
+        if let Some((key, _)) = self.keys.get(&allocation.holder) {
             key.recognize(allocation);
         }
     }
@@ -120,7 +115,7 @@ impl Ahead {
     /// replay's bottleneck, and a helper thread at idle priority rarely found a free core
     /// beside the two busy ones, so the worker signed most allocations itself.
     pub(crate) fn start(secret: &[u8], reading: Reading) -> Option<Self> {
-        let mut helper = Helper { secret: secret.to_vec(), lifetimes: HashMap::new(), keys: HashMap::new() };
+        let mut helper = Helper { secret: secret.to_vec(), keys: HashMap::new() };
         if reading == Reading::Log {
             return Some(Ahead { reading, work: Work::Inline(helper), requested: BTreeMap::new() });
         }
@@ -265,11 +260,12 @@ mod scope_tests {
     fn the_helper_reads_the_scope_off_the_published_key() {
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();
         let eur: AgentId = "EUR".parse().unwrap();
-        let mut helper = Helper { secret: secret.clone(), lifetimes: HashMap::new(), keys: HashMap::new() };
+        let mut helper = Helper { secret: secret.clone(), keys: HashMap::new() };
         for (generation, scope) in [(1, KeyScope::Asset), (2, KeyScope::Lifetime), (3, KeyScope::Asset)] {
             let published = HolderKey::derive(&secret, &eur, generation, scope).public();
             helper.run(Job::Spawned { holder: eur, generation, published, ahead_to: generation });
-            assert_eq!(helper.lifetimes.get(&eur), Some(&(generation, scope)), "generation {generation}");
+            let held = helper.keys.get(&eur).map(|(key, scope)| (key.public(), *scope));
+            assert_eq!(held, Some((published, scope)), "generation {generation}");
         }
     }
 }

@@ -61,9 +61,6 @@ pub type Derived = (u64, Vec<Out>);
 /// A change of one aggregate: ((key, new or old total), epoch, +1 or −1).
 type TotalUpdate = ((String, i128), u64, isize);
 
-/// An epoch's events, with a capability for each output of the one-worker operator.
-type HeldForBoth = (Capability<u64>, Capability<u64>, Vec<Envelope>);
-
 /// A change the books make: (key, epoch, amount).
 type BookUpdate = (String, u64, i128);
 
@@ -73,20 +70,24 @@ type Routed = (u64, Envelope);
 /// One epoch for one worker: the events (worker 0 only) and the epoch's number.
 type Command = (u64, Vec<Envelope>);
 
-/// An operator's inputs, held by epoch until the frontier has passed it.
-struct Held<D> {
-    epochs: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+/// An operator's inputs, held by epoch until the frontier has passed it, with a capability
+/// for each of the operator's `PORTS` outputs.
+struct Held<D, const PORTS: usize = 1> {
+    epochs: BTreeMap<u64, ([Capability<u64>; PORTS], Vec<D>)>,
 }
 
-impl<D> Held<D> {
+impl<D, const PORTS: usize> Held<D, PORTS> {
     fn new() -> Self {
         Held { epochs: BTreeMap::new() }
     }
 
-    /// Keeps `data` for its epoch, with a capability for the operator's output `port`.
-    fn hold(&mut self, cap: &InputCapability<u64>, port: usize, data: &mut Vec<D>) {
-        if let Some(cap) = cap.retain_least(port) {
-            take_or_append(&mut self.epochs.entry(*cap.time()).or_insert_with(|| (cap, Vec::new())).1, data);
+    /// Keeps `data` for its epoch, with a capability for each of the operator's outputs
+    /// `ports` (made only when the epoch is new).
+    fn hold(&mut self, cap: &InputCapability<u64>, ports: [usize; PORTS], data: &mut Vec<D>) {
+        if let Some(&time) = cap.least() {
+            let held =
+                self.epochs.entry(time).or_insert_with(|| (ports.map(|port| cap.delayed(&time, port)), Vec::new()));
+            take_or_append(&mut held.1, data);
         }
     }
 
@@ -95,7 +96,7 @@ impl<D> Held<D> {
     }
 
     /// Takes every epoch `open` no longer says may grow, oldest first.
-    fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<(Capability<u64>, Vec<D>)> {
+    fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<([Capability<u64>; PORTS], Vec<D>)> {
         let done: Vec<u64> = self.epochs.keys().filter(|t| !open(t)).copied().collect();
         done.into_iter().filter_map(|t| self.epochs.remove(&t)).collect()
     }
@@ -353,12 +354,12 @@ fn books<'scope>(
             let mut held_inputs = Held::<Envelope>::new();
             let mut held_derived = Held::<Derived>::new();
             move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
-                inputs.for_each(|cap, data| held_inputs.hold(&cap, output.output_index(), data));
-                derived.for_each(|cap, data| held_derived.hold(&cap, output.output_index(), data));
+                inputs.for_each(|cap, data| held_inputs.hold(&cap, [output.output_index()], data));
+                derived.for_each(|cap, data| held_derived.hold(&cap, [output.output_index()], data));
                 let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
                 let mut decisions: BTreeMap<u64, Vec<Derived>> =
-                    held_derived.complete(open).into_iter().map(|(cap, d)| (*cap.time(), d)).collect();
-                for (cap, mut events) in held_inputs.complete(open) {
+                    held_derived.complete(open).into_iter().map(|([cap], d)| (*cap.time(), d)).collect();
+                for ([cap], mut events) in held_inputs.complete(open) {
                     let time = *cap.time();
                     events.sort_by_key(|e| e.seq);
                     let mut by_seq: BTreeMap<u64, Vec<Out>> =
@@ -398,25 +399,16 @@ fn society_and_books_alone<'scope>(
     let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
     let mut booked = OutputBuilder::<u64, CapacityContainerBuilder<Vec<BookUpdate>>>::from(booked);
     builder.build(move |_capabilities| {
-        let mut held: BTreeMap<u64, HeldForBoth> = BTreeMap::new();
+        // Each epoch's events, with a capability for either output.
+        let mut held = Held::<Envelope, 2>::new();
         let mut watch = RunWatch::default();
         let mut ledger = Ledger::default();
         move |frontiers| {
             let mut decisions = decisions.activate();
             let mut booked = booked.activate();
-            input.for_each(|cap, data| {
-                if let (Some(decide), Some(book)) = (cap.retain_least(0), cap.retain_least(1)) {
-                    take_or_append(
-                        &mut held.entry(*decide.time()).or_insert_with(|| (decide, book, Vec::new())).2,
-                        data,
-                    );
-                }
-            });
-            while let Some(epoch) = held.first_entry() {
-                if frontiers[0].less_equal(epoch.key()) {
-                    break;
-                }
-                let (time, (decide, book_cap, mut events)) = epoch.remove_entry();
+            input.for_each(|cap, data| held.hold(&cap, [0, 1], data));
+            for ([decide, book_cap], mut events) in held.complete(|t| frontiers[0].less_equal(t)) {
+                let time = *decide.time();
                 events.sort_by_key(|e| e.seq);
                 let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
                 let mut decided = decisions.session(&decide);
@@ -471,8 +463,8 @@ fn society_with_trackers<'scope>(
                 let mut held = Held::<Routed>::new();
                 let mut watch = RunWatch::default();
                 move |(input, frontier), output| {
-                    input.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
-                    for (cap, mut events) in held.complete(|t| frontier.less_equal(t)) {
+                    input.for_each(|cap, data| held.hold(&cap, [output.output_index()], data));
+                    for ([cap], mut events) in held.complete(|t| frontier.less_equal(t)) {
                         events.sort_by_key(|(_, e)| e.seq);
                         let mut session = output.session(&cap);
                         for (_, e) in events {
@@ -494,14 +486,14 @@ fn society_with_trackers<'scope>(
             let mut held = Held::<Envelope>::new();
             let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
             move |(events, events_frontier), (seen, views_frontier), output| {
-                events.for_each(|cap, data| held.hold(&cap, output.output_index(), data));
+                events.for_each(|cap, data| held.hold(&cap, [output.output_index()], data));
                 seen.for_each(|cap, data| {
                     if let Some(time) = cap.least() {
                         views.entry(*time).or_default().extend(data.drain(..));
                     }
                 });
                 let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
-                for (cap, mut events) in held.complete(open) {
+                for ([cap], mut events) in held.complete(open) {
                     let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
                     let Some(society) = society.as_ref() else { continue };
                     let mut society = society.lock().expect("the society's lock is not poisoned");

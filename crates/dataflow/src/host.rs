@@ -27,8 +27,7 @@
 //! (its `template_changed` events reach every worker), so no other process needs a data dir
 //! or templates of its own. What the agents derive, and the totals, all end on worker 0.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
@@ -95,6 +94,16 @@ impl<D, const PORTS: usize> Held<D, PORTS> {
         self.epochs.contains_key(time)
     }
 
+    /// Takes the oldest epoch if `open` no longer says it may grow. Epochs complete in order
+    /// (timestamps are totally ordered), so the complete ones are the oldest ones.
+    fn next_complete(&mut self, open: impl Fn(&u64) -> bool) -> Option<([Capability<u64>; PORTS], Vec<D>)> {
+        let (time, _) = self.epochs.first_key_value()?;
+        if open(time) {
+            return None;
+        }
+        self.epochs.pop_first().map(|(_, held)| held)
+    }
+
     /// Takes every epoch `open` no longer says may grow, oldest first.
     fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<([Capability<u64>; PORTS], Vec<D>)> {
         let done: Vec<u64> = self.epochs.keys().filter(|t| !open(t)).copied().collect();
@@ -115,12 +124,16 @@ fn take_or_append<D>(held: &mut Vec<D>, data: &mut Vec<D>) {
 /// The worker a pair's tracker lives on: with more than one, any but worker 0, which
 /// carries the desk's decisions.
 fn worker_of(pair: &Pair, peers: usize) -> u64 {
-    if peers <= 1 {
-        return 0;
+    if peers <= 2 {
+        return u64::from(peers == 2);
     }
-    let mut h = DefaultHasher::new();
-    pair.hash(&mut h);
-    1 + h.finish() % (peers as u64 - 1)
+    // FNV-1a over the pair's text: the same in every process of a cluster, and cheap enough
+    // for every candle (std's SipHash was a seventh of worker 0's time on a replay).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pair.base.as_str().bytes().chain([b'/']).chain(pair.quote.as_str().bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    1 + h % (peers as u64 - 1)
 }
 
 /// Where the agents' timely workers run.
@@ -444,27 +457,43 @@ fn society_with_trackers<'scope>(
     society: Option<Arc<Mutex<Society>>>,
     peers: usize,
 ) -> timely::dataflow::Stream<'scope, u64, Vec<Derived>> {
+    let scope = inputs.scope();
     // Each candle to its pair's worker, capabilities to every worker.
     let views = inputs
         .clone()
         .flat_map(move |e: Envelope| {
             let targets = match &e.event {
-                Event::Candle(c) => worker_of(&c.pair, peers)..worker_of(&c.pair, peers) + 1,
+                Event::Candle(c) => {
+                    let worker = worker_of(&c.pair, peers);
+                    worker..worker + 1
+                }
                 Event::Capabilities(_) => 0..peers as u64,
                 Event::TemplateChanged(t) if t.scope == TemplateScope::Desk => 0..peers as u64,
                 _ => 0..0,
             };
-            targets.map(move |t| (t, e.clone()))
+            // Copies for all targets but the last, which takes the event itself: a candle
+            // has one target, and is moved, not copied.
+            let last = targets.end.saturating_sub(1);
+            let mut event = Some(e);
+            targets.filter_map(move |t| {
+                let e = if t == last { event.take() } else { event.clone() };
+                e.map(|e| (t, e))
+            })
         })
         .unary_frontier::<CapacityContainerBuilder<Vec<(u64, BarView)>>, _, _, _>(
             Exchange::new(|(target, _): &(u64, Envelope)| *target),
             "Watch",
-            move |_capability, _info| {
+            move |_capability, info| {
                 let mut held = Held::<Routed>::new();
                 let mut watch = RunWatch::default();
+                let activator = scope.activator_for(info.address);
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| held.hold(&cap, [output.output_index()], data));
-                    for ([cap], mut events) in held.complete(|t| frontier.less_equal(t)) {
+                    // One epoch per activation: its views, and the news that the epoch is
+                    // done, reach worker 0 while this worker follows the next one. Taking
+                    // every complete epoch at once kept worker 0's agents idle until all
+                    // were followed, and the two workers took turns instead of overlapping.
+                    if let Some(([cap], mut events)) = held.next_complete(|t| frontier.less_equal(t)) {
                         events.sort_by_key(|(_, e)| e.seq);
                         let mut session = output.session(&cap);
                         for (_, e) in events {
@@ -472,6 +501,7 @@ fn society_with_trackers<'scope>(
                                 session.give((e.seq, view));
                             }
                         }
+                        activator.activate();
                     }
                 }
             },
@@ -484,12 +514,14 @@ fn society_with_trackers<'scope>(
         move |_capability, _info| {
             let society = society;
             let mut held = Held::<Envelope>::new();
-            let mut views: BTreeMap<u64, HashMap<u64, BarView>> = BTreeMap::new();
+            // Each epoch's views with the seq of the candle they follow, joined with the
+            // epoch's events in seq order (a view per candle at most).
+            let mut views: BTreeMap<u64, Vec<(u64, BarView)>> = BTreeMap::new();
             move |(events, events_frontier), (seen, views_frontier), output| {
                 events.for_each(|cap, data| held.hold(&cap, [output.output_index()], data));
                 seen.for_each(|cap, data| {
                     if let Some(time) = cap.least() {
-                        views.entry(*time).or_default().extend(data.drain(..));
+                        take_or_append(views.entry(*time).or_default(), data);
                     }
                 });
                 let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
@@ -498,9 +530,13 @@ fn society_with_trackers<'scope>(
                     let Some(society) = society.as_ref() else { continue };
                     let mut society = society.lock().expect("the society's lock is not poisoned");
                     events.sort_by_key(|e| e.seq);
+                    epoch_views.sort_unstable_by_key(|(seq, _)| *seq);
+                    let mut epoch_views = epoch_views.into_iter().peekable();
                     let mut session = output.session(&cap);
                     for e in events {
-                        let view = epoch_views.remove(&e.seq);
+                        // Views of seqs the epoch has no event for (none expected) are dropped.
+                        while epoch_views.next_if(|(seq, _)| *seq < e.seq).is_some() {}
+                        let view = epoch_views.next_if(|(seq, _)| *seq == e.seq).map(|(_, view)| view);
                         let outs = society.handle_viewed(&e, view);
                         session.give((e.seq, outs));
                     }

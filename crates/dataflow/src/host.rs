@@ -1,10 +1,12 @@
 //! The agents hosted in a timely dataflow, on timely's own worker threads.
 //!
 //! Two operators carry the agents:
-//! - `Watch`, on every worker: the traders' per-pair trackers ([`Watch`]), partitioned by
-//!   pair — each candle goes to the worker its pair hashes to, capabilities to every worker.
-//!   This is where a trader's work is: following every variant of its grid bar by bar.
-//! - `Society`, on worker 0: the desk, holders and traders' decisions, which are cheap but
+//! - `Watch`, with several workers: the traders' per-pair trackers ([`Watch`]), partitioned
+//!   by pair over every worker but 0 — each candle goes to the worker its pair hashes to,
+//!   capabilities to every worker. This is where a trader's work is: following every variant of its grid bar by
+//!   bar. It follows one epoch per activation, so that worker 0 decides one epoch while the
+//!   next is followed.
+//! - `Society and books`, on worker 0: the desk, holders and traders' decisions, which are cheap but
 //!   chained (a proposal is judged, granted, gated within one input), so they stay together.
 //!   It joins each input with its pair's view and processes an epoch's events in seq order
 //!   once the frontier has passed the epoch — whatever order they arrived in, from whichever
@@ -12,10 +14,11 @@
 //!   the number of workers, which `replay --verify` relies on.
 //!
 //! The books turn inputs and decisions into balance and P&L changes, which differential
-//! dataflow's `count_total` keeps as totals, partitioned by key: a `Ledger` operator of their
-//! own with several workers; with one, the agents' operator books each input as it handles
-//! it, trackers included (no routing between them: every operator costs progress tracking
-//! at every epoch, and copying each input to a second operator cost a fifth of a replay).
+//! dataflow's `count_total` keeps as totals, partitioned by key. The agents' operator books
+//! each input as it handles it (copying each input to a books operator of its own and
+//! joining it there again with the decisions cost a fifth of a replay). With one worker the
+//! trackers run inside that operator too: no routing, and no operator more for timely to
+//! track at every epoch.
 //!
 //! The caller talks to the workers through channels: an epoch of input events goes in, what
 //! the agents derived comes out once every worker has finished the epoch.
@@ -338,8 +341,7 @@ fn build(
         let (derived, updates) = if peers == 1 {
             society_and_books_alone(&inputs, society)
         } else {
-            let derived = society_with_trackers(&inputs, society, peers);
-            (derived.clone(), books(&inputs, derived))
+            society_with_trackers(&inputs, society, peers)
         };
         let totals = updates.as_collection().count_total().inner;
         // Every total to worker 0, whose process has the caller.
@@ -349,43 +351,6 @@ fn build(
     });
 
     (input, probe)
-}
-
-/// The books see every input and every decision, in seq order and each input before its
-/// decisions.
-fn books<'scope>(
-    inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
-    derived: timely::dataflow::Stream<'scope, u64, Vec<Derived>>,
-) -> timely::dataflow::Stream<'scope, u64, Vec<BookUpdate>> {
-    inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<BookUpdate>>, _, _, _, _>(
-        derived,
-        Pipeline,
-        Pipeline,
-        "Ledger",
-        move |_capability, _info| {
-            let mut ledger = Ledger::default();
-            let mut held_inputs = Held::<Envelope>::new();
-            let mut held_derived = Held::<Derived>::new();
-            move |(inputs, inputs_frontier), (derived, derived_frontier), output| {
-                inputs.for_each(|cap, data| held_inputs.hold(&cap, [output.output_index()], data));
-                derived.for_each(|cap, data| held_derived.hold(&cap, [output.output_index()], data));
-                let open = |t: &u64| inputs_frontier.less_equal(t) || derived_frontier.less_equal(t);
-                let mut decisions: BTreeMap<u64, Vec<Derived>> =
-                    held_derived.complete(open).into_iter().map(|([cap], d)| (*cap.time(), d)).collect();
-                for ([cap], mut events) in held_inputs.complete(open) {
-                    let time = *cap.time();
-                    events.sort_by_key(|e| e.seq);
-                    let mut by_seq: BTreeMap<u64, Vec<Out>> =
-                        decisions.remove(&time).unwrap_or_default().into_iter().collect();
-                    let mut session = output.session(&cap);
-                    for e in events {
-                        let outs = by_seq.remove(&e.seq).unwrap_or_default();
-                        book(&mut ledger, &e, &outs, |update| session.give((update.0, time, update.1)));
-                    }
-                }
-            }
-        },
-    )
 }
 
 /// Books `input` and then what the agents derived from it.
@@ -451,12 +416,14 @@ fn society_and_books_alone<'scope>(
     (derived, updates)
 }
 
-/// The desk's agents on worker 0, the trackers spread over the other workers by pair.
+/// The desk's agents on worker 0, the trackers spread over the other workers by pair. The
+/// agents' operator books each input as it handles it, as on one worker (two outputs: what
+/// the agents derived, the books' updates).
 fn society_with_trackers<'scope>(
     inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
     society: Option<Arc<Mutex<Society>>>,
     peers: usize,
-) -> timely::dataflow::Stream<'scope, u64, Vec<Derived>> {
+) -> (timely::dataflow::Stream<'scope, u64, Vec<Derived>>, timely::dataflow::Stream<'scope, u64, Vec<BookUpdate>>) {
     let scope = inputs.scope();
     // Each candle to its pair's worker, capabilities to every worker.
     let views = inputs
@@ -506,46 +473,56 @@ fn society_with_trackers<'scope>(
                 }
             },
         );
-    inputs.clone().binary_frontier::<_, CapacityContainerBuilder<Vec<Derived>>, _, _, _, _>(
-        views,
-        Pipeline,
-        Exchange::new(|_: &(u64, BarView)| 0),
-        "Society",
-        move |_capability, _info| {
-            let society = society;
-            let mut held = Held::<Envelope>::new();
-            // Each epoch's views with the seq of the candle they follow, joined with the
-            // epoch's events in seq order (a view per candle at most).
-            let mut views: BTreeMap<u64, Vec<(u64, BarView)>> = BTreeMap::new();
-            move |(events, events_frontier), (seen, views_frontier), output| {
-                events.for_each(|cap, data| held.hold(&cap, [output.output_index()], data));
-                seen.for_each(|cap, data| {
-                    if let Some(time) = cap.least() {
-                        take_or_append(views.entry(*time).or_default(), data);
-                    }
-                });
-                let open = |t: &u64| events_frontier.less_equal(t) || views_frontier.less_equal(t);
-                for ([cap], mut events) in held.complete(open) {
-                    let mut epoch_views = views.remove(cap.time()).unwrap_or_default();
-                    let Some(society) = society.as_ref() else { continue };
-                    let mut society = society.lock().expect("the society's lock is not poisoned");
-                    events.sort_by_key(|e| e.seq);
-                    epoch_views.sort_unstable_by_key(|(seq, _)| *seq);
-                    let mut epoch_views = epoch_views.into_iter().peekable();
-                    let mut session = output.session(&cap);
-                    for e in events {
-                        // Views of seqs the epoch has no event for (none expected) are dropped.
-                        while epoch_views.next_if(|(seq, _)| *seq < e.seq).is_some() {}
-                        let view = epoch_views.next_if(|(seq, _)| *seq == e.seq).map(|(_, view)| view);
-                        let outs = society.handle_viewed(&e, view);
-                        session.give((e.seq, outs));
+    let mut builder = OperatorBuilder::new("Society and books".to_owned(), inputs.scope());
+    let mut events_in = builder.new_input(inputs.clone(), Pipeline);
+    let mut views_in = builder.new_input(views, Exchange::new(|_: &(u64, BarView)| 0));
+    let (decisions, derived) = builder.new_output::<Vec<Derived>>();
+    let (booked, updates) = builder.new_output::<Vec<BookUpdate>>();
+    let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
+    let mut booked = OutputBuilder::<u64, CapacityContainerBuilder<Vec<BookUpdate>>>::from(booked);
+    builder.build(move |_capabilities| {
+        let mut held = Held::<Envelope, 2>::new();
+        // Each epoch's views with the seq of the candle they follow, joined with the epoch's
+        // events in seq order (a view per candle at most).
+        let mut views: BTreeMap<u64, Vec<(u64, BarView)>> = BTreeMap::new();
+        let mut ledger = Ledger::default();
+        move |frontiers| {
+            let mut decisions = decisions.activate();
+            let mut booked = booked.activate();
+            events_in.for_each(|cap, data| held.hold(&cap, [0, 1], data));
+            views_in.for_each(|cap, data| {
+                if let Some(time) = cap.least() {
+                    take_or_append(views.entry(*time).or_default(), data);
+                }
+            });
+            let open = |t: &u64| frontiers[0].less_equal(t) || frontiers[1].less_equal(t);
+            for ([decide, book_cap], mut events) in held.complete(open) {
+                let time = *decide.time();
+                let mut epoch_views = views.remove(&time).unwrap_or_default();
+                events.sort_by_key(|e| e.seq);
+                epoch_views.sort_unstable_by_key(|(seq, _)| *seq);
+                let mut epoch_views = epoch_views.into_iter().peekable();
+                let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
+                let mut decided = decisions.session(&decide);
+                let mut books = booked.session(&book_cap);
+                for e in &events {
+                    // Views of seqs the epoch has no event for (none expected) are dropped.
+                    while epoch_views.next_if(|(seq, _)| *seq < e.seq).is_some() {}
+                    let view = epoch_views.next_if(|(seq, _)| *seq == e.seq).map(|(_, view)| view);
+                    let outs = society.as_mut().map(|society| society.handle_viewed(e, view));
+                    book(&mut ledger, e, outs.as_deref().unwrap_or_default(), |update| {
+                        books.give((update.0, time, update.1))
+                    });
+                    if let Some(outs) = outs {
+                        decided.give((e.seq, outs));
                     }
                 }
-                // Views of epochs with no events left to join (none expected).
-                views.retain(|t, _| views_frontier.less_equal(t) || held.holds(t));
             }
-        },
-    )
+            // Views of epochs with no events left to join (none expected).
+            views.retain(|t, _| frontiers[1].less_equal(t) || held.holds(t));
+        }
+    });
+    (derived, updates)
 }
 
 impl Host {

@@ -339,7 +339,7 @@ fn build(
     worker.dataflow::<u64, _, _>(|scope| {
         let inputs = input.to_stream(scope).container::<Vec<Envelope>>();
         let (derived, updates) = if peers == 1 {
-            society_and_books_alone(&inputs, society)
+            society_and_books(&inputs, None, society)
         } else {
             society_with_trackers(&inputs, society, peers)
         };
@@ -361,17 +361,23 @@ fn book(ledger: &mut Ledger, input: &Envelope, outs: &[Out], mut give: impl FnMu
     }
 }
 
-/// One worker: the agents, their trackers and the books in one operator, with two outputs
-/// (what the agents derived, the books' updates). Each input is booked as soon as the agents
-/// have handled it, instead of being copied to a books operator of its own and joined there
-/// again with the decisions: on a replay that copying and joining was a fifth of the
-/// worker's time.
-fn society_and_books_alone<'scope>(
+/// The agents and the books in one operator, with two outputs (what the agents derived, the
+/// books' updates). Each input is booked as soon as the agents have handled it, instead of
+/// being copied to a books operator of its own and joined there again with the decisions: on
+/// a replay that copying and joining was a fifth of the worker's time.
+///
+/// With `views`, the trackers' views come from the other workers and are joined with each
+/// epoch's events in seq order (a view per candle at most); without, this operator runs the
+/// trackers itself (one worker: no routing, and no operator more for timely to track at
+/// every epoch).
+fn society_and_books<'scope>(
     inputs: &timely::dataflow::Stream<'scope, u64, Vec<Envelope>>,
+    views: Option<timely::dataflow::Stream<'scope, u64, Vec<(u64, BarView)>>>,
     society: Option<Arc<Mutex<Society>>>,
 ) -> (timely::dataflow::Stream<'scope, u64, Vec<Derived>>, timely::dataflow::Stream<'scope, u64, Vec<BookUpdate>>) {
     let mut builder = OperatorBuilder::new("Society and books".to_owned(), inputs.scope());
-    let mut input = builder.new_input(inputs.clone(), Pipeline);
+    let mut events_in = builder.new_input(inputs.clone(), Pipeline);
+    let mut views_in = views.map(|views| builder.new_input(views, Exchange::new(|_: &(u64, BarView)| 0)));
     let (decisions, derived) = builder.new_output::<Vec<Derived>>();
     let (booked, updates) = builder.new_output::<Vec<BookUpdate>>();
     let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
@@ -379,30 +385,45 @@ fn society_and_books_alone<'scope>(
     builder.build(move |_capabilities| {
         // Each epoch's events, with a capability for either output.
         let mut held = Held::<Envelope, 2>::new();
+        let mut received: BTreeMap<u64, Vec<(u64, BarView)>> = BTreeMap::new();
         let mut watch = RunWatch::default();
         let mut ledger = Ledger::default();
         move |frontiers| {
             let mut decisions = decisions.activate();
             let mut booked = booked.activate();
-            input.for_each(|cap, data| held.hold(&cap, [0, 1], data));
-            for ([decide, book_cap], mut events) in held.complete(|t| frontiers[0].less_equal(t)) {
+            events_in.for_each(|cap, data| held.hold(&cap, [0, 1], data));
+            if let Some(views_in) = views_in.as_mut() {
+                views_in.for_each(|cap, data| {
+                    if let Some(time) = cap.least() {
+                        take_or_append(received.entry(*time).or_default(), data);
+                    }
+                });
+            }
+            let open = |t: &u64| frontiers.iter().any(|f| f.less_equal(t));
+            for ([decide, book_cap], mut events) in held.complete(open) {
                 let time = *decide.time();
                 events.sort_by_key(|e| e.seq);
+                let mut epoch_views = received.remove(&time).unwrap_or_default();
+                epoch_views.sort_unstable_by_key(|(seq, _)| *seq);
+                let mut epoch_views = epoch_views.into_iter().peekable();
                 let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
                 let mut decided = decisions.session(&decide);
                 let mut books = booked.session(&book_cap);
                 for e in &events {
-                    let outs = match society.as_mut() {
-                        Some(society) => {
-                            let view = watch.see(e);
-                            let outs = society.handle_viewed(e, view);
+                    let outs = society.as_mut().map(|society| {
+                        if views_in.is_some() {
+                            // Views of seqs the epoch has no event for (none expected) are dropped.
+                            while epoch_views.next_if(|(seq, _)| *seq < e.seq).is_some() {}
+                            let view = epoch_views.next_if(|(seq, _)| *seq == e.seq).map(|(_, view)| view);
+                            society.handle_viewed(e, view)
+                        } else {
+                            let outs = society.handle_viewed(e, watch.see(e));
                             if let Some(spare) = society.take_spare_view() {
                                 watch.recycle(spare);
                             }
-                            Some(outs)
+                            outs
                         }
-                        None => None,
-                    };
+                    });
                     book(&mut ledger, e, outs.as_deref().unwrap_or_default(), |update| {
                         books.give((update.0, time, update.1))
                     });
@@ -411,6 +432,8 @@ fn society_and_books_alone<'scope>(
                     }
                 }
             }
+            // Views of epochs with no events left to join (none expected).
+            received.retain(|t, _| frontiers.get(1).is_some_and(|f| f.less_equal(t)) || held.holds(t));
         }
     });
     (derived, updates)
@@ -473,56 +496,7 @@ fn society_with_trackers<'scope>(
                 }
             },
         );
-    let mut builder = OperatorBuilder::new("Society and books".to_owned(), inputs.scope());
-    let mut events_in = builder.new_input(inputs.clone(), Pipeline);
-    let mut views_in = builder.new_input(views, Exchange::new(|_: &(u64, BarView)| 0));
-    let (decisions, derived) = builder.new_output::<Vec<Derived>>();
-    let (booked, updates) = builder.new_output::<Vec<BookUpdate>>();
-    let mut decisions = OutputBuilder::<u64, CapacityContainerBuilder<Vec<Derived>>>::from(decisions);
-    let mut booked = OutputBuilder::<u64, CapacityContainerBuilder<Vec<BookUpdate>>>::from(booked);
-    builder.build(move |_capabilities| {
-        let mut held = Held::<Envelope, 2>::new();
-        // Each epoch's views with the seq of the candle they follow, joined with the epoch's
-        // events in seq order (a view per candle at most).
-        let mut views: BTreeMap<u64, Vec<(u64, BarView)>> = BTreeMap::new();
-        let mut ledger = Ledger::default();
-        move |frontiers| {
-            let mut decisions = decisions.activate();
-            let mut booked = booked.activate();
-            events_in.for_each(|cap, data| held.hold(&cap, [0, 1], data));
-            views_in.for_each(|cap, data| {
-                if let Some(time) = cap.least() {
-                    take_or_append(views.entry(*time).or_default(), data);
-                }
-            });
-            let open = |t: &u64| frontiers[0].less_equal(t) || frontiers[1].less_equal(t);
-            for ([decide, book_cap], mut events) in held.complete(open) {
-                let time = *decide.time();
-                let mut epoch_views = views.remove(&time).unwrap_or_default();
-                events.sort_by_key(|e| e.seq);
-                epoch_views.sort_unstable_by_key(|(seq, _)| *seq);
-                let mut epoch_views = epoch_views.into_iter().peekable();
-                let mut society = society.as_ref().map(|s| s.lock().expect("the society's lock is not poisoned"));
-                let mut decided = decisions.session(&decide);
-                let mut books = booked.session(&book_cap);
-                for e in &events {
-                    // Views of seqs the epoch has no event for (none expected) are dropped.
-                    while epoch_views.next_if(|(seq, _)| *seq < e.seq).is_some() {}
-                    let view = epoch_views.next_if(|(seq, _)| *seq == e.seq).map(|(_, view)| view);
-                    let outs = society.as_mut().map(|society| society.handle_viewed(e, view));
-                    book(&mut ledger, e, outs.as_deref().unwrap_or_default(), |update| {
-                        books.give((update.0, time, update.1))
-                    });
-                    if let Some(outs) = outs {
-                        decided.give((e.seq, outs));
-                    }
-                }
-            }
-            // Views of epochs with no events left to join (none expected).
-            views.retain(|t, _| frontiers[1].less_equal(t) || held.holds(t));
-        }
-    });
-    (derived, updates)
+    society_and_books(inputs, Some(views), society)
 }
 
 impl Host {

@@ -3,11 +3,12 @@
 //! Two operators carry the agents:
 //! - `Watch`, with several workers: the traders' per-pair trackers ([`Watch`]), partitioned
 //!   by pair over every worker but 0 — each candle goes to the worker its pair hashes to,
-//!   capabilities to every worker. This is where a trader's work is: following every variant of its grid bar by
-//!   bar. It follows one epoch per activation, so that worker 0 decides one epoch while the
-//!   next is followed.
-//! - `Society and books`, on worker 0: the desk, holders and traders' decisions, which are cheap but
-//!   chained (a proposal is judged, granted, gated within one input), so they stay together.
+//!   capabilities to every worker. This is where a trader's work is: following every
+//!   variant of its grid bar by bar. It follows one epoch per activation, so that worker 0
+//!   decides one epoch while the next is followed.
+//! - `Society and books`, on worker 0: the desk, holders and traders' decisions, which are
+//!   cheap but chained (a proposal is judged, granted, gated within one input), so they stay
+//!   together.
 //!   It joins each input with its pair's view and processes an epoch's events in seq order
 //!   once the frontier has passed the epoch — whatever order they arrived in, from whichever
 //!   worker — so the output depends only on the inputs, never on batching, scheduling or

@@ -808,3 +808,38 @@ pub fn serve(scale: &Scale) -> Result<(), String> {
     })?;
     guards.join().into_iter().collect::<Result<Vec<()>, String>>().map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::worker_of;
+    use crypy_core::Pair;
+
+    fn pair(text: &str) -> Pair {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn trackers_never_land_on_worker_0_once_there_are_others() {
+        let pairs = ["XBT/EUR", "ETH/EUR", "SOL/EUR", "ADA/EUR", "XBT/USD", "ETH/XBT", "DOT/USD", "ETH2.S/XBT"];
+        for text in pairs {
+            assert_eq!(worker_of(&pair(text), 1), 0, "{text}");
+            assert_eq!(worker_of(&pair(text), 2), 1, "{text}");
+            for peers in 3..=9 {
+                assert!((1..peers as u64).contains(&worker_of(&pair(text), peers)), "{text} on {peers}");
+            }
+        }
+    }
+
+    /// Every process of a cluster computes the same place for a pair, so it is a fixed
+    /// function of the pair's text (not of a per-process hasher): pinned here.
+    #[test]
+    fn a_pairs_worker_is_a_fixed_function_of_its_text() {
+        let placed: Vec<u64> =
+            ["XBT/EUR", "ETH/EUR", "SOL/EUR", "ADA/EUR"].iter().map(|t| worker_of(&pair(t), 5)).collect();
+        // FNV-1a (64-bit) of each text, modulo the four tracker workers, plus one: computed
+        // independently (in Python) for these texts.
+        assert_eq!(placed, [3, 4, 3, 1]);
+        // Four pairs over four tracker workers do not all share one.
+        assert!(placed.iter().any(|w| *w != placed[0]), "{placed:?}");
+    }
+}

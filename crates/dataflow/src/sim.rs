@@ -1368,6 +1368,11 @@ pub fn run_desk<E: Exchange>(
     }
     rec.flush()?;
     log.flush()?;
+    let next_seq = rec.next_seq;
+    // The log writer's thread ends with the recorder; then the log is closed before the
+    // desk returns, so that whoever opens the data dir next finds it free.
+    drop(rec);
+    log.close();
     let end_balances = Exchange::balances_now(&venue);
     let end_equity = books.value(&end_balances);
     let mut accounting_mismatches = Vec::new();
@@ -1387,8 +1392,8 @@ pub fn run_desk<E: Exchange>(
     Ok(SimReport {
         run,
         first_seq,
-        last_seq: rec.next_seq - 1,
-        events: rec.next_seq - first_seq,
+        last_seq: next_seq - 1,
+        events: next_seq - first_seq,
         candles: candles_done,
         orders: books.orders,
         fills: books.fills,

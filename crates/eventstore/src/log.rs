@@ -91,6 +91,9 @@ impl SeqRange {
 #[derive(Clone, Debug)]
 pub struct EventLog {
     inner: Arc<Inner>,
+    /// Shared by the handles callers hold, and only by them (the background flush and a
+    /// remote reader's round hold the log for a moment, without one): how many are open.
+    handles: Option<Arc<()>>,
 }
 
 #[derive(Debug)]
@@ -111,9 +114,23 @@ pub(crate) struct Inner {
     appended: watch::Sender<u64>,
     /// See [`Options::fail_after_appends`].
     appends_left: Option<AtomicU64>,
-    // Dropped last: sled must be closed before another handle may open the dir. `None`
+    // Dropped after sled: sled must be closed before another handle may open the dir. `None`
     // once a reader has taken it over (see `into_iter_from`).
     lock: Mutex<Option<DirLock>>,
+    // Dropped last, once the dir is free: see `EventLog::close`.
+    closed: ClosedSignal,
+}
+
+/// Tells whoever waits in [`EventLog::close`] that the log is closed.
+#[derive(Debug, Default)]
+struct ClosedSignal(Mutex<Option<std::sync::mpsc::Sender<()>>>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        if let Some(closed) = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = closed.send(());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -176,7 +193,9 @@ impl EventLog {
                 appended,
                 appends_left: options.fail_after_appends.map(AtomicU64::new),
                 lock: Mutex::new(Some(lock)),
+                closed: ClosedSignal::default(),
             }),
+            handles: Some(Arc::new(())),
         };
         if options.serve_readers {
             crate::remote::serve(&log.inner.dir, Arc::downgrade(&log.inner));
@@ -198,7 +217,24 @@ impl EventLog {
     }
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
-        EventLog { inner }
+        EventLog { inner, handles: None }
+    }
+
+    /// Closes this handle and, when it is the last one, returns once the log is closed:
+    /// durable, its socket gone, sled closed and the data dir's lock released. Dropping the
+    /// last handle closes the log too, but a background flush or a remote reader's round in
+    /// progress then holds it a moment longer, and whoever opens the dir in that moment
+    /// finds it still open (and read through a socket that closes under it). A caller that
+    /// opens the dir next (a learning job reads each run's log as soon as the run ends)
+    /// closes it with this. Waits at most ten seconds.
+    pub fn close(self) {
+        if self.handles.as_ref().is_none_or(|h| Arc::strong_count(h) > 1) {
+            return;
+        }
+        let (closed, wait) = std::sync::mpsc::channel();
+        *self.inner.closed.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(closed);
+        drop(self);
+        let _ = wait.recv_timeout(Duration::from_secs(10));
     }
 
     pub fn dir(&self) -> &Path {

@@ -253,3 +253,27 @@ fn a_long_log_read_by_its_only_handle_comes_back_whole_across_windows() {
     assert_eq!(reading.count(), total as usize - 1);
     drop(EventLog::open(dir.path(), quick).unwrap());
 }
+
+/// A log closed with `close` is closed when it returns, even while its background flush was
+/// running: its socket is gone and the dir's lock is free at once, so the next reader opens
+/// the log itself, never through the closing writer's socket (a learning job reads each
+/// run's log as soon as the run ends).
+#[test]
+fn a_closed_log_leaves_the_dir_free_at_once() {
+    // A flush every millisecond, and enough to write that it takes a while: one is running
+    // when the log closes.
+    let options = Options { durability: Durability::Interval(1), ..Options::default() };
+    let at_once = Options { lock_wait: Duration::ZERO, ..Options::default() };
+    let batch: Vec<NewEvent> = (1..=10_000).map(event).collect();
+    for round in 0..16 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path(), options.clone()).unwrap();
+        log.append(&batch).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        log.close();
+        assert!(!dir.path().join("log.sock").exists(), "round {round}: the socket outlived close");
+        let log = EventLog::open(dir.path(), at_once.clone())
+            .unwrap_or_else(|e| panic!("round {round}: the dir is not free after close: {e}"));
+        assert_eq!(log.iter_from(1).count(), batch.len(), "round {round}");
+    }
+}

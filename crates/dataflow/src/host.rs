@@ -100,7 +100,7 @@ impl<D, const PORTS: usize> Held<D, PORTS> {
 
     /// Takes the oldest epoch if `open` no longer says it may grow. Epochs complete in order
     /// (timestamps are totally ordered), so the complete ones are the oldest ones.
-    fn next_complete(&mut self, open: impl Fn(&u64) -> bool) -> Option<([Capability<u64>; PORTS], Vec<D>)> {
+    fn next_complete(&mut self, open: &impl Fn(&u64) -> bool) -> Option<([Capability<u64>; PORTS], Vec<D>)> {
         let (time, _) = self.epochs.first_key_value()?;
         if open(time) {
             return None;
@@ -110,8 +110,7 @@ impl<D, const PORTS: usize> Held<D, PORTS> {
 
     /// Takes every epoch `open` no longer says may grow, oldest first.
     fn complete(&mut self, open: impl Fn(&u64) -> bool) -> Vec<([Capability<u64>; PORTS], Vec<D>)> {
-        let done: Vec<u64> = self.epochs.keys().filter(|t| !open(t)).copied().collect();
-        done.into_iter().filter_map(|t| self.epochs.remove(&t)).collect()
+        std::iter::from_fn(|| self.next_complete(&open)).collect()
     }
 }
 
@@ -484,7 +483,7 @@ fn society_with_trackers<'scope>(
                     // done, reach worker 0 while this worker follows the next one. Taking
                     // every complete epoch at once kept worker 0's agents idle until all
                     // were followed, and the two workers took turns instead of overlapping.
-                    if let Some(([cap], mut events)) = held.next_complete(|t| frontier.less_equal(t)) {
+                    if let Some(([cap], mut events)) = held.next_complete(&|t: &u64| frontier.less_equal(t)) {
                         events.sort_by_key(|(_, e)| e.seq);
                         let mut session = output.session(&cap);
                         for (_, e) in events {

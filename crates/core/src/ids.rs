@@ -53,17 +53,81 @@ trait TextForm: fmt::Display {
     }
 }
 
-/// Appends an id's text form (its `Display`) to `out` without `fmt`'s machinery.
+/// An id's text form (its `Display`) appended as bytes: no `fmt` machinery, no zeroed
+/// buffer, no UTF-8 check of bytes known to be ASCII. The log encodes the ids of every event
+/// it appends, and signed allocations hold four.
+trait AppendText {
+    fn append_to(&self, out: &mut Vec<u8>);
+}
+
+impl<const N: usize> InlineStr<N> {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+fn append_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+impl AppendText for Asset {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.bytes());
+    }
+}
+
+impl AppendText for Pair {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.base.0.bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.quote.0.bytes());
+    }
+}
+
+impl AppendText for AgentId {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        match self {
+            AgentId::Desk { exchange, account } => {
+                out.extend_from_slice(exchange.0.bytes());
+                out.push(b':');
+                out.extend_from_slice(account.0.bytes());
+            }
+            AgentId::Holder(asset) => asset.append_to(out),
+            AgentId::Trader { pair, generation } => {
+                pair.append_to(out);
+                out.push(b'#');
+                append_u32(out, *generation);
+            }
+            AgentId::System(name) => {
+                out.push(b'@');
+                out.extend_from_slice(name.0.bytes());
+            }
+        }
+    }
+}
+
+impl AppendText for ClientOrderId {
+    fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.as_bytes());
+    }
+}
+
 macro_rules! append_text {
     ($($name:ident),*) => {$(
         impl $name {
             /// Appends this id's text form, exactly its `Display`, to `out`.
             pub fn append_text(&self, out: &mut Vec<u8>) {
-                let mut text = StackText::default();
-                match self.write_text(&mut text) {
-                    Ok(()) => out.extend_from_slice(text.as_str().as_bytes()),
-                    Err(_) => out.extend_from_slice(self.to_string().as_bytes()),
-                }
+                self.append_to(out);
             }
         }
     )*};
@@ -488,9 +552,23 @@ mod tests {
             }
             let client: ClientOrderId = client.parse().unwrap();
             proptest::prop_assert_eq!(written(&client), client.to_string());
-            let mut appended = b"x".to_vec();
-            desk.append_text(&mut appended);
-            proptest::prop_assert_eq!(appended, format!("x{desk}").into_bytes());
+            let appended = |append: &dyn Fn(&mut Vec<u8>)| {
+                let mut out = b"x".to_vec();
+                append(&mut out);
+                out
+            };
+            for id in [desk, holder, system] {
+                proptest::prop_assert_eq!(appended(&|o| id.append_text(o)), format!("x{id}").into_bytes());
+            }
+            if base != quote {
+                let pair: Pair = format!("{base}/{quote}").parse().unwrap();
+                let trader = AgentId::Trader { pair, generation };
+                proptest::prop_assert_eq!(appended(&|o| pair.append_text(o)), format!("x{pair}").into_bytes());
+                proptest::prop_assert_eq!(appended(&|o| trader.append_text(o)), format!("x{trader}").into_bytes());
+                let asset = pair.base;
+                proptest::prop_assert_eq!(appended(&|o| asset.append_text(o)), format!("x{asset}").into_bytes());
+            }
+            proptest::prop_assert_eq!(appended(&|o| client.append_text(o)), format!("x{client}").into_bytes());
         }
     }
 

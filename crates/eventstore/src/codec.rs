@@ -49,8 +49,7 @@ impl ChunkWriter {
     pub(crate) fn push(&mut self, event: &NewEvent) -> Result<()> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
-        bincode::serde::encode_into_std_write(event, &mut self.buf, bincode_config())
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        crate::event_encode::encode(event, &mut self.buf).map_err(|e| Error::Encode(e.to_string()))?;
         let len =
             u32::try_from(self.buf.len() - at - 4).map_err(|_| Error::Encode("event larger than 4 GiB".into()))?;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());

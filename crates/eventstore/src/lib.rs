@@ -38,6 +38,7 @@ mod candle_codec;
 /// The on-disk record layout.
 pub mod codec;
 mod error;
+mod event_encode;
 /// Events to Parquet.
 pub mod export;
 /// Candle files (CSV, Kraken OHLCVT, BitMEX JSON) to candles.

@@ -72,6 +72,7 @@ fn encode_trade(t: &Trade, out: &mut Vec<u8>) {
 
 /// bincode's varint: a value below 251 as one byte; else 251, 252 or 253 and the value as a
 /// little-endian `u16`, `u32` or `u64`, the shortest that holds it.
+#[inline]
 fn varint(out: &mut Vec<u8>, value: u64) {
     if value < 251 {
         out.push(value as u8);
@@ -88,10 +89,12 @@ fn varint(out: &mut Vec<u8>, value: u64) {
 }
 
 /// Signed integers are zigzagged (0, -1, 1, -2, … as 0, 1, 2, 3, …), then written as varints.
+#[inline]
 fn signed(out: &mut Vec<u8>, value: i64) {
     varint(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
+#[inline]
 fn option(out: &mut Vec<u8>, value: Option<u64>) {
     match value {
         None => out.push(0),
@@ -120,6 +123,7 @@ fn text(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
 
 /// `decimal_serde`'s binary form: the tuple (sign bit | scale, low 64 bits, high 32 bits of
 /// the mantissa), a `u8` as its byte and the others as varints.
+#[inline]
 fn decimal(out: &mut Vec<u8>, value: Decimal) {
     let magnitude = value.mantissa().unsigned_abs();
     out.push((value.scale() as u8) | if value.is_sign_negative() { 0x80 } else { 0 });

@@ -7,7 +7,10 @@
 //! - [`EventLog::open`] takes the data dir's writer lock (a second writer gets
 //!   [`Error::Locked`] naming the pid that has it).
 //! - [`EventLog::append`] gives a batch contiguous seqs and stores it atomically; the
-//!   [`Durability`] policy says when it is on disk.
+//!   [`Durability`] policy says when it is on disk. Under the default one a batch is made
+//!   durable by one write and one `fdatasync` of a write-ahead file (`log.wal.0`/`.1` in the
+//!   data dir), whose records go back into sled when a log opens after a crash; sled itself is
+//!   flushed in the background.
 //! - [`EventLog::iter_from`], [`EventLog::read_range`] read; [`EventLog::tail`] follows
 //!   new appends asynchronously.
 //! - [`EventLog::verify`] finds the first missing, out-of-order or corrupt record.
@@ -49,6 +52,7 @@ mod lock;
 mod log;
 /// Reading a log another process writes, and [`LogReader`], which reads either way.
 pub mod remote;
+mod wal;
 
 pub use error::{Error, Result};
 pub use log::{Durability, EventLog, Iter, Options, Problem, SeqRange, Tail, VerifyReport};

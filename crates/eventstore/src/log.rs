@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::codec::{self, ChunkWriter, RecordEvents, FORMAT_VERSION};
 use crate::lock::DirLock;
+use crate::wal::{self, Wal};
 use crate::{Error, Result};
 
 /// sled writes any page larger than a quarter of a segment to a blob file of its own, and
@@ -137,7 +138,15 @@ impl Drop for ClosedSignal {
 struct Writer {
     next_seq: u64,
     chunk: ChunkWriter,
+    /// Under `EveryBatch`, where appends are made durable (see [`crate::wal`]).
+    wal: Option<Wal>,
 }
+
+/// How often, under `EveryBatch`, sled is flushed and a write-ahead file emptied. Left to
+/// itself sled writes a whole 8 MiB buffer when one fills, in the appending thread, and the
+/// appends behind it wait milliseconds; flushed this often its writes stay small (measured
+/// on `bench latency`: p99.9 3-7.5 ms at 200 ms or never, 1.3-2.2 ms at 50 ms).
+const RETIRE_WAL_MS: u64 = 50;
 
 const META_FORMAT: &[u8] = b"format_version";
 const META_LAST_RUN: &[u8] = b"last_run";
@@ -178,6 +187,15 @@ impl EventLog {
                 db_file.sync_data().map_err(|e| Error::io(&db_path, e))?;
             }
         }
+        // What a crash took from sled's memory, back from the write-ahead files; once sled
+        // holds it durably, the files are emptied.
+        let (mut wal, found) = Wal::open(&dir)?;
+        if recover(&chunks, found)? > 0 {
+            db.flush()?;
+            db_file.sync_data().map_err(|e| Error::io(&db_path, e))?;
+        }
+        wal.clear_all()?;
+        let wal = (options.durability == Durability::EveryBatch).then_some(wal);
         let (last_seq, damaged) = find_tail(&chunks)?;
         let (appended, _) = watch::channel(last_seq);
         let log = EventLog {
@@ -189,7 +207,7 @@ impl EventLog {
                 meta,
                 durability: options.durability,
                 damaged,
-                writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default() }),
+                writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default(), wal }),
                 appended,
                 appends_left: options.fail_after_appends.map(AtomicU64::new),
                 lock: Mutex::new(Some(lock)),
@@ -200,19 +218,20 @@ impl EventLog {
         if options.serve_readers {
             crate::remote::serve(&log.inner.dir, Arc::downgrade(&log.inner));
         }
-        if let Durability::Interval(ms) = options.durability {
-            let weak = Arc::downgrade(&log.inner);
-            let period = Duration::from_millis(ms.max(1));
-            std::thread::Builder::new()
-                .name("crypy-log-flush".into())
-                .spawn(move || loop {
-                    std::thread::sleep(period);
-                    // Holds the log only while flushing, so dropping it is never delayed long.
-                    let Some(inner) = weak.upgrade() else { return };
-                    let _ = inner.make_durable();
-                })
-                .map_err(|e| Error::io(&log.inner.dir, e))?;
-        }
+        let period = match options.durability {
+            Durability::Interval(ms) => ms,
+            Durability::EveryBatch => RETIRE_WAL_MS,
+        };
+        let weak = Arc::downgrade(&log.inner);
+        std::thread::Builder::new()
+            .name("crypy-log-flush".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(period.max(1)));
+                // Holds the log only while flushing, so dropping it is never delayed long.
+                let Some(inner) = weak.upgrade() else { return };
+                let _ = inner.flush_in_background();
+            })
+            .map_err(|e| Error::io(&log.inner.dir, e))?;
         Ok(log)
     }
 
@@ -274,23 +293,51 @@ impl EventLog {
         }
         let mut batch = sled::Batch::default();
         let mut chunk_first = first;
-        let Writer { chunk, .. } = &mut *w;
-        chunk.start(chunk_first);
-        for (i, event) in events.iter().enumerate() {
-            chunk.push(event)?;
-            let is_last = i + 1 == events.len();
-            if chunk.len_bytes() >= CHUNK_BYTES || is_last {
-                let n = u64::from(chunk.count());
-                batch.insert(&codec::key(chunk_first), chunk.finish());
-                chunk_first += n;
-                if !is_last {
-                    chunk.start(chunk_first);
+        let Writer { chunk, wal, .. } = &mut *w;
+        let written = (|| -> Result<()> {
+            chunk.start(chunk_first);
+            if let Some(wal) = wal.as_mut() {
+                wal.start();
+            }
+            for (i, event) in events.iter().enumerate() {
+                chunk.push(event)?;
+                let is_last = i + 1 == events.len();
+                if chunk.len_bytes() >= CHUNK_BYTES || is_last {
+                    let n = u64::from(chunk.count());
+                    let record = chunk.finish();
+                    match wal.as_mut() {
+                        // The frame makes the batch atomic; a sled batch would also write
+                        // and sync sled's buffers twice (it rolls them around its manifest).
+                        Some(wal) => {
+                            wal.push(record);
+                            inner.chunks.insert(codec::key(chunk_first), record)?;
+                        }
+                        None => batch.insert(&codec::key(chunk_first), record),
+                    }
+                    chunk_first += n;
+                    if !is_last {
+                        chunk.start(chunk_first);
+                    }
                 }
             }
-        }
-        inner.chunks.apply_batch(batch)?;
-        if inner.durability == Durability::EveryBatch {
-            inner.make_durable()?;
+            match wal.as_mut() {
+                Some(wal) => wal.commit(),
+                None => {
+                    inner.chunks.apply_batch(std::mem::take(&mut batch))?;
+                    if inner.durability == Durability::EveryBatch {
+                        inner.make_durable()?;
+                    }
+                    Ok(())
+                }
+            }
+        })();
+        if let Err(e) = written {
+            // Whatever of the batch sled holds goes, so that the next append's records (on
+            // the same seqs, perhaps cut otherwise) never overlap it.
+            for key in inner.chunks.range(codec::key(first)..).keys().flatten() {
+                let _ = inner.chunks.remove(key);
+            }
+            return Err(e);
         }
         let last = chunk_first - 1;
         w.next_seq = chunk_first;
@@ -508,13 +555,50 @@ impl Inner {
         self.db.flush()?;
         self.db_file.sync_data().map_err(|e| Error::io(self.dir.join("log").join("db"), e))
     }
+
+    /// The background flush: under `Interval`, makes the last interval durable; under
+    /// `EveryBatch`, retires a write-ahead file (appends go on to the other one while sled
+    /// is flushed), then empties it.
+    fn flush_in_background(&self) -> Result<()> {
+        let retired = self.writer.lock().unwrap_or_else(|p| p.into_inner()).wal.as_mut().map(Wal::rotate);
+        match retired {
+            None => self.make_durable(),
+            Some(None) => Ok(()),
+            Some(Some(file)) => {
+                self.make_durable()?;
+                let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+                w.wal.as_mut().map_or(Ok(()), |wal| wal.clear(file))
+            }
+        }
+    }
+}
+
+/// Puts into `chunks` each record found in the write-ahead files that it lacks; returns how
+/// many.
+fn recover(chunks: &sled::Tree, found: Vec<wal::Found>) -> Result<usize> {
+    let mut batch = sled::Batch::default();
+    let mut recovered = 0;
+    for (seq, record) in found {
+        if !chunks.contains_key(codec::key(seq))? {
+            batch.insert(&codec::key(seq), record);
+            recovered += 1;
+        }
+    }
+    if recovered > 0 {
+        chunks.apply_batch(batch)?;
+    }
+    Ok(recovered)
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Under Durability::Interval the last interval may still be in memory: don't lose it
         // on an orderly close.
-        let _ = self.make_durable();
+        if self.make_durable().is_ok() {
+            if let Some(wal) = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).wal.as_mut() {
+                let _ = wal.clear_all();
+            }
+        }
         let _ = std::fs::remove_file(crate::remote::socket_path(&self.dir));
     }
 }

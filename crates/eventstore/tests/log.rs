@@ -277,3 +277,85 @@ fn a_closed_log_leaves_the_dir_free_at_once() {
         assert_eq!(log.iter_from(1).count(), batch.len(), "round {round}");
     }
 }
+
+/// A process killed right after its appends returned (no orderly close; sled, flushed only
+/// in the background, holds them in memory) loses none of them: the next open finds every
+/// event, from the write-ahead files.
+#[test]
+fn acknowledged_appends_survive_a_killed_process() {
+    const CHILD: &str = "CRYPY_TEST_APPEND_THEN_ABORT";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let log = EventLog::open(&dir, Options { serve_readers: false, ..Options::default() }).unwrap();
+        for n in 0..40 {
+            log.append(&[event(2 * n + 1), event(2 * n + 2)]).unwrap();
+        }
+        // Every append was acknowledged: die without closing anything.
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "acknowledged_appends_survive_a_killed_process", "--test-threads=1"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to abort");
+    let log = open(dir.path());
+    let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(back.len(), 80);
+    for (i, e) in back.iter().enumerate() {
+        assert_eq!((e.seq, e.event.clone()), (i as u64 + 1, event(i as i64 + 1).event));
+    }
+    assert!(log.verify().unwrap().is_ok());
+    assert_eq!(log.append(&[event(81)]).unwrap().first, 81);
+}
+
+/// The write-ahead file's frame, as the log writes it: `CW`, the payload's length and
+/// CRC-32, then each record's length and bytes.
+fn wal_frame(records: &[&[u8]]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for r in records {
+        payload.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        payload.extend_from_slice(r);
+    }
+    let mut frame = b"CW".to_vec();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Opening puts back what sled lacks from the write-ahead files, leaves what it has as it
+/// is, stops at a torn frame, and empties the files once sled holds it all.
+#[test]
+fn opening_recovers_from_the_write_ahead_files_what_sled_lacks() {
+    // The records a log holds after two appends: 1..=3, then 4..=5.
+    let source = tempfile::tempdir().unwrap();
+    let (first, second) = {
+        let log = open(source.path());
+        log.append(&[event(1), event(2), event(3)]).unwrap();
+        log.append(&[event(4), event(5)]).unwrap();
+        (log.raw_record_for_tests(1).unwrap().unwrap(), log.raw_record_for_tests(4).unwrap().unwrap())
+    };
+    // A log that made only the first append durable in sled before a crash, whose files hold
+    // both appends, then the start of a third.
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).append(&[event(1), event(2), event(3)]).unwrap();
+    let mut file = wal_frame(&[&first]);
+    file.extend(wal_frame(&[&second]));
+    let torn = wal_frame(&[&second]);
+    file.extend_from_slice(&torn[..torn.len() - 3]);
+    std::fs::write(dir.path().join("log.wal.1"), &file).unwrap();
+
+    let log = open(dir.path());
+    let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(back.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(back[4].event, event(5).event);
+    assert!(log.verify().unwrap().is_ok());
+    assert_eq!(log.append(&[event(6)]).unwrap().first, 6);
+    log.close();
+    for name in ["log.wal.0", "log.wal.1"] {
+        assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().len(), 0, "{name} emptied");
+    }
+}

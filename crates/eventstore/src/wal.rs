@@ -1,0 +1,283 @@
+//! The log's write-ahead files: what makes a durable append one write and one `fdatasync`.
+//!
+//! sled makes its writes durable only through its flush, which writes each of its buffers
+//! and waits for each with `sync_file_range` (two of each per append), before our
+//! `fdatasync` flushes the device's cache. Those waits were most of a durable append's time,
+//! and of the time from a market event to the order it causes on a live desk. Under
+//! [`crate::Durability::EveryBatch`] an append now goes to sled, in memory, and as one frame
+//! to the active one of two write-ahead files, which is `fdatasync`ed before the append
+//! returns. In the background the log switches to the other file, flushes sled (everything
+//! in the retired file is then durable in sled) and empties the retired file. Opening a log
+//! reads both files and puts back into sled every record it lacks: what a crash took from
+//! sled's memory.
+//!
+//! A file is a sequence of frames: `b"CW"`, the payload's length (u32 LE), the CRC-32 of the
+//! payload (u32 LE), then the payload: the append's records (see [`crate::codec`]), each as
+//! its length (u32 LE) and its bytes. A frame cut short or failing its checksum ends the
+//! file: its append never returned, so nothing acknowledged is lost by dropping it.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+const FRAME_MAGIC: [u8; 2] = *b"CW";
+const FRAME_HEADER: usize = 10;
+
+/// The two files and which one appends go to.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    paths: [PathBuf; 2],
+    files: [File; 2],
+    /// Bytes of whole frames in each file: where the next frame goes.
+    lens: [u64; 2],
+    active: usize,
+    /// The frame being built, reused.
+    frame: Vec<u8>,
+    /// Set when a failed append could not be undone in the file: a later frame written
+    /// after a partial one would be unreadable, so appends stop.
+    broken: Option<String>,
+}
+
+/// A record found in a write-ahead file: its first seq and its bytes.
+pub(crate) type Found = (u64, Vec<u8>);
+
+impl Wal {
+    /// Opens (creating) the files in `dir` and returns every record they hold, oldest frame
+    /// first. A torn last frame is cut off the file.
+    pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Found>)> {
+        let paths = [dir.join("log.wal.0"), dir.join("log.wal.1")];
+        let mut created = false;
+        let mut open = |path: &PathBuf| -> Result<File> {
+            created |= !path.exists();
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| Error::io(path, e))
+        };
+        let files = [open(&paths[0])?, open(&paths[1])?];
+        if created {
+            // The files' names must survive a crash as well as what is written in them.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut found = Vec::new();
+        let mut lens = [0; 2];
+        for i in 0..2 {
+            let bytes = std::fs::read(&paths[i]).map_err(|e| Error::io(&paths[i], e))?;
+            let whole = read_frames(&bytes, &mut found);
+            if whole < bytes.len() {
+                files[i].set_len(whole as u64).map_err(|e| Error::io(&paths[i], e))?;
+            }
+            lens[i] = whole as u64;
+        }
+        // In seq order: the retired file's frames come before the active one's, whichever
+        // file that is. A seq is in one frame only: a failed append is cut back from its file.
+        found.sort_by_key(|(seq, _)| *seq);
+        Ok((Wal { paths, files, lens, active: 0, frame: Vec::new(), broken: None }, found))
+    }
+
+    /// Starts the next frame.
+    pub(crate) fn start(&mut self) {
+        self.frame.clear();
+        self.frame.extend_from_slice(&FRAME_MAGIC);
+        self.frame.extend_from_slice(&[0; 8]);
+    }
+
+    /// Adds a record to the frame being built.
+    pub(crate) fn push(&mut self, record: &[u8]) {
+        self.frame.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.frame.extend_from_slice(record);
+    }
+
+    /// Writes the frame and makes it durable. On failure the file is cut back to where the
+    /// frame started, so that the next append's frame follows whole ones.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Some(reason) = &self.broken {
+            return Err(Error::io(&self.paths[self.active], std::io::Error::other(reason.clone())));
+        }
+        let payload_len = u32::try_from(self.frame.len() - FRAME_HEADER)
+            .map_err(|_| Error::Encode("an append larger than 4 GiB".into()))?;
+        let crc = crc32fast::hash(&self.frame[FRAME_HEADER..]);
+        self.frame[2..6].copy_from_slice(&payload_len.to_le_bytes());
+        self.frame[6..10].copy_from_slice(&crc.to_le_bytes());
+        let (file, at) = (&self.files[self.active], self.lens[self.active]);
+        let written = file.write_all_at(&self.frame, at).and_then(|()| file.sync_data());
+        match written {
+            Ok(()) => {
+                self.lens[self.active] += self.frame.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                if let Err(undo) = file.set_len(at) {
+                    self.broken = Some(format!(
+                        "the log's write-ahead file could not be cut back after a failed append ({undo}); reopen the log"
+                    ));
+                }
+                Err(Error::io(&self.paths[self.active], error))
+            }
+        }
+    }
+
+    /// Sends the next appends to the other file when that one is empty; returns the file to
+    /// empty once sled is flushed (the one just retired, or the other one still waiting),
+    /// or `None` when both are empty.
+    pub(crate) fn rotate(&mut self) -> Option<usize> {
+        let other = 1 - self.active;
+        if self.lens[other] == 0 {
+            if self.lens[self.active] == 0 {
+                return None;
+            }
+            self.active = other;
+        }
+        Some(1 - self.active)
+    }
+
+    /// Empties file `i`: sled holds durably every record in it.
+    pub(crate) fn clear(&mut self, i: usize) -> Result<()> {
+        self.files[i].set_len(0).and_then(|()| self.files[i].sync_data()).map_err(|e| Error::io(&self.paths[i], e))?;
+        self.lens[i] = 0;
+        Ok(())
+    }
+
+    /// Empties both files: sled holds durably every record in them.
+    pub(crate) fn clear_all(&mut self) -> Result<()> {
+        self.clear(0)?;
+        self.clear(1)
+    }
+}
+
+/// Appends the records of every whole frame at the start of `bytes` to `found`; returns the
+/// length of those frames.
+fn read_frames(bytes: &[u8], found: &mut Vec<Found>) -> usize {
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
+        if header[..2] != FRAME_MAGIC {
+            break;
+        }
+        let len = u32::from_le_bytes(header[2..6].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            // An append has at least one record.
+            break;
+        }
+        let crc = u32::from_le_bytes(header[6..10].try_into().expect("4 bytes"));
+        let Some(payload) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else { break };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(records) = split_records(payload) else { break };
+        found.extend(records);
+        at += FRAME_HEADER + len;
+    }
+    at
+}
+
+/// A frame's records, each checked as a record; `None` if any is not one.
+fn split_records(mut payload: &[u8]) -> Option<Vec<Found>> {
+    let mut records = Vec::new();
+    while !payload.is_empty() {
+        let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+        let record = payload.get(4..4 + len)?;
+        let seq = u64::from_le_bytes(record.get(8..16)?.try_into().ok()?);
+        crate::codec::open_chunk(seq, record).ok()?;
+        records.push((seq, record.to_vec()));
+        payload = &payload[4 + len..];
+    }
+    Some(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::ChunkWriter;
+    use crypy_core::{AgentId, Event, NewEvent};
+
+    fn record(first_seq: u64, count: u64) -> Vec<u8> {
+        let mut chunk = ChunkWriter::default();
+        chunk.start(first_seq);
+        for i in 0..count {
+            let event = NewEvent {
+                run: 1,
+                time: i as i64,
+                wall: 0,
+                source: AgentId::system("test").unwrap(),
+                cause: None,
+                event: Event::KillSwitchReleased(crypy_core::event::KillSwitchReleased { reason: format!("r{i}") }),
+            };
+            chunk.push(&event).unwrap();
+        }
+        chunk.finish().to_vec()
+    }
+
+    fn append(wal: &mut Wal, records: &[&[u8]]) {
+        wal.start();
+        for r in records {
+            wal.push(r);
+        }
+        wal.commit().unwrap();
+    }
+
+    #[test]
+    fn frames_come_back_and_a_torn_one_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (record(1, 3), record(4, 2), record(6, 1));
+        {
+            let (mut wal, found) = Wal::open(dir.path()).unwrap();
+            assert!(found.is_empty());
+            append(&mut wal, &[&a, &b]);
+            append(&mut wal, &[&c]);
+        }
+        let whole = std::fs::metadata(dir.path().join("log.wal.0")).unwrap().len();
+        // A crash in the middle of a third frame: its first bytes only.
+        let elsewhere = tempfile::tempdir().unwrap();
+        append(&mut Wal::open(elsewhere.path()).unwrap().0, &[&record(7, 1)]);
+        let third = std::fs::read(elsewhere.path().join("log.wal.0")).unwrap();
+        for cut in [3, 12, third.len() / 2, third.len() - 1] {
+            let (wal, _) = Wal::open(dir.path()).unwrap();
+            wal.files[0].write_all_at(&third[..cut], whole).unwrap();
+        }
+        let (_, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found, vec![(1, a), (4, b), (6, c)]);
+        assert_eq!(std::fs::metadata(dir.path().join("log.wal.0")).unwrap().len(), whole);
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (record(1, 1), record(2, 1));
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            append(&mut wal, &[&a]);
+            append(&mut wal, &[&b]);
+        }
+        let path = dir.path().join("log.wal.0");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found, vec![(1, a)]);
+    }
+
+    #[test]
+    fn rotation_alternates_and_waits_for_the_other_file_to_be_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.rotate(), None, "nothing to retire");
+        append(&mut wal, &[&record(1, 1)]);
+        assert_eq!(wal.rotate(), Some(0));
+        append(&mut wal, &[&record(2, 1)]);
+        // File 0 not emptied yet (sled's flush failed, say): appends stay on file 1, and file
+        // 0 is offered again.
+        assert_eq!(wal.rotate(), Some(0));
+        wal.clear(0).unwrap();
+        assert_eq!(wal.rotate(), Some(1));
+        append(&mut wal, &[&record(3, 1)]);
+        wal.clear(1).unwrap();
+        let (_, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![3]);
+    }
+}

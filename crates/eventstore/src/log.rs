@@ -299,20 +299,25 @@ impl EventLog {
             if let Some(wal) = wal.as_mut() {
                 wal.start();
             }
+            // A one-record append is a plain insert, atomic by itself. Several records go in
+            // a sled batch, whose manifest keeps them atomic in sled's own recovery: the
+            // background flush may make sled durable in the middle of an append, and a crash
+            // then must not leave part of it. A batch costs more (sled writes and syncs its
+            // buffers before and after the manifest); appends under 64 KiB are one record.
+            let mut single: Option<(u64, sled::IVec)> = None;
             for (i, event) in events.iter().enumerate() {
                 chunk.push(event)?;
                 let is_last = i + 1 == events.len();
                 if chunk.len_bytes() >= CHUNK_BYTES || is_last {
                     let n = u64::from(chunk.count());
                     let record = chunk.finish();
-                    match wal.as_mut() {
-                        // The frame makes the batch atomic; a sled batch would also write
-                        // and sync sled's buffers twice (it rolls them around its manifest).
-                        Some(wal) => {
-                            wal.push(record);
-                            inner.chunks.insert(codec::key(chunk_first), record)?;
-                        }
-                        None => batch.insert(&codec::key(chunk_first), record),
+                    if let Some(wal) = wal.as_mut() {
+                        wal.push(record);
+                    }
+                    if chunk_first == first && is_last {
+                        single = Some((chunk_first, sled::IVec::from(record)));
+                    } else {
+                        batch.insert(&codec::key(chunk_first), record);
                     }
                     chunk_first += n;
                     if !is_last {
@@ -320,15 +325,16 @@ impl EventLog {
                     }
                 }
             }
+            match single {
+                Some((seq, record)) => {
+                    inner.chunks.insert(codec::key(seq), record)?;
+                }
+                None => inner.chunks.apply_batch(std::mem::take(&mut batch))?,
+            }
             match wal.as_mut() {
                 Some(wal) => wal.commit(),
-                None => {
-                    inner.chunks.apply_batch(std::mem::take(&mut batch))?;
-                    if inner.durability == Durability::EveryBatch {
-                        inner.make_durable()?;
-                    }
-                    Ok(())
-                }
+                None if inner.durability == Durability::EveryBatch => inner.make_durable(),
+                None => Ok(()),
             }
         })();
         if let Err(e) = written {

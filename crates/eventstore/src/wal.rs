@@ -24,6 +24,9 @@ use crate::{Error, Result};
 
 const FRAME_MAGIC: [u8; 2] = *b"CW";
 const FRAME_HEADER: usize = 10;
+/// The frame's buffer is kept for the next append up to this size: an import appends
+/// hundreds of MB at once, a desk a few KB.
+const KEPT_FRAME_BYTES: usize = 4 << 20;
 
 /// The two files and which one appends go to.
 #[derive(Debug)]
@@ -82,6 +85,9 @@ impl Wal {
 
     /// Starts the next frame.
     pub(crate) fn start(&mut self) {
+        if self.frame.capacity() > KEPT_FRAME_BYTES {
+            self.frame = Vec::new();
+        }
         self.frame.clear();
         self.frame.extend_from_slice(&FRAME_MAGIC);
         self.frame.extend_from_slice(&[0; 8]);

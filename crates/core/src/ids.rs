@@ -29,18 +29,23 @@ impl StackText {
         fmt::Write::write_str(self, s)
     }
 
-    fn push_u32(&mut self, mut n: u32) -> fmt::Result {
-        let mut digits = [0u8; 10];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
+    fn push_u32(&mut self, n: u32) -> fmt::Result {
+        let (digits, start) = decimal_digits(n);
         self.push(std::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// `n`'s decimal digits, in `digits[start..]`.
+fn decimal_digits(mut n: u32) -> ([u8; 10], usize) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return (digits, start);
+        }
     }
 }
 
@@ -66,17 +71,8 @@ impl<const N: usize> InlineStr<N> {
     }
 }
 
-fn append_u32(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+fn append_u32(out: &mut Vec<u8>, n: u32) {
+    let (digits, start) = decimal_digits(n);
     out.extend_from_slice(&digits[start..]);
 }
 

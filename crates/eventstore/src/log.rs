@@ -580,15 +580,33 @@ impl Inner {
 }
 
 /// Puts into `chunks` each record found in the write-ahead files that it lacks; returns how
-/// many.
+/// many. What sled lacks must follow its last record, seq after seq: files that do not (a
+/// log made anew in the dir, files copied from another) are refused, never mixed in.
 fn recover(chunks: &sled::Tree, found: Vec<wal::Found>) -> Result<usize> {
+    let mut next = match chunks.last()? {
+        Some((key, record)) => codec::seq_of_key(&key)? + codec::peek_count(&record).map_or(1, u64::from),
+        None => 1,
+    };
     let mut batch = sled::Batch::default();
     let mut recovered = 0;
     for (seq, record) in found {
-        if !chunks.contains_key(codec::key(seq))? {
-            batch.insert(&codec::key(seq), record);
-            recovered += 1;
+        if chunks.contains_key(codec::key(seq))? {
+            continue;
         }
+        if seq != next {
+            return Err(Error::Corrupt {
+                seq,
+                reason: format!(
+                    "the write-ahead files (log.wal.0, log.wal.1) hold seq {seq}, which does not follow the \
+                     log's last record (it ends at seq {}): they are not this log's, or its tail is damaged; \
+                     move them aside to open the log without them",
+                    next - 1
+                ),
+            });
+        }
+        next = seq + codec::peek_count(&record).map_or(1, u64::from);
+        batch.insert(&codec::key(seq), record);
+        recovered += 1;
     }
     if recovered > 0 {
         chunks.apply_batch(batch)?;

@@ -359,3 +359,30 @@ fn opening_recovers_from_the_write_ahead_files_what_sled_lacks() {
         assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().len(), 0, "{name} emptied");
     }
 }
+
+/// Write-ahead files that do not continue the log (left by a log since made anew in the
+/// dir) are refused with a message saying what to do, and nothing of them is taken.
+#[test]
+fn write_ahead_files_of_another_log_are_refused() {
+    let other = tempfile::tempdir().unwrap();
+    let foreign = {
+        let log = open(other.path());
+        for n in 1..=9 {
+            log.append(&[event(n)]).unwrap();
+        }
+        log.raw_record_for_tests(9).unwrap().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).append(&[event(1), event(2), event(3)]).unwrap();
+    std::fs::write(dir.path().join("log.wal.0"), wal_frame(&[&foreign])).unwrap();
+    match EventLog::open(dir.path(), Options::default()) {
+        Err(Error::Corrupt { seq: 9, reason }) => {
+            assert!(reason.contains("does not follow the log's last record (it ends at seq 3)"), "{reason}");
+            assert!(reason.contains("move them aside"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    std::fs::remove_file(dir.path().join("log.wal.0")).unwrap();
+    let log = open(dir.path());
+    assert_eq!(log.last_seq(), 3);
+}

@@ -8,30 +8,48 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ParseError;
 
-/// Room for the longest id's text form (a desk: 32 + 1 + 32 bytes).
+/// Where an id's text form goes: a `Vec` (the log's encoder, allocations' signed text) or
+/// a buffer on the stack (serde, which wants a `&str`).
+trait TextSink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl TextSink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Room for the longest id's text form (a desk: 32 + 1 + 32 bytes); a text that does not
+/// fit marks it overflowed, and serde then falls back to `Display`.
 struct StackText {
     len: usize,
     bytes: [u8; 80],
+    overflowed: bool,
 }
 
 impl Default for StackText {
     fn default() -> Self {
-        StackText { len: 0, bytes: [0; 80] }
+        StackText { len: 0, bytes: [0; 80], overflowed: false }
     }
 }
 
 impl StackText {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    /// The text written, unless it did not fit.
+    fn text(&self) -> Option<&str> {
+        (!self.overflowed).then(|| std::str::from_utf8(&self.bytes[..self.len]).ok()).flatten()
     }
+}
 
-    fn push(&mut self, s: &str) -> fmt::Result {
-        fmt::Write::write_str(self, s)
-    }
-
-    fn push_u32(&mut self, n: u32) -> fmt::Result {
-        let (digits, start) = decimal_digits(n);
-        self.push(std::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
+impl TextSink for StackText {
+    fn put(&mut self, bytes: &[u8]) {
+        match self.bytes.get_mut(self.len..self.len + bytes.len()) {
+            Some(room) => {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
     }
 }
 
@@ -49,20 +67,11 @@ fn decimal_digits(mut n: u32) -> ([u8; 10], usize) {
     }
 }
 
-/// An id's text form, written without `fmt`'s machinery: every event the log encodes holds
-/// a few ids, and formatting them through `Display` was a tenth of a backtest's encoding.
-/// Always the same text as `Display` (property test).
+/// An id's text form, exactly its `Display` (property test), written as bytes without
+/// `fmt`'s machinery: every event the log encodes holds a few ids, and formatting them
+/// through `Display` was a tenth of a backtest's encoding.
 trait TextForm: fmt::Display {
-    fn write_text(&self, out: &mut StackText) -> fmt::Result {
-        fmt::write(out, format_args!("{self}"))
-    }
-}
-
-/// An id's text form (its `Display`) appended as bytes: no `fmt` machinery, no zeroed
-/// buffer, no UTF-8 check of bytes known to be ASCII. The log encodes the ids of every event
-/// it appends, and signed allocations hold four.
-trait AppendText {
-    fn append_to(&self, out: &mut Vec<u8>);
+    fn write_text(&self, out: &mut impl TextSink);
 }
 
 impl<const N: usize> InlineStr<N> {
@@ -71,77 +80,18 @@ impl<const N: usize> InlineStr<N> {
     }
 }
 
-fn append_u32(out: &mut Vec<u8>, n: u32) {
-    let (digits, start) = decimal_digits(n);
-    out.extend_from_slice(&digits[start..]);
-}
-
-impl AppendText for Asset {
-    fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.bytes());
-    }
-}
-
-impl AppendText for Pair {
-    fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.base.0.bytes());
-        out.push(b'/');
-        out.extend_from_slice(self.quote.0.bytes());
-    }
-}
-
-impl AppendText for AgentId {
-    fn append_to(&self, out: &mut Vec<u8>) {
-        match self {
-            AgentId::Desk { exchange, account } => {
-                out.extend_from_slice(exchange.0.bytes());
-                out.push(b':');
-                out.extend_from_slice(account.0.bytes());
-            }
-            AgentId::Holder(asset) => asset.append_to(out),
-            AgentId::Trader { pair, generation } => {
-                pair.append_to(out);
-                out.push(b'#');
-                append_u32(out, *generation);
-            }
-            AgentId::System(name) => {
-                out.push(b'@');
-                out.extend_from_slice(name.0.bytes());
-            }
-        }
-    }
-}
-
-impl AppendText for ClientOrderId {
-    fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.as_bytes());
-    }
-}
-
 macro_rules! append_text {
     ($($name:ident),*) => {$(
         impl $name {
             /// Appends this id's text form, exactly its `Display`, to `out`.
             pub fn append_text(&self, out: &mut Vec<u8>) {
-                self.append_to(out);
+                self.write_text(out);
             }
         }
     )*};
 }
 
 append_text!(Asset, Pair, AgentId, ClientOrderId);
-
-impl fmt::Write for StackText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        if end > self.bytes.len() {
-            return Err(fmt::Error);
-        }
-        self.bytes[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
 
 /// Serializes through `Display` and deserializes through `FromStr`, in every format: ids are
 /// short, and one text form everywhere keeps the binary log and the JSON output in step.
@@ -151,9 +101,10 @@ macro_rules! serde_via_str {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 // Written on the stack: `collect_str` would allocate a String per id.
                 let mut buf = StackText::default();
-                match self.write_text(&mut buf) {
-                    Ok(()) => s.serialize_str(buf.as_str()),
-                    Err(_) => s.collect_str(self),
+                self.write_text(&mut buf);
+                match buf.text() {
+                    Some(text) => s.serialize_str(text),
+                    None => s.collect_str(self),
                 }
             }
         }
@@ -258,8 +209,8 @@ impl fmt::Debug for Asset {
 }
 
 impl TextForm for Asset {
-    fn write_text(&self, out: &mut StackText) -> fmt::Result {
-        out.push(self.as_str())
+    fn write_text(&self, out: &mut impl TextSink) {
+        out.put(self.0.bytes());
     }
 }
 
@@ -306,10 +257,10 @@ impl fmt::Debug for Pair {
 }
 
 impl TextForm for Pair {
-    fn write_text(&self, out: &mut StackText) -> fmt::Result {
-        out.push(self.base.as_str())?;
-        out.push("/")?;
-        out.push(self.quote.as_str())
+    fn write_text(&self, out: &mut impl TextSink) {
+        out.put(self.base.0.bytes());
+        out.put(b"/");
+        out.put(self.quote.0.bytes());
     }
 }
 
@@ -422,22 +373,23 @@ impl fmt::Debug for AgentId {
 }
 
 impl TextForm for AgentId {
-    fn write_text(&self, out: &mut StackText) -> fmt::Result {
+    fn write_text(&self, out: &mut impl TextSink) {
         match self {
             AgentId::Desk { exchange, account } => {
-                out.push(exchange.as_str())?;
-                out.push(":")?;
-                out.push(account.as_str())
+                out.put(exchange.0.bytes());
+                out.put(b":");
+                out.put(account.0.bytes());
             }
             AgentId::Holder(asset) => asset.write_text(out),
             AgentId::Trader { pair, generation } => {
-                pair.write_text(out)?;
-                out.push("#")?;
-                out.push_u32(*generation)
+                pair.write_text(out);
+                out.put(b"#");
+                let (digits, start) = decimal_digits(*generation);
+                out.put(&digits[start..]);
             }
             AgentId::System(name) => {
-                out.push("@")?;
-                out.push(name.as_str())
+                out.put(b"@");
+                out.put(name.0.bytes());
             }
         }
     }
@@ -480,8 +432,8 @@ impl fmt::Debug for ClientOrderId {
 }
 
 impl TextForm for ClientOrderId {
-    fn write_text(&self, out: &mut StackText) -> fmt::Result {
-        out.push(self.as_str())
+    fn write_text(&self, out: &mut impl TextSink) {
+        out.put(self.0.as_bytes());
     }
 }
 
@@ -520,8 +472,8 @@ mod tests {
     /// The text an id is encoded with is exactly its `Display`, at every length.
     fn written(id: &impl TextForm) -> String {
         let mut out = StackText::default();
-        id.write_text(&mut out).unwrap();
-        out.as_str().to_string()
+        id.write_text(&mut out);
+        out.text().expect("an id's text fits").to_string()
     }
 
     proptest::proptest! {

@@ -78,10 +78,14 @@ pub fn bench_log(dir: &Path, events: u64, batch: usize) -> Result<LogBench> {
         appending += started.elapsed();
     }
     // The events' encoded size, made again rather than kept (they are a function of `i`).
-    let encoded: usize = (0..events)
-        .map(|i| sample_event(i, pair, source))
-        .map(|e| bincode::serde::encode_to_vec(&e, bincode::config::standard()).map(|v| v.len()).unwrap_or(0))
-        .sum();
+    let mut bytes = Vec::new();
+    let mut encoded = 0;
+    for i in 0..events {
+        bytes.clear();
+        crate::event_encode::encode(&sample_event(i, pair, source), &mut bytes)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        encoded += bytes.len();
+    }
     let append_seconds = appending.as_secs_f64();
     drop(data);
 

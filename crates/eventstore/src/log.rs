@@ -183,16 +183,14 @@ impl EventLog {
             }
             None => {
                 meta.insert(META_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
-                db.flush()?;
-                db_file.sync_data().map_err(|e| Error::io(&db_path, e))?;
+                sync_sled(&db, &db_file, &dir)?;
             }
         }
         // What a crash took from sled's memory, back from the write-ahead files; once sled
         // holds it durably, the files are emptied.
         let (mut wal, found) = Wal::open(&dir)?;
         if recover(&chunks, found)? > 0 {
-            db.flush()?;
-            db_file.sync_data().map_err(|e| Error::io(&db_path, e))?;
+            sync_sled(&db, &db_file, &dir)?;
         }
         wal.clear_all()?;
         let wal = (options.durability == Durability::EveryBatch).then_some(wal);
@@ -554,12 +552,17 @@ fn find_tail(chunks: &sled::Tree) -> Result<(u64, Option<Problem>)> {
     Ok((last_good, damaged))
 }
 
+/// sled's flush writes its buffers with `sync_file_range`, which neither flushes the
+/// device's cache nor the file's metadata; `fdatasync` on its file (in the data dir `dir`)
+/// does both.
+fn sync_sled(db: &sled::Db, db_file: &std::fs::File, dir: &Path) -> Result<()> {
+    db.flush()?;
+    db_file.sync_data().map_err(|e| Error::io(dir.join("log").join("db"), e))
+}
+
 impl Inner {
-    /// sled's flush writes its buffers with `sync_file_range`, which neither flushes the
-    /// device's cache nor the file's metadata; `fdatasync` on its file does both.
     fn make_durable(&self) -> Result<()> {
-        self.db.flush()?;
-        self.db_file.sync_data().map_err(|e| Error::io(self.dir.join("log").join("db"), e))
+        sync_sled(&self.db, &self.db_file, &self.dir)
     }
 
     /// The background flush: under `Interval`, makes the last interval durable; under
@@ -597,9 +600,11 @@ fn recover(chunks: &sled::Tree, found: Vec<wal::Found>) -> Result<usize> {
             return Err(Error::Corrupt {
                 seq,
                 reason: format!(
-                    "the write-ahead files (log.wal.0, log.wal.1) hold seq {seq}, which does not follow the \
-                     log's last record (it ends at seq {}): they are not this log's, or its tail is damaged; \
-                     move them aside to open the log without them",
+                    "the write-ahead files ({}, {}) hold seq {seq}, which does not follow the log's last \
+                     record (it ends at seq {}): they are not this log's, or its tail is damaged; move them \
+                     aside to open the log without them",
+                    wal::FILE_NAMES[0],
+                    wal::FILE_NAMES[1],
                     next - 1
                 ),
             });

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// The two files, in the data dir.
+pub(crate) const FILE_NAMES: [&str; 2] = ["log.wal.0", "log.wal.1"];
 const FRAME_MAGIC: [u8; 2] = *b"CW";
 const FRAME_HEADER: usize = 10;
 /// The frame's buffer is kept for the next append up to this size: an import appends
@@ -50,7 +52,7 @@ impl Wal {
     /// Opens (creating) the files in `dir` and returns every record they hold, oldest frame
     /// first. A torn last frame is cut off the file.
     pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Found>)> {
-        let paths = [dir.join("log.wal.0"), dir.join("log.wal.1")];
+        let paths = FILE_NAMES.map(|name| dir.join(name));
         let mut created = false;
         let mut open = |path: &PathBuf| -> Result<File> {
             created |= !path.exists();

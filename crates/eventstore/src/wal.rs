@@ -7,7 +7,7 @@
 //! [`crate::Durability::EveryBatch`] an append now goes to sled, in memory, and as one frame
 //! to the active one of two write-ahead files, which is `fdatasync`ed before the append
 //! returns. In the background the log switches to the other file, flushes sled (everything
-//! in the retired file is then durable in sled) and empties the retired file. Opening a log
+//! in the retired file is then durable in sled) and recycles the retired file. Opening a log
 //! reads both files and puts back into sled every record it lacks: what a crash took from
 //! sled's memory.
 //!
@@ -15,6 +15,15 @@
 //! payload (u32 LE), then the payload: the append's records (see [`crate::codec`]), each as
 //! its length (u32 LE) and its bytes. A frame cut short or failing its checksum ends the
 //! file: its append never returned, so nothing acknowledged is lost by dropping it.
+//!
+//! The files keep their size while the log is open: they are sized ahead when it opens, and
+//! a recycled file is written again from its start rather than cut to nothing. An
+//! `fdatasync` that has no file size to commit is the disk's flush and little else (on this
+//! machine's ext4, 3,000 syncs of 200 bytes: p50 150–156 µs growing the file, 100–102 µs
+//! writing within its size). Frames left from a file's earlier use hold records sled has
+//! durably, and a file's frames end where a frame's first seq does not follow the frame
+//! before it: seqs only grow, so what follows the new frames is older. Opening and closing
+//! a log cut the files to nothing, so no earlier frame outlives the log that wrote it.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -26,6 +35,9 @@ use crate::{Error, Result};
 pub(crate) const FILE_NAMES: [&str; 2] = ["log.wal.0", "log.wal.1"];
 const FRAME_MAGIC: [u8; 2] = *b"CW";
 const FRAME_HEADER: usize = 10;
+/// The size the files are given when a log opens: room for a desk's appends many times
+/// over between two recyclings (a file outgrown keeps its new size while the log is open).
+const SIZED_AHEAD_BYTES: u64 = 4 << 20;
 /// The frame's buffer is kept for the next append up to this size: an import appends
 /// hundreds of MB at once, a desk a few KB.
 const KEPT_FRAME_BYTES: usize = 4 << 20;
@@ -35,7 +47,8 @@ const KEPT_FRAME_BYTES: usize = 4 << 20;
 pub(crate) struct Wal {
     paths: [PathBuf; 2],
     files: [File; 2],
-    /// Bytes of whole frames in each file: where the next frame goes.
+    /// Bytes of the frames written in each file since its last recycling: where the next
+    /// frame goes.
     lens: [u64; 2],
     active: usize,
     /// The frame being built, reused.
@@ -130,9 +143,9 @@ impl Wal {
         }
     }
 
-    /// Sends the next appends to the other file when that one is empty; returns the file to
-    /// empty once sled is flushed (the one just retired, or the other one still waiting),
-    /// or `None` when both are empty.
+    /// Sends the next appends to the other file when that one is recycled; returns the file
+    /// to recycle once sled is flushed (the one just retired, or the other one still
+    /// waiting), or `None` when neither has frames.
     pub(crate) fn rotate(&mut self) -> Option<usize> {
         let other = 1 - self.active;
         if self.lens[other] == 0 {
@@ -144,24 +157,46 @@ impl Wal {
         Some(1 - self.active)
     }
 
-    /// Empties file `i`: sled holds durably every record in it.
-    pub(crate) fn clear(&mut self, i: usize) -> Result<()> {
-        self.files[i].set_len(0).and_then(|()| self.files[i].sync_data()).map_err(|e| Error::io(&self.paths[i], e))?;
+    /// Lets file `i` be written again from its start: sled holds durably every record in it.
+    /// Its frames stay until overwritten; opening a log skips the records sled has.
+    pub(crate) fn recycle(&mut self, i: usize) {
         self.lens[i] = 0;
+    }
+
+    /// Cuts both files to nothing: sled holds durably every record in them.
+    pub(crate) fn clear_all(&mut self) -> Result<()> {
+        for i in 0..2 {
+            self.files[i]
+                .set_len(0)
+                .and_then(|()| self.files[i].sync_data())
+                .map_err(|e| Error::io(&self.paths[i], e))?;
+            self.lens[i] = 0;
+        }
         Ok(())
     }
 
-    /// Empties both files: sled holds durably every record in them.
-    pub(crate) fn clear_all(&mut self) -> Result<()> {
-        self.clear(0)?;
-        self.clear(1)
+    /// Gives both files their size ahead, durably, so that an append's `fdatasync` has no
+    /// size to commit.
+    pub(crate) fn size_ahead(&mut self) -> Result<()> {
+        for i in 0..2 {
+            let file = &self.files[i];
+            let sized =
+                file.metadata().map(|m| m.len() >= SIZED_AHEAD_BYTES).map_err(|e| Error::io(&self.paths[i], e))?;
+            if !sized {
+                file.set_len(SIZED_AHEAD_BYTES)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io(&self.paths[i], e))?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Appends the records of every whole frame at the start of `bytes` to `found`; returns the
-/// length of those frames.
+/// Appends the records of the frames at the start of `bytes` to `found`: every whole frame
+/// whose seqs follow the frame before it. Returns the length of those frames.
 fn read_frames(bytes: &[u8], found: &mut Vec<Found>) -> usize {
     let mut at = 0;
+    let mut next_seq = None;
     while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
         if header[..2] != FRAME_MAGIC {
             break;
@@ -176,25 +211,31 @@ fn read_frames(bytes: &[u8], found: &mut Vec<Found>) -> usize {
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Some(records) = split_records(payload) else { break };
+        let Some((records, after)) = split_records(payload, next_seq) else { break };
         found.extend(records);
+        next_seq = Some(after);
         at += FRAME_HEADER + len;
     }
     at
 }
 
-/// A frame's records, each checked as a record; `None` if any is not one.
-fn split_records(mut payload: &[u8]) -> Option<Vec<Found>> {
+/// A frame's records, each checked as a record and following the one before it (the first
+/// following `next_seq`, when given), and the seq after the last; `None` if any is not so.
+fn split_records(mut payload: &[u8], mut next_seq: Option<u64>) -> Option<(Vec<Found>, u64)> {
     let mut records = Vec::new();
     while !payload.is_empty() {
         let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
         let record = payload.get(4..4 + len)?;
         let seq = u64::from_le_bytes(record.get(8..16)?.try_into().ok()?);
-        crate::codec::open_chunk(seq, record).ok()?;
+        if next_seq.is_some_and(|next| next != seq) {
+            return None;
+        }
+        let chunk = crate::codec::open_chunk(seq, record).ok()?;
+        next_seq = Some(seq.checked_add(u64::from(chunk.count))?);
         records.push((seq, record.to_vec()));
         payload = &payload[4 + len..];
     }
-    Some(records)
+    Some((records, next_seq?))
 }
 
 #[cfg(test)]
@@ -271,21 +312,63 @@ mod tests {
     }
 
     #[test]
-    fn rotation_alternates_and_waits_for_the_other_file_to_be_emptied() {
+    fn rotation_alternates_and_waits_for_the_other_file_to_be_recycled() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path()).unwrap();
         assert_eq!(wal.rotate(), None, "nothing to retire");
         append(&mut wal, &[&record(1, 1)]);
         assert_eq!(wal.rotate(), Some(0));
         append(&mut wal, &[&record(2, 1)]);
-        // File 0 not emptied yet (sled's flush failed, say): appends stay on file 1, and file
+        // File 0 not recycled yet (sled's flush failed, say): appends stay on file 1, and file
         // 0 is offered again.
         assert_eq!(wal.rotate(), Some(0));
-        wal.clear(0).unwrap();
+        wal.recycle(0);
         assert_eq!(wal.rotate(), Some(1));
         append(&mut wal, &[&record(3, 1)]);
-        wal.clear(1).unwrap();
+        wal.recycle(1);
+        assert_eq!(wal.rotate(), Some(0));
+        // Recycling leaves the frames: seq 2 (in sled by now) is still in file 1, and seq 3
+        // took seq 1's place in file 0.
         let (_, found) = Wal::open(dir.path()).unwrap();
-        assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    /// A recycled file keeps its size and is written again from its start; frames after the
+    /// new ones, left from its earlier use, are older and not read. Closing cuts the files.
+    #[test]
+    fn older_frames_after_a_recycled_files_new_ones_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        wal.size_ahead().unwrap();
+        append(&mut wal, &[&record(1, 2)]);
+        append(&mut wal, &[&record(3, 1)]);
+        assert_eq!(wal.rotate(), Some(0));
+        append(&mut wal, &[&record(4, 1)]);
+        wal.recycle(0);
+        assert_eq!(wal.rotate(), Some(1));
+        // Over the frame of seqs 1..=2, one of the same size: the frame of seq 3 follows it
+        // whole, and would be read back were seqs not required to follow one another.
+        append(&mut wal, &[&record(5, 2)]);
+        for name in FILE_NAMES {
+            assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().len(), SIZED_AHEAD_BYTES);
+        }
+        let (mut reopened, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![4, 5]);
+        reopened.clear_all().unwrap();
+        for name in FILE_NAMES {
+            assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_frame_whose_records_do_not_follow_each_other_ends_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            append(&mut wal, &[&record(1, 1)]);
+            append(&mut wal, &[&record(2, 2), &record(5, 1)]);
+        }
+        let (_, found) = Wal::open(dir.path()).unwrap();
+        assert_eq!(found.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1]);
     }
 }

@@ -46,8 +46,9 @@ impl Ledger {
         self.order_strategy.get(order).map(String::as_str)
     }
 
-    /// The updates `event` implies, in a fixed order.
-    pub fn updates(&mut self, event: &Event) -> Vec<(String, i128)> {
+    /// Learns from `event` which strategy each order serves (proposal → allocation →
+    /// order): all a reader of [`strategy_of`](Self::strategy_of) needs.
+    pub fn learn(&mut self, event: &Event) {
         match event {
             Event::StrategyProposed(p) => {
                 self.proposal_strategy.insert(p.proposal, p.strategy.clone());
@@ -62,35 +63,38 @@ impl Ledger {
                     self.order_strategy.insert(r.client_id.clone(), s.clone());
                 }
             }
-            Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
-                let value = f.price.value() * f.qty.value();
-                let fee = f.fee.value();
-                let (quote, base) = match f.side {
-                    Side::Buy => (-(value + fee), f.qty.value()),
-                    Side::Sell => (value - fee, -f.qty.value()),
-                };
-                let mut out = Vec::new();
-                // Concatenated, not formatted: this runs at every fill of a replay's worker.
-                for (key, amount) in [
-                    (["asset:", f.pair.quote.as_str()].concat(), quote),
-                    (["asset:", f.pair.base.as_str()].concat(), base),
-                ] {
-                    match to_fixed(amount) {
-                        Some(v) => out.push((key, v)),
-                        None => self.unrepresentable += 1,
-                    }
-                }
-                if let Some(s) = self.order_strategy.get(&f.client_id) {
-                    match to_fixed(quote) {
-                        Some(v) => out.push((["strategy:", s].concat(), v)),
-                        None => self.unrepresentable += 1,
-                    }
-                }
-                return out;
-            }
             _ => {}
         }
-        Vec::new()
+    }
+
+    /// The updates `event` implies, in a fixed order (learning from it as [`learn`](Self::learn)
+    /// does).
+    pub fn updates(&mut self, event: &Event) -> Vec<(String, i128)> {
+        self.learn(event);
+        let (Event::OrderFilled(f) | Event::OrderPartiallyFilled(f)) = event else { return Vec::new() };
+        let value = f.price.value() * f.qty.value();
+        let fee = f.fee.value();
+        let (quote, base) = match f.side {
+            Side::Buy => (-(value + fee), f.qty.value()),
+            Side::Sell => (value - fee, -f.qty.value()),
+        };
+        let mut out = Vec::new();
+        // Concatenated, not formatted: this runs at every fill of a replay's worker.
+        for (key, amount) in
+            [(["asset:", f.pair.quote.as_str()].concat(), quote), (["asset:", f.pair.base.as_str()].concat(), base)]
+        {
+            match to_fixed(amount) {
+                Some(v) => out.push((key, v)),
+                None => self.unrepresentable += 1,
+            }
+        }
+        if let Some(s) = self.order_strategy.get(&f.client_id) {
+            match to_fixed(quote) {
+                Some(v) => out.push((["strategy:", s].concat(), v)),
+                None => self.unrepresentable += 1,
+            }
+        }
+        out
     }
 }
 

@@ -1235,8 +1235,12 @@ pub fn run_desk<E: Exchange>(
 
     let start_balances = Exchange::balances_now(&venue);
     let mut candles_done = 0u64;
-    // The balances equity is valued with at every candle, their room reused.
+    // The balances equity is valued with at every candle, their room reused, and the fills
+    // the desk had seen when they were asked for. A simulator's totals move only with the
+    // fills it reports, so a backtest asks again only after one; a live venue's also with
+    // its own reports, so a live desk asks at every candle.
     let mut balances = Vec::new();
+    let mut balances_after_fills = None;
     // Pacing: market time `t` is due at wall time `started + (t - first) / speed`.
     let pace = opts.speed.filter(|s| *s > 0.0 && s.is_finite());
     let mut clock: Option<(std::time::Instant, i64)> = None;
@@ -1334,7 +1338,10 @@ pub fn run_desk<E: Exchange>(
                 desk_loop.flush(&mut host)?;
             }
             if is_candle {
-                Exchange::balances_into(&venue, &mut balances);
+                if opts.poll.is_some() || balances_after_fills != Some(desk_loop.books.fills) {
+                    Exchange::balances_into(&venue, &mut balances);
+                    balances_after_fills = Some(desk_loop.books.fills);
+                }
                 let equity = desk_loop.books.value(&balances);
                 desk_loop.books.start_equity.get_or_insert(equity);
                 desk_loop.books.mark(equity);

@@ -63,14 +63,26 @@ impl Books {
             .sum()
     }
 
+    /// Takes one event (the desk's books, which need no ledger updates).
+    pub(crate) fn see(&mut self, e: &Envelope) {
+        self.ledger.learn(&e.event);
+        self.book(e);
+    }
+
     /// Takes one event; returns the ledger's balance and P&L updates for it.
-    pub(crate) fn see(&mut self, e: &Envelope) -> Vec<(String, i128)> {
+    pub(crate) fn see_with_updates(&mut self, e: &Envelope) -> Vec<(String, i128)> {
         let updates = self.ledger.updates(&e.event);
+        self.book(e);
+        updates
+    }
+
+    fn book(&mut self, e: &Envelope) {
         match &e.event {
             // A repeated or stale candle does not move prices back (as for the agents).
-            Event::Candle(c) if self.candles.advances(c) => {
-                self.last_close.insert(c.pair, c.close);
-            }
+            Event::Candle(c) if self.candles.advances(c) => match self.last_close.get_mut(&c.pair) {
+                Some(close) => *close = c.close,
+                None => drop(self.last_close.insert(c.pair, c.close)),
+            },
             Event::OrderRequested(_) => self.orders += 1,
             Event::OrderFilled(f) | Event::OrderPartiallyFilled(f) => {
                 self.fills += 1;
@@ -89,7 +101,6 @@ impl Books {
             }
             _ => {}
         }
-        updates
     }
 
     pub(crate) fn mark(&mut self, equity: Money) {
@@ -296,7 +307,7 @@ pub fn summarize(run: u32, events: impl IntoIterator<Item = Envelope>) -> RunSum
         }
         let b = books.get_or_insert_with(|| Books::new(trusted));
         let advances = matches!(&e.event, Event::Candle(c) if b.candles.is_newer(c));
-        for (key, amount) in b.see(&e) {
+        for (key, amount) in b.see_with_updates(&e) {
             *totals.entry(key).or_default() += amount;
         }
         match &e.event {

@@ -128,6 +128,9 @@ fn bench_replay_and_latency_measure_a_real_run() {
     assert!(orders == 2 * trips || orders == 2 * trips - 1, "{orders} orders for {trips} round trips");
     let (p50, p99, max) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap(), r["max_us"].as_f64().unwrap());
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+    // Deciding is a part of each order's latency, the durable flush the rest.
+    let (decided_p50, decided_p99) = (r["decided_p50_us"].as_f64().unwrap(), r["decided_p99_us"].as_f64().unwrap());
+    assert!(0.0 < decided_p50 && decided_p50 <= decided_p99 && decided_p50 <= p50 && decided_p99 <= p99, "{r}");
 }
 
 #[test]

@@ -557,7 +557,8 @@ pub enum BenchCommand {
     /// market events per second and peak memory.
     Replay(BenchReplayArgs),
     /// Live simulator mode with the log durable: from a market event entering the log to the
-    /// order request leaving the desk, p50 / p99 / p99.9 / max, for one fixed strategy.
+    /// order request leaving the desk, p50 / p99 / p99.9 / max, for one fixed strategy, and
+    /// the part of it spent deciding before the log is made durable.
     Latency(LatencyArgs),
     /// The SMA-crossover parameter sweep with vectorbt's arithmetic (all-in long-only,
     /// fees, `total_return`): every fast < slow pair over every bar, as the like-for-like of

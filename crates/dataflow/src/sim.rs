@@ -151,6 +151,9 @@ pub struct SimReport {
     /// For every order a market event led to: from that event entering the log to the
     /// request leaving the desk for the venue (in live mode, the log's fsync included).
     pub order_latencies: Vec<std::time::Duration>,
+    /// For the same orders, in the same order: from the market event entering the log to the
+    /// agents' decision, before the log is made durable (what of the latency is crypy's own).
+    pub order_decisions: Vec<std::time::Duration>,
     /// Assets whose end balance differs from start + fills − fees as the differential ledger
     /// computed it (empty: the accounting holds exactly).
     pub accounting_mismatches: Vec<String>,
@@ -328,6 +331,7 @@ struct DeskLoop<'a, 'o> {
     captured: Option<Vec<Envelope>>,
     live: bool,
     order_latencies: Vec<std::time::Duration>,
+    order_decisions: Vec<std::time::Duration>,
     retry: Retry,
     /// The desk's clock: the latest time of its inputs. It never goes back, whatever a
     /// venue's skewed clock stamps on a report.
@@ -577,6 +581,7 @@ impl DeskLoop<'_, '_> {
                 None => host.handle(env),
             };
             let approved = self.record_decisions(seq, time, outs);
+            let decided = entered.elapsed();
             if self.live && !approved.is_empty() {
                 // The input and every decision it caused are in the buffer: an input boundary.
                 self.flush(host)?;
@@ -586,6 +591,7 @@ impl DeskLoop<'_, '_> {
                 let Some(request) = self.requests.get(&client_id) else { continue };
                 if from_market {
                     self.order_latencies.push(entered.elapsed());
+                    self.order_decisions.push(decided);
                 }
                 for event in retry::place(venue, &self.runtime, self.retry, request) {
                     queue.push_back((event, venue.now().max(time), Some(approval)));
@@ -1151,6 +1157,7 @@ pub fn run_desk<E: Exchange>(
         captured: None,
         live: opts.live,
         order_latencies: Vec::new(),
+        order_decisions: Vec::new(),
         retry: Retry::new(opts.poll.is_some()),
         clock: i64::MIN,
         shadow,
@@ -1365,7 +1372,7 @@ pub fn run_desk<E: Exchange>(
     if opts.templates.desk.on_stop == crypy_agents::template::OnStop::Cancel {
         stop_orders(&mut desk_loop, &mut venue, &mut host)?;
     }
-    let DeskLoop { mut rec, mut books, order_latencies, .. } = desk_loop;
+    let DeskLoop { mut rec, mut books, order_latencies, order_decisions, .. } = desk_loop;
     // The differential ledger's view: realized P&L per strategy, and balances from fills.
     let totals = host.totals();
     for (name, result) in books.per_strategy.iter_mut() {
@@ -1413,6 +1420,7 @@ pub fn run_desk<E: Exchange>(
         per_strategy: books.per_strategy,
         end_balances,
         order_latencies,
+        order_decisions,
         accounting_mismatches,
     })
 }

@@ -311,6 +311,61 @@ fn acknowledged_appends_survive_a_killed_process() {
     assert_eq!(log.append(&[event(81)]).unwrap().first, 81);
 }
 
+/// The same over several recyclings of the write-ahead files: large appends first, then
+/// small ones spread over a few background flushes, so that a recycled file's new frames are
+/// followed by larger, older ones when the process dies. None of those is taken for new, and
+/// nothing acknowledged is lost.
+#[test]
+fn acknowledged_appends_survive_a_killed_process_after_the_files_were_recycled() {
+    const CHILD: &str = "CRYPY_TEST_APPEND_OVER_RECYCLINGS_THEN_ABORT";
+    let batches: Vec<(i64, i64)> = {
+        let mut next = 1;
+        let mut sizes = vec![50; 10];
+        sizes.extend([2; 30]);
+        sizes
+            .into_iter()
+            .map(|size| {
+                let batch = (next, next + size - 1);
+                next += size;
+                batch
+            })
+            .collect()
+    };
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let log = EventLog::open(&dir, Options { serve_readers: false, ..Options::default() }).unwrap();
+        for (i, (first, last)) in batches.iter().enumerate() {
+            log.append(&(*first..=*last).map(event).collect::<Vec<_>>()).unwrap();
+            if i % 4 == 3 {
+                // Longer than the background flush's period: the files change roles.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "acknowledged_appends_survive_a_killed_process_after_the_files_were_recycled",
+            "--test-threads=1",
+        ])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to abort");
+    let total = batches.last().unwrap().1;
+    let log = open(dir.path());
+    let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
+    assert_eq!(back.len() as i64, total);
+    for (i, e) in back.iter().enumerate() {
+        assert_eq!((e.seq, e.event.clone()), (i as u64 + 1, event(i as i64 + 1).event));
+    }
+    assert!(log.verify().unwrap().is_ok());
+    assert_eq!(log.append(&[event(total + 1)]).unwrap().first, total as u64 + 1);
+}
+
 /// The write-ahead file's frame, as the log writes it: `CW`, the payload's length and
 /// CRC-32, then each record's length and bytes.
 fn wal_frame(records: &[&[u8]]) -> Vec<u8> {

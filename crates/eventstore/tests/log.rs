@@ -292,23 +292,34 @@ fn acknowledged_appends_survive_a_killed_process() {
         // Every append was acknowledged: die without closing anything.
         std::process::abort();
     }
+    let dir = aborted_child("acknowledged_appends_survive_a_killed_process", CHILD);
+    holds_events_up_to(&open(dir.path()), 80);
+}
+
+/// Runs this test binary's test `test` in a child process told by `child_env` where its
+/// log goes, and returns that dir once the child has aborted.
+fn aborted_child(test: &str, child_env: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "acknowledged_appends_survive_a_killed_process", "--test-threads=1"])
-        .env(CHILD, dir.path())
+        .args(["--exact", test, "--test-threads=1"])
+        .env(child_env, dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "the child was to abort");
-    let log = open(dir.path());
+    dir
+}
+
+/// `log` holds exactly the events 1..=`last` of [`event`], verifies, and appends after them.
+fn holds_events_up_to(log: &EventLog, last: i64) {
     let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
-    assert_eq!(back.len(), 80);
+    assert_eq!(back.len() as i64, last);
     for (i, e) in back.iter().enumerate() {
         assert_eq!((e.seq, e.event.clone()), (i as u64 + 1, event(i as i64 + 1).event));
     }
     assert!(log.verify().unwrap().is_ok());
-    assert_eq!(log.append(&[event(81)]).unwrap().first, 81);
+    assert_eq!(log.append(&[event(last + 1)]).unwrap().first, last as u64 + 1);
 }
 
 /// The same over several recyclings of the write-ahead files: large appends first, then
@@ -342,28 +353,8 @@ fn acknowledged_appends_survive_a_killed_process_after_the_files_were_recycled()
         }
         std::process::abort();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "acknowledged_appends_survive_a_killed_process_after_the_files_were_recycled",
-            "--test-threads=1",
-        ])
-        .env(CHILD, dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the child was to abort");
-    let total = batches.last().unwrap().1;
-    let log = open(dir.path());
-    let back: Vec<_> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
-    assert_eq!(back.len() as i64, total);
-    for (i, e) in back.iter().enumerate() {
-        assert_eq!((e.seq, e.event.clone()), (i as u64 + 1, event(i as i64 + 1).event));
-    }
-    assert!(log.verify().unwrap().is_ok());
-    assert_eq!(log.append(&[event(total + 1)]).unwrap().first, total as u64 + 1);
+    let dir = aborted_child("acknowledged_appends_survive_a_killed_process_after_the_files_were_recycled", CHILD);
+    holds_events_up_to(&open(dir.path()), batches.last().unwrap().1);
 }
 
 /// The write-ahead file's frame, as the log writes it: `CW`, the payload's length and

@@ -105,7 +105,6 @@ pub(crate) struct Inner {
     db_file: std::fs::File,
     chunks: sled::Tree,
     meta: sled::Tree,
-    durability: Durability,
     writer: Mutex<Writer>,
     /// Set when the last records are damaged: readers report it when they reach it, and
     /// appends are refused, so that nothing is ever written on top of corruption.
@@ -209,7 +208,6 @@ impl EventLog {
                 db_file,
                 chunks,
                 meta,
-                durability: options.durability,
                 damaged,
                 writer: Mutex::new(Writer { next_seq: last_seq + 1, chunk: ChunkWriter::default(), wal }),
                 appended,
@@ -335,11 +333,8 @@ impl EventLog {
                 }
                 None => inner.chunks.apply_batch(std::mem::take(&mut batch))?,
             }
-            match wal.as_mut() {
-                Some(wal) => wal.commit(),
-                None if inner.durability == Durability::EveryBatch => inner.make_durable(),
-                None => Ok(()),
-            }
+            // Under `EveryBatch` the log always has its write-ahead files (see `open`).
+            wal.as_mut().map_or(Ok(()), Wal::commit)
         })();
         if let Err(e) = written {
             // Whatever of the batch sled holds goes, so that the next append's records (on

@@ -175,18 +175,11 @@ impl Wal {
         Ok(())
     }
 
-    /// Gives both files their size ahead, durably, so that an append's `fdatasync` has no
-    /// size to commit.
-    pub(crate) fn size_ahead(&mut self) -> Result<()> {
-        for i in 0..2 {
-            let file = &self.files[i];
-            let sized =
-                file.metadata().map(|m| m.len() >= SIZED_AHEAD_BYTES).map_err(|e| Error::io(&self.paths[i], e))?;
-            if !sized {
-                file.set_len(SIZED_AHEAD_BYTES)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| Error::io(&self.paths[i], e))?;
-            }
+    /// Gives both files, just cut to nothing, their size ahead, durably, so that an append's
+    /// `fdatasync` has no size to commit.
+    pub(crate) fn size_ahead(&self) -> Result<()> {
+        for (file, path) in self.files.iter().zip(&self.paths) {
+            file.set_len(SIZED_AHEAD_BYTES).and_then(|()| file.sync_data()).map_err(|e| Error::io(path, e))?;
         }
         Ok(())
     }

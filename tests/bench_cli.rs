@@ -86,6 +86,17 @@ fn bench_backtest_trades_the_fixed_strategy_through_the_whole_desk() {
 
     let err = run(crypy(dir.path()).args(["bench", "backtest", "--strategy", "sma:30:10", "--csv"]).arg(&bundled), 2);
     assert!(err.contains("the fast period must be shorter"), "{err}");
+    // Flags are checked before the candles are read: a missing file is not what is reported.
+    for (flag, value, why) in [
+        ("--qty", "abc", "--qty \"abc\": not a decimal number"),
+        ("--qty", "0", "must buy a positive quantity"),
+        ("--fee", "1", "must be in [0, 1)"),
+        ("--cash", "0", "starting balance must be positive"),
+        ("--strategy", "ema:3", "expected FAMILY:FAST:SLOW"),
+    ] {
+        let err = run(crypy(dir.path()).args(["bench", "backtest", "--csv", "/no/such/candles.csv", flag, value]), 2);
+        assert!(err.contains(why) && !err.contains("candles.csv"), "{flag} {value}: {err}");
+    }
 }
 
 #[test]

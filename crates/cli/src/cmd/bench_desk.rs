@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use crypy_agents::template::Templates;
-use crypy_core::{Candle, Interval, Pair};
+use crypy_core::{Candle, Interval, Money, Pair};
 use crypy_dataflow::sim::{run_sim, SimOptions, SimReport};
 use crypy_exchange::sim::SimConfig;
 use serde_json::json;
@@ -34,6 +34,27 @@ pub fn parse_strategy(text: &str) -> anyhow::Result<(&'static str, u32, u32)> {
         bail!("--strategy {text:?}: the fast period must be shorter than the slow one");
     }
     Ok((family, fast, slow))
+}
+
+/// `--qty`, `--fee` and `--cash` checked before any candle is read, each named in its error:
+/// a mistyped flag should not first cost a whole CSV's parse and then be reported as a
+/// template's or the simulator's field.
+fn check_amounts(qty: &str, fee: &str, cash: &str) -> anyhow::Result<()> {
+    let decimal = |flag: &str, text: &str| -> anyhow::Result<Money> {
+        text.parse().map_err(|_| anyhow::anyhow!("{flag} {text:?}: not a decimal number"))
+    };
+    let positive = |m: Money| !m.is_zero() && !m.is_sign_negative();
+    if !positive(decimal("--qty", qty)?) {
+        bail!("--qty {qty:?}: every entry must buy a positive quantity");
+    }
+    let rate = decimal("--fee", fee)?;
+    if rate.is_sign_negative() || rate.value() >= 1.into() {
+        bail!("--fee {fee:?}: a fee rate on traded value must be in [0, 1)");
+    }
+    if !positive(decimal("--cash", cash)?) {
+        bail!("--cash {cash:?}: the quote asset's starting balance must be positive, or no order can be paid");
+    }
+    Ok(())
 }
 
 /// The templates of a fixed-strategy backtest: one trader trading one variant with a fixed
@@ -163,6 +184,8 @@ fn bench_candles(csv: &Path, pair: &Pair, interval: Interval, bars: Option<usize
 }
 
 pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
+    parse_strategy(&args.strategy)?;
+    check_amounts(&args.qty, &args.fee, &args.cash)?;
     let candles = bench_candles(&args.csv, &args.pair, args.interval, None)?;
     let scratch =
         tempfile::Builder::new().prefix("crypy-backtest-").tempdir().context("cannot create a scratch dir")?;
@@ -243,6 +266,7 @@ fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
 }
 
 pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
+    parse_strategy(&args.strategy)?;
     let candles = bench_candles(&args.csv, &args.pair, args.interval, args.bars)?;
     let scratch = tempfile::Builder::new().prefix("crypy-latency-").tempdir().context("cannot create a scratch dir")?;
     let bars = candles.len() as u64;

@@ -142,6 +142,9 @@ fn bench_replay_and_latency_measure_a_real_run() {
     // Deciding is a part of each order's latency, the durable flush the rest.
     let (decided_p50, decided_p99) = (r["decided_p50_us"].as_f64().unwrap(), r["decided_p99_us"].as_f64().unwrap());
     assert!(0.0 < decided_p50 && decided_p50 <= decided_p99 && decided_p50 <= p50 && decided_p99 <= p99, "{r}");
+
+    let err = run(crypy(dir.path()).args(["bench", "latency", "--bars", "0", "--csv"]).arg(&bundled), 2);
+    assert!(err.contains("--bars 0: at least one bar"), "{err}");
 }
 
 #[test]

@@ -267,6 +267,7 @@ fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
 
 pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
     parse_strategy(&args.strategy)?;
+    anyhow::ensure!(args.bars != Some(0), "--bars 0: at least one bar is needed to measure anything");
     let candles = bench_candles(&args.csv, &args.pair, args.interval, args.bars)?;
     let scratch = tempfile::Builder::new().prefix("crypy-latency-").tempdir().context("cannot create a scratch dir")?;
     let bars = candles.len() as u64;

@@ -306,9 +306,10 @@ impl CandleClock {
                 advances
             }
             Err(i) => {
-                let advances = c.open_time > i64::MIN;
-                self.0.insert(i, (c.pair, if advances { c.open_time } else { i64::MIN }));
-                advances
+                // A pair's first candle: its time is the newest, and it advances unless it
+                // is at the earliest time there is (the start of a pair never seen).
+                self.0.insert(i, (c.pair, c.open_time));
+                c.open_time > i64::MIN
             }
         }
     }

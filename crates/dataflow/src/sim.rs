@@ -581,7 +581,8 @@ impl DeskLoop<'_, '_> {
                 None => host.handle(env),
             };
             let approved = self.record_decisions(seq, time, outs);
-            let decided = entered.elapsed();
+            // Read off the clock only for the orders a market event led to, not at every event.
+            let decided = (from_market && !approved.is_empty()).then(|| entered.elapsed());
             if self.live && !approved.is_empty() {
                 // The input and every decision it caused are in the buffer: an input boundary.
                 self.flush(host)?;
@@ -589,7 +590,7 @@ impl DeskLoop<'_, '_> {
             for (client_id, approval) in approved {
                 self.approvals.insert(client_id.clone(), approval);
                 let Some(request) = self.requests.get(&client_id) else { continue };
-                if from_market {
+                if let Some(decided) = decided {
                     self.order_latencies.push(entered.elapsed());
                     self.order_decisions.push(decided);
                 }

@@ -120,7 +120,8 @@ pub struct Backtest<'a> {
     pub candles: Vec<Candle>,
     pub pair: Pair,
     pub interval: Interval,
-    pub strategy: &'a str,
+    /// As [`parse_strategy`] gives it.
+    pub strategy: (&'static str, u32, u32),
     pub qty: &'a str,
     pub fee: &'a str,
     pub cash: &'a str,
@@ -139,8 +140,7 @@ pub struct BacktestResult {
 /// Runs the backtest: the simulator, the durable log, the dataflow and the agents, exactly
 /// as `crypy sim` runs them.
 pub fn run_backtest(b: Backtest<'_>) -> anyhow::Result<BacktestResult> {
-    let strategy = parse_strategy(b.strategy)?;
-    let texts = backtest_templates(b.pair, b.interval, strategy, b.qty)?;
+    let texts = backtest_templates(b.pair, b.interval, b.strategy, b.qty)?;
     let templates = Templates::parse_texts(&texts, Path::new("bench backtest"))?;
     let config = backtest_config(b.pair, b.cash, b.fee)?;
     let (mut buys, mut sells) = (0u64, 0u64);
@@ -184,7 +184,7 @@ fn bench_candles(csv: &Path, pair: &Pair, interval: Interval, bars: Option<usize
 }
 
 pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
-    parse_strategy(&args.strategy)?;
+    let strategy = parse_strategy(&args.strategy)?;
     check_amounts(&args.qty, &args.fee, &args.cash)?;
     let candles = bench_candles(&args.csv, &args.pair, args.interval, None)?;
     let scratch =
@@ -205,7 +205,7 @@ pub fn backtest(args: crate::args::BacktestArgs) -> anyhow::Result<ExitCode> {
         candles,
         pair: args.pair,
         interval: args.interval,
-        strategy: &args.strategy,
+        strategy,
         qty: &args.qty,
         fee: &args.fee,
         cash: &args.cash,
@@ -266,7 +266,7 @@ fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
 }
 
 pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
-    parse_strategy(&args.strategy)?;
+    let strategy = parse_strategy(&args.strategy)?;
     anyhow::ensure!(args.bars != Some(0), "--bars 0: at least one bar is needed to measure anything");
     let candles = bench_candles(&args.csv, &args.pair, args.interval, args.bars)?;
     let scratch = tempfile::Builder::new().prefix("crypy-latency-").tempdir().context("cannot create a scratch dir")?;
@@ -284,7 +284,7 @@ pub fn latency(args: crate::args::LatencyArgs) -> anyhow::Result<ExitCode> {
         candles,
         pair: args.pair,
         interval: args.interval,
-        strategy: &args.strategy,
+        strategy,
         qty: "0.01",
         fee: "0.001",
         cash: "1000000",
